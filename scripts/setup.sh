@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up everything sttrl needs on a fresh machine: system packages, a virtual environment in .venv,
+# and the project with all its extras. Re-running is cheap: the install is skipped while
+# pyproject.toml is unchanged. Usage: scripts/setup.sh [--test]  (--test also installs PostgreSQL
+# for the graph's Postgres resume test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+need_apt=()
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+if [ "$want_test" = 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  need_apt+=(postgresql)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing system packages: ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: missing system packages: ${need_apt[*]}" >&2
+    echo "       install them first, e.g.: sudo apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || {
+  echo "setup: Python >= 3.11 is required ($("$PY" --version 2>&1))" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+
+stamp=.venv/.sttrl-installed
+digest=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  echo "setup: installing sttrl and its extras into .venv (torch 2.13.0 CPU wheel from local disk when present)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[all]"
+  echo "$digest" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

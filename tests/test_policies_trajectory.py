@@ -1,0 +1,47 @@
+from sttrl.actions import Action
+from sttrl.policies import RandomPolicy, RulePolicy, StaticPolicy, make_policy
+from sttrl.trajectory import StepRecord, Trajectory
+
+
+def obs(**kw):
+    base = dict(step=1, steps_left=5, lr=1e-3, batch_size=8, grad_accum=1, freeze_layers=0, max_freeze_layers=2,
+                train_loss=1.0, wer=0.5, cer=0.3, best_wer=0.5, previous_wer=0.6, memory_gb=1.0,
+                memory_device="cpu", status="ok", global_step=10)
+    base.update(kw)
+    return base
+
+
+def test_rule_policy_reads_the_observation():
+    p = RulePolicy()
+    assert p.decide(obs(status="nan"), [{}])[0] is Action.LR_DOWN
+    assert p.decide(obs(status="diverged"), [{}])[0] is Action.LR_DOWN
+    assert p.decide(obs(status="oom"), [{}])[0] is Action.BATCH_DOWN
+    assert p.decide(obs(status="oom", batch_size=1), [{}])[0] is Action.FREEZE_MORE
+    assert p.decide(obs(), [])[0] is Action.KEEP
+    assert p.decide(obs(wer=0.4, previous_wer=0.5), [{"action": "keep", "status": "ok"}])[0] is Action.KEEP
+    assert p.decide(obs(wer=0.6, previous_wer=0.5), [{"action": "keep", "status": "ok"}])[0] is Action.LR_DOWN
+    flat = obs(wer=0.5, previous_wer=0.505)
+    assert p.decide(flat, [{"action": "keep", "status": "ok"}])[0] is Action.LR_DOWN
+    assert p.decide(flat, [{"action": "lr_down", "status": "ok"}])[0] is Action.STOP
+
+
+def test_random_and_static():
+    r = RandomPolicy(seed=3)
+    seq = [r.decide(obs(), [{}] * i)[0] for i in range(20)]
+    assert seq == [RandomPolicy(seed=3).decide(obs(), [{}] * i)[0] for i in range(20)]
+    assert Action.STOP not in seq and len(set(seq)) > 2
+    assert StaticPolicy().decide(obs(), [])[0] is Action.KEEP
+    assert make_policy("rule", ["keep", "stop"]).decide(obs(status="nan"), [{}])[0] is Action.KEEP
+
+
+def test_trajectory_is_append_only_and_idempotent(tmp_path):
+    path = tmp_path / "trajectory.jsonl"
+    t = Trajectory(path)
+    rec = StepRecord(run_id="r", step=1, action="keep", hp_before={"lr": 1.0}, hp_after={"lr": 1.0},
+                     status="ok", reward=0.1, observation=obs())
+    assert t.append(rec) and not t.append(rec)
+    with open(path, "a") as fh:  # a torn line from a crash mid-write
+        fh.write('{"schema": "sttrl.st')
+    t2 = Trajectory(path)
+    assert t2.steps() == [1]
+    assert t2.records()[0]["schema"] == "sttrl.step/1"
