@@ -1,0 +1,102 @@
+"""Batched greedy decoding and WER/CER with jiwer over a declared text normalizer."""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+
+import jiwer
+import torch
+
+from sttrl.features import FeatureStore
+
+_PUNCT = re.compile(r"[^\w\s']|_")
+_APOS = re.compile(r"(?<!\w)'|'(?!\w)")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """The declared normalizer: NFKC, lowercase, punctuation -> space (apostrophes inside words such as
+    ng'ombe are kept), whitespace collapsed. Applied to references and hypotheses alike."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("’", "'")
+    text = _PUNCT.sub(" ", text)
+    text = _APOS.sub(" ", text)
+    return _SPACE.sub(" ", text).strip()
+
+
+@dataclass
+class EvalResult:
+    wer: float
+    cer: float
+    n: int
+    seconds: float
+    utterances_per_s: float
+    examples: list[dict] = field(default_factory=list)  # a few {"id", "reference", "hypothesis"}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, float]:
+    """Corpus WER and CER after normalization; an empty hypothesis counts as all deletions."""
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) for h in hypotheses]
+    keep = [i for i, r in enumerate(refs) if r]
+    refs = [refs[i] for i in keep]
+    hyps = [hyps[i] if hyps[i] else "" for i in keep]
+    if not refs:
+        raise ValueError("no non-empty reference to score")
+    wer = jiwer.wer(refs, hyps)
+    cer = jiwer.cer(refs, hyps)
+    return float(wer), float(cer)
+
+
+@torch.no_grad()
+def transcribe(store: FeatureStore, indices: list[int], batch_size: int, max_new_tokens: int, device: torch.device) -> list[str]:
+    """Greedy transcripts of ``store``'s utterances at ``indices``, in batches."""
+    loaded = store.loaded
+    model = loaded.model
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    try:
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            feats = store.features(idx).to(device)
+            ids = model.generate(
+                input_features=feats,
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+                **loaded.generate_kwargs,
+            )
+            out.extend(loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate(
+    store: FeatureStore,
+    device: torch.device,
+    batch_size: int = 16,
+    max_utterances: int | None = None,
+    n_examples: int = 3,
+) -> EvalResult:
+    """WER/CER of the model on the first ``max_utterances`` of ``store`` (all by default)."""
+    n = len(store) if max_utterances is None else min(max_utterances, len(store))
+    indices = list(range(n))
+    loaded = store.loaded
+    limit = int(loaded.model.config.max_target_positions) - len(loaded.prefix_ids)
+    max_new = min(int(store.longest_label() * 1.5) + 8, store.max_tokens, limit)
+    start = time.perf_counter()
+    hyps = transcribe(store, indices, batch_size, max_new, device)
+    seconds = time.perf_counter() - start
+    refs = [store.utterances[i].text for i in indices]
+    wer, cer = error_rates(refs, hyps)
+    examples = [
+        {"id": store.utterances[i].uid, "reference": refs[i], "hypothesis": hyps[i]} for i in indices[:n_examples]
+    ]
+    return EvalResult(wer, cer, n, seconds, n / seconds if seconds > 0 else 0.0, examples)

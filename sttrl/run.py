@@ -1,0 +1,86 @@
+"""``python -m sttrl.run``: one episode through SttEnv with a classical policy, then the judge.
+
+The LangGraph episode (``python -m graph.run``) is the main entry point; this runner is the
+Gymnasium path, with no LangChain or LangGraph involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sttrl.config import available_presets, load_config
+from sttrl.errors import SttrlError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sttrl.run", description="Run one sttrl episode with a classical policy.")
+    p.add_argument("--preset", default="cpu", help=f"one of: {', '.join(available_presets())} (default cpu)")
+    p.add_argument("--config", type=Path, help="YAML or JSON file merged over the preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. train.lr=3e-4 (repeatable)")
+    p.add_argument("--policy", default="rule", choices=["rule", "random", "static"])
+    p.add_argument("--seed", type=int, help="run.seed")
+    p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
+    p.add_argument("--no-judge", action="store_true", help="skip the hidden-split judge at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+        cfg = load_config(args.preset, args.config, overrides)
+        from sttrl.env import SttEnv
+        from sttrl.judge import judge
+        from sttrl.policies import make_policy
+
+        policy = make_policy(args.policy, cfg.env.actions, seed=cfg.run.seed)
+        env = SttEnv(cfg, progress=not args.quiet, source=args.policy)
+        t0 = time.perf_counter()
+        opts = {"run_dir": str(args.run_dir)} if args.run_dir else {}
+        _, info = env.reset(seed=cfg.run.seed, options=opts)
+        obs = info["observation"]
+        console.print(f"run {info['run_id']} in {info['run_dir']}: start WER {obs['wer']:.3f} CER {obs['cer']:.3f}")
+        history: list[dict] = []
+        table = Table(title=f"episode ({args.policy} policy, preset {cfg.preset})")
+        for col in ("step", "action", "lr", "batch", "frozen", "loss", "WER", "CER", "reward", "status", "s"):
+            table.add_column(col, justify="right")
+        done = False
+        while not done:
+            action, why = policy.decide(obs, history)
+            _, r, term, trunc, info = env.step(action, rationale=why)
+            obs = info["observation"]
+            history = env.trajectory.records()
+            rec = history[-1]
+            loss = obs["train_loss"]
+            table.add_row(str(rec["step"]), action.value, f"{obs['lr']:.3g}", str(obs["batch_size"]),
+                          str(obs["freeze_layers"]), f"{loss:.3f}" if loss is not None else "-", f"{obs['wer']:.3f}",
+                          f"{obs['cer']:.3f}", f"{r:+.3f}", obs["status"], f"{rec['timings']['step_seconds']:.1f}")
+            console.print(f"step {rec['step']}: {action.value} ({why}) -> WER {obs['wer']:.3f}, reward {r:+.3f}, {obs['status']}")
+            done = term or trunc
+        console.print(table)
+        console.print(f"episode wall time {time.perf_counter() - t0:.1f} s; final model {info['final']['path']} "
+                      f"sha256 {info['final']['sha256'][:12]}…")
+        if not args.no_judge:
+            report = judge(env.run_dir, progress=not args.quiet)
+            for name, c in report["checks"].items():
+                console.print(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['reason']}")
+            if report["scored"]:
+                console.print(f"judge ({report['hidden_domain']}, hidden): WER {report['wer']:.3f} CER {report['cer']:.3f} "
+                              f"score {report['score']:.1f}")
+    except SttrlError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The heavy objects of one episode (data, model, trainer, feature stores) and their files on disk.
+
+Everything the episode needs to go on after a crash lives under ``run_dir``:
+
+    config.yaml            resolved config
+    run.json               run record: ids, initial/final weight hashes, data manifest, splits opened
+    processor/             the processor (feature extractor + tokenizer) the judge loads
+    checkpoints/block-NNNN complete training checkpoints after block N (block-0000 = the start)
+    checkpoints/partial    the last intra-block checkpoint of a block cut off mid-way
+    evals/block-NNNN.json  validation result after block N
+    final/                 the model the judge scores (save_pretrained layout)
+
+``train_block`` and ``evaluate`` are idempotent by block index: a finished block is loaded, not
+trained again; a block cut off mid-way continues from its last intra-block checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sttrl.actions import Hyperparams
+from sttrl.config import Config, config_from_dict, secret
+from sttrl.data import SpeechData, build_speech_data
+from sttrl.errors import CheckpointError, ConfigError
+from sttrl.evaluate import EvalResult, evaluate
+from sttrl.features import FeatureStore
+from sttrl.io import atomic_write_json, sha256_file
+from sttrl.model import LoadedModel, load_model
+from sttrl.trainer import BlockResult, StepInfo, Trainer, read_checkpoint_record
+
+RUN_RECORD = "run.json"
+
+
+def seed_everything(seed: int) -> None:
+    """The one seeding function: Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but no CUDA device is available; use run.device=cpu or auto")
+    return torch.device(name)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def block_name(block: int) -> str:
+    return f"block-{block:04d}"
+
+
+class EpisodeRuntime:
+    """Data, model and trainer of one run directory; restores the latest checkpoint when one exists."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: str | Path,
+        progress: bool = True,
+        data: SpeechData | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record_path = self.run_dir / RUN_RECORD
+        if record_path.is_file():  # resume: the config the run started with wins
+            record = json.loads(record_path.read_text())
+            self.cfg = config_from_dict(record["config"])
+            self.run_id = record["run_id"]
+        else:
+            self.cfg, self.run_id, record = cfg, run_id or new_run_id(), {}
+        cfg = self.cfg
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        seed_everything(cfg.run.seed)
+        self.device = resolve_device(cfg.run.device)
+        self.progress = progress
+        self.data = data if data is not None else build_speech_data(cfg.data, progress=progress)
+        token = secret("HF_TOKEN") if cfg.model.source == "hub" else None
+        self.loaded: LoadedModel = load_model(
+            cfg.model, cfg.data.cache_dir, self.device, seed=cfg.run.seed, progress=progress, token=token
+        )
+        max_tokens = cfg.model.max_target_tokens
+        self.train_store = FeatureStore(self.loaded, self.data.split("train"), max_tokens)
+        val = self.data.split("validation")
+        if cfg.train.max_eval_utterances:
+            val = val[: cfg.train.max_eval_utterances]
+        self.val_store = FeatureStore(self.loaded, val, max_tokens)
+        if not len(self.train_store) or not len(self.val_store):
+            raise ConfigError("the training or validation split is empty: raise data.sentences_per_domain")
+        self.trainer = Trainer(self.loaded, self.train_store, cfg.train, cfg.run.seed, self.device, cfg.run.dtype)
+        self.max_freeze = self.loaded.encoder_layers
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.eval_dir = self.run_dir / "evals"
+        self.block = 0  # blocks whose checkpoint is loaded in the trainer
+        if record:
+            self.record = record
+            self._record_opened_splits()
+            self.restore_latest()
+        else:
+            self._start_record()
+
+    # ----- run record -------------------------------------------------------------------------
+    def _start_record(self) -> None:
+        self.cfg.save(self.run_dir / "config.yaml")
+        self.loaded.processor.save_pretrained(self.run_dir / "processor")
+        path = self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None})
+        self.record = {
+            "run_id": self.run_id,
+            "created": time.time(),
+            "config": self.cfg.to_dict(),
+            "model_source": str(self.loaded.source_dir),
+            "initial_weights_sha256": sha256_file(path / "model.safetensors"),
+            "data_manifest": str(self.data.manifest_path),
+            "opened_splits": [],
+            "final": None,
+        }
+        self._record_opened_splits()
+
+    def _record_opened_splits(self) -> None:
+        self.record["opened_splits"] = sorted(set(self.record.get("opened_splits", [])) | set(self.data.opened_splits))
+        self.write_record()
+
+    def write_record(self) -> None:
+        atomic_write_json(self.run_dir / RUN_RECORD, self.record)
+
+    def initial_hp(self) -> Hyperparams:
+        return Hyperparams.from_config(self.cfg.train, self.max_freeze)
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def _save_block_checkpoint(self, block: int, meta: dict) -> Path:
+        path = self.trainer.save_checkpoint(self.ckpt_dir / block_name(block), {"block": block, **meta})
+        shutil.rmtree(self.ckpt_dir / "partial", ignore_errors=True)
+        keep = self.cfg.env.keep_checkpoints
+        blocks = sorted(self.completed_blocks())
+        for old in blocks[:-keep]:
+            shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
+        return path
+
+    def completed_blocks(self) -> list[int]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        out = []
+        for p in self.ckpt_dir.glob("block-*"):
+            if (p / "state.json").is_file():
+                out.append(int(p.name.split("-")[1]))
+        return sorted(out)
+
+    def restore_latest(self) -> int:
+        blocks = self.completed_blocks()
+        if not blocks:
+            raise CheckpointError(f"run {self.run_dir} has a run record but no complete checkpoint")
+        self._load_block(blocks[-1])
+        return self.block
+
+    def _load_block(self, block: int) -> dict:
+        path = self.ckpt_dir / block_name(block)
+        if not path.is_dir():
+            raise CheckpointError(f"checkpoint {path} is missing (kept only the last {self.cfg.env.keep_checkpoints})")
+        meta = self.trainer.load_checkpoint(path)
+        self.block = block
+        return meta
+
+    def block_result(self, block: int) -> BlockResult | None:
+        path = self.ckpt_dir / block_name(block)
+        if not (path / "state.json").is_file():
+            return None
+        meta = read_checkpoint_record(path)["meta"]
+        return BlockResult(**meta["result"]) if meta.get("result") else None
+
+    # ----- training ---------------------------------------------------------------------------
+    def train_block(
+        self, block: int, hp: Hyperparams, steps: int | None = None, on_step: Callable[[StepInfo], None] | None = None
+    ) -> BlockResult:
+        """Train block ``block`` (1-based) with ``hp``; idempotent (see module docstring)."""
+        steps = steps or self.cfg.env.steps_per_action
+        if block < 1:
+            raise ValueError("blocks are numbered from 1")
+        done = self.block_result(block)
+        if done is not None:
+            if self.block != block:
+                self._load_block(block)
+            return done
+        if self.block != block - 1:
+            self._load_block(block - 1)
+        snapshot = self.trainer.snapshot()
+        done_losses: list[float] = []
+        partial = self.ckpt_dir / "partial"
+        if (partial / "state.json").is_file():
+            meta = read_checkpoint_record(partial)["meta"]
+            if meta.get("block") == block and meta.get("hp") == hp.to_dict():
+                self.trainer.load_checkpoint(partial)
+                done_losses = list(meta["losses"])
+
+        def on_checkpoint(losses: list[float]) -> None:
+            self.trainer.save_checkpoint(partial, {"block": block, "hp": hp.to_dict(), "losses": list(losses)})
+
+        result = self.trainer.train_block(
+            hp,
+            steps,
+            on_step=on_step,
+            snapshot=snapshot,
+            done_losses=done_losses,
+            on_checkpoint=on_checkpoint,
+            checkpoint_every=self.cfg.env.checkpoint_every,
+        )
+        self._save_block_checkpoint(block, {"hp": hp.to_dict(), "result": result.to_dict()})
+        self.block = block
+        return result
+
+    # ----- evaluation -------------------------------------------------------------------------
+    def evaluate(self, block: int | None = None) -> EvalResult:
+        """Validation WER/CER of the model after ``block`` (default: the current one); cached on disk."""
+        block = self.block if block is None else block
+        path = self.eval_dir / f"{block_name(block)}.json"
+        if path.is_file():
+            return EvalResult(**json.loads(path.read_text()))
+        if block != self.block:
+            self._load_block(block)
+        result = self.block_result(block)
+        if result is not None and result.status != "ok" and block > 0:
+            previous = self.eval_dir / f"{block_name(block - 1)}.json"
+            if previous.is_file():  # rolled back: the same weights as before the block
+                res = EvalResult(**json.loads(previous.read_text()))
+                atomic_write_json(path, res.to_dict())
+                return res
+        res = evaluate(
+            self.val_store,
+            self.device,
+            batch_size=self.cfg.train.eval_batch_size,
+            n_examples=self.cfg.train.example_transcripts,
+        )
+        atomic_write_json(path, res.to_dict())
+        return res
+
+    @torch.no_grad()
+    def probe_loss(self) -> float:
+        """Training loss of the current model on its next batch, without an update (the starting observation)."""
+        hp = self.initial_hp()
+        idx = self.trainer._indices(self.trainer.state.cursor, hp.batch_size)
+        batch = self.train_store.batch(idx).to(self.device)
+        self.loaded.model.eval()
+        out = self.loaded.model(
+            input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels
+        )
+        return float(out.loss)
+
+    # ----- the end ----------------------------------------------------------------------------
+    def save_final(self) -> dict:
+        """Save the current model for the judge and record its hash in run.json."""
+        final = self.run_dir / "final"
+        tmp = self.run_dir / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.loaded.model.save_pretrained(tmp)
+        from sttrl.io import atomic_replace_dir
+
+        atomic_replace_dir(tmp, final)
+        info = {
+            "path": "final",
+            "sha256": sha256_file(final / "model.safetensors"),
+            "block": self.block,
+            "global_step": self.trainer.state.global_step,
+        }
+        self.record["final"] = info
+        self._record_opened_splits()
+        return info

@@ -1,0 +1,367 @@
+"""Real training blocks: AdamW, warm-up, gradient accumulation, layer freezing, clipping, faults, checkpoints.
+
+A block trains ``n`` optimizer steps with the given hyperparameters. Faults are transitions, not
+crashes: the model, optimizer and data cursor roll back to the block's start and the block ends
+with a status:
+
+- ``nan``: a non-finite loss or gradient norm.
+- ``oom``: ``torch.OutOfMemoryError`` (real on CUDA) or, on CPU with ``train.memory_budget_gb``
+  set, a measured training-memory peak above the budget.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated``. On CPU, the bytes of the tensors training holds
+at its peak (after the forward pass): parameters, gradients, optimizer state and the activations
+autograd saved for backward, counted through ``saved_tensors_hooks``. Unlike process RSS, this is
+the same in a resumed process, so OOM transitions replay exactly.
+- ``diverged``: the mean loss of the block's last quarter exceeds ``train.divergence_ratio`` times
+  the reference loss: the previous good block's mean loss, or (first block) this block's first quarter.
+
+Data order derives from (seed, cursor): epoch ``e`` is ``default_rng([seed, e]).permutation(N)``
+and the cursor counts samples consumed, so a resumed run draws exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from safetensors.torch import load_model as load_safetensors_model
+
+from sttrl.actions import Hyperparams
+from sttrl.config import TrainConfig
+from sttrl.errors import CheckpointError, IntegrityError
+from sttrl.features import FeatureStore
+from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
+from sttrl.model import LoadedModel, set_frozen_layers
+
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
+
+
+@dataclass
+class StepInfo:
+    """Progress of one optimizer step, for live displays."""
+
+    global_step: int
+    step_in_block: int
+    steps_in_block: int
+    loss: float
+    lr: float
+    samples_per_s: float
+
+
+@dataclass
+class BlockResult:
+    status: str  # ok | oom | nan | diverged
+    steps: int  # optimizer steps kept (0 after a rollback)
+    steps_attempted: int
+    losses: list[float]
+    mean_loss: float | None  # mean over kept steps; after a fault, the losses seen before rollback
+    samples: int
+    seconds: float
+    samples_per_s: float
+    peak_memory_gb: float
+    memory_device: str
+    global_step: int
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainerState:
+    global_step: int = 0
+    cursor: int = 0  # training samples consumed
+    reference_loss: float | None = None  # the last good block's mean loss (divergence rule)
+    extra: dict = field(default_factory=dict)
+
+
+class _MemoryBudgetExceeded(Exception):
+    pass
+
+
+class Trainer:
+    """Owns the model's training: optimizer, data cursor, rollback and checkpoints."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        store: FeatureStore,
+        cfg: TrainConfig,
+        seed: int,
+        device: torch.device,
+        dtype: str = "float32",
+    ) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.store = store
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+        self.autocast = dtype == "bfloat16" and device.type == "cuda"
+        params = [p for p in self.model.parameters()]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            fused=False,
+            foreach=False,
+        )
+        self.state = TrainerState()
+        self._process = psutil.Process()
+
+    # ----- data order -------------------------------------------------------------------------
+    def _indices(self, start: int, count: int) -> list[int]:
+        n = len(self.store)
+        out: list[int] = []
+        pos = start
+        while len(out) < count:
+            epoch, offset = divmod(pos, n)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+            take = min(count - len(out), n - offset)
+            out.extend(int(i) for i in perm[offset : offset + take])
+            pos += take
+        return out
+
+    # ----- rollback ---------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "state": copy.deepcopy(self.state),
+            "rng": torch.get_rng_state(),
+        }
+
+    def restore(self, snap: dict) -> None:
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        self.state = copy.deepcopy(snap["state"])
+        torch.set_rng_state(snap["rng"])
+
+    # ----- memory -----------------------------------------------------------------------------
+    def _state_bytes(self) -> int:
+        """Parameters, gradients and optimizer state, in bytes."""
+        total = 0
+        for p in self.model.parameters():
+            total += p.numel() * p.element_size()
+            if p.grad is not None:
+                total += p.grad.numel() * p.grad.element_size()
+        for st in self.optimizer.state.values():
+            for v in st.values():
+                if torch.is_tensor(v):
+                    total += v.numel() * v.element_size()
+        return total
+
+    def _memory_gb(self, activations: int = 0) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**30
+        return (self._state_bytes() + activations) / 2**30
+
+    def rss_gb(self) -> float:
+        return self._process.memory_info().rss / 2**30
+
+    def _check_budget(self, peak: float) -> None:
+        if self.device.type != "cuda" and self.cfg.memory_budget_gb is not None and peak > self.cfg.memory_budget_gb:
+            raise _MemoryBudgetExceeded(
+                f"training memory peak {peak:.3f} GB > memory budget {self.cfg.memory_budget_gb} GB"
+            )
+
+    # ----- one step ---------------------------------------------------------------------------
+    def _lr_at(self, hp: Hyperparams, step: int) -> float:
+        if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
+            return hp.lr * (step + 1) / self.cfg.warmup_steps
+        return hp.lr
+
+    def _step(self, hp: Hyperparams) -> tuple[float, float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, peak GB)."""
+        lr = self._lr_at(hp, self.state.global_step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        peak = 0.0
+        for _ in range(hp.grad_accum):
+            idx = self._indices(self.state.cursor, hp.batch_size)
+            batch = self.store.batch(idx).to(self.device)
+            saved: dict[int, int] = {}
+
+            def pack(t: torch.Tensor) -> torch.Tensor:
+                saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    out = self.model(
+                        input_features=batch.input_features,
+                        decoder_input_ids=batch.decoder_input_ids,
+                        labels=batch.labels,
+                    )
+            loss = out.loss / hp.grad_accum
+            peak = max(peak, self._memory_gb(sum(saved.values())))
+            self._check_budget(peak)
+            if not torch.isfinite(loss):
+                return float("nan"), float("nan"), peak
+            loss.backward()
+            total_loss += float(loss.detach())
+            self.state.cursor += hp.batch_size
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        clip = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if not math.isfinite(norm):
+            return float("nan"), norm, peak
+        self.optimizer.step()
+        self.state.global_step += 1
+        return total_loss, norm, peak
+
+    # ----- a block ----------------------------------------------------------------------------
+    def train_block(
+        self,
+        hp: Hyperparams,
+        n_steps: int,
+        on_step: Callable[[StepInfo], None] | None = None,
+        snapshot: dict | None = None,
+        done_losses: list[float] | None = None,
+        on_checkpoint: Callable[[list[float]], None] | None = None,
+        checkpoint_every: int = 0,
+    ) -> BlockResult:
+        """Train ``n_steps`` optimizer steps; roll back to ``snapshot`` (default: now) on a fault.
+
+        ``done_losses`` are the losses of steps already trained in this block before a restart;
+        ``on_checkpoint(losses)`` is called every ``checkpoint_every`` steps to save progress.
+        """
+        self.model.train()
+        set_frozen_layers(self.model, hp.freeze_layers)
+        snap = snapshot if snapshot is not None else self.snapshot()
+        losses = list(done_losses or [])
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        peak = 0.0
+        start = time.perf_counter()
+        samples = 0
+        status, note = "ok", ""
+        first = len(losses)
+        for k in range(first, n_steps):
+            t0 = time.perf_counter()
+            try:
+                loss, _norm, step_peak = self._step(hp)
+            except _MemoryBudgetExceeded as exc:
+                status, note = "oom", str(exc)
+                break
+            except torch.OutOfMemoryError as exc:
+                status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
+                break
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc).lower():
+                    raise
+                status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
+                break
+            peak = max(peak, step_peak)
+            if not math.isfinite(loss):
+                status, note = "nan", f"non-finite loss or gradient at block step {k + 1}"
+                break
+            losses.append(loss)
+            samples += hp.batch_size * hp.grad_accum
+            if on_step is not None:
+                dt = time.perf_counter() - t0
+                on_step(
+                    StepInfo(self.state.global_step, k + 1, n_steps, loss, self._lr_at(hp, self.state.global_step - 1),
+                             hp.batch_size * hp.grad_accum / max(dt, 1e-9))
+                )
+            if on_checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps:
+                on_checkpoint(losses)
+        if status == "ok" and losses:
+            q = max(1, len(losses) // 4)
+            ref = self.state.reference_loss if self.state.reference_loss is not None else float(np.mean(losses[:q]))
+            tail = float(np.mean(losses[-q:]))
+            if len(losses) >= 2 or self.state.reference_loss is not None:
+                if tail > self.cfg.divergence_ratio * ref:
+                    status, note = "diverged", (
+                        f"last-quarter loss {tail:.3f} > {self.cfg.divergence_ratio} x reference {ref:.3f}"
+                    )
+        seconds = time.perf_counter() - start
+        mean = float(np.mean(losses)) if losses else None
+        if status != "ok":
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.restore(snap)
+            kept = 0
+        else:
+            kept = len(losses)
+            self.state.reference_loss = mean
+        return BlockResult(
+            status=status,
+            steps=kept,
+            steps_attempted=len(losses) + (1 if status in ("nan", "oom") else 0),
+            losses=losses,
+            mean_loss=mean,
+            samples=samples,
+            seconds=seconds,
+            samples_per_s=samples / seconds if seconds > 0 else 0.0,
+            peak_memory_gb=peak,
+            memory_device=self.device.type,
+            global_step=self.state.global_step,
+            note=note,
+        )
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self, path: Path, meta: dict) -> Path:
+        """Write model (save_pretrained: config + safetensors), optimizer, RNG and state to ``path`` atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp)
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        torch.save(rng, tmp / "rng.pt")
+        record = {
+            "trainer": asdict(self.state),
+            "meta": meta,
+            "hashes": {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES},
+            "complete": True,
+        }
+        atomic_write_json(tmp / "state.json", record)
+        return atomic_replace_dir(tmp, path)
+
+    def load_checkpoint(self, path: Path) -> dict:
+        """Restore model, optimizer, RNG and cursor from ``path``; returns its ``meta``."""
+        record = read_checkpoint_record(path, verify=True)
+        load_safetensors_model(self.model, str(Path(path) / "model.safetensors"), device=str(self.device))
+        self.optimizer.load_state_dict(torch.load(Path(path) / "optimizer.pt", map_location=self.device, weights_only=False))
+        rng = torch.load(Path(path) / "rng.pt", weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        t = record["trainer"]
+        self.state = TrainerState(t["global_step"], t["cursor"], t["reference_loss"], t.get("extra", {}))
+        return record["meta"]
+
+
+def read_checkpoint_record(path: Path, verify: bool = False) -> dict:
+    """The ``state.json`` of a complete checkpoint; optionally verify every file's hash."""
+    path = Path(path)
+    state = path / "state.json"
+    if not state.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: no state.json")
+    record = json.loads(state.read_text())
+    if not record.get("complete"):
+        raise CheckpointError(f"checkpoint {path} is not marked complete")
+    if verify:
+        for name, want in record["hashes"].items():
+            got = sha256_file(path / name)
+            if got != want:
+                raise IntegrityError(f"checkpoint file {path / name}: sha256 {got[:12]}… != recorded {want[:12]}…")
+    return record

@@ -1,0 +1,98 @@
+"""SttEnv: the Gymnasium contract, an episode with the rule policy, the trajectory, the judge."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from sttrl.actions import Action
+from sttrl.env import SttEnv
+from sttrl.judge import judge
+from sttrl.policies import RulePolicy
+
+
+def test_check_env_passes_on_debug(make_config):
+    env = SttEnv(make_config("env.steps_per_action=1", "env.max_actions=2"))
+    check_env(env, skip_render_check=True)
+
+
+def test_episode_with_rule_policy_and_judge(make_config):
+    env = SttEnv(make_config("env.max_actions=3"))
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert info["observation"]["wer"] > 0 and info["observation"]["train_loss"] > 0
+    policy, history, done, rewards = RulePolicy(tuple(env.actions)), [], False, []
+    while not done:
+        action, why = policy.decide(info["observation"], history)
+        obs, r, term, trunc, info = env.step(action, rationale=why)
+        history = env.trajectory.records()
+        rewards.append(r)
+        done = term or trunc
+    records = env.trajectory.records()
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    assert all(r["source"] == "policy" and r["rationale"] for r in records)
+    assert records[-1]["observation"]["wer"] == pytest.approx(info["observation"]["wer"])
+    # reward = WER gain - step penalty for ok blocks
+    prev = None
+    for rec in records:
+        if rec["action"] != "stop" and rec["status"] == "ok" and prev is not None:
+            assert rec["reward"] == pytest.approx(prev - rec["observation"]["wer"] - 0.05)
+        prev = rec["observation"]["wer"]
+    report = judge(env.run_dir, progress=False)
+    assert report["scored"] and 0 <= report["score"] <= 100 and report["wer"] >= 0
+    assert report["checks"]["hash_matches_record"]["passed"]
+    assert report["checks"]["hidden_split_untouched"]["passed"]
+    assert report["checks"]["splits_disjoint"]["passed"]
+    assert report["checks"]["weights_changed"]["passed"]
+    assert json.loads((env.run_dir / "judge.json").read_text())["wer"] == report["wer"]
+
+
+def test_stop_ends_episode_and_clamp_is_visible(make_config):
+    env = SttEnv(make_config("env.max_actions=4", "train.freeze_layers=0"))
+    env.reset(seed=1)
+    _, r, term, trunc, info = env.step(Action.FREEZE_LESS)  # already at 0 frozen layers
+    assert info["clamped"] and not term and not trunc
+    _, r, term, trunc, info = env.step("stop")
+    assert term and not trunc and r == 0.0 and "final" in info
+    with pytest.raises(RuntimeError, match="ended"):
+        env.step("keep")
+
+
+def test_hidden_split_is_closed_to_the_episode(make_config):
+    from sttrl.errors import HiddenSplitAccessError
+
+    env = SttEnv(make_config("env.max_actions=1"))
+    env.reset(seed=0)
+    with pytest.raises(HiddenSplitAccessError):
+        env.runtime.data.split("test")  # type: ignore[arg-type]
+    assert "test" not in env.runtime.data.opened_splits
+
+
+def test_judge_refuses_a_tampered_checkpoint(make_config):
+    env = SttEnv(make_config("env.max_actions=1"))
+    env.reset(seed=0)
+    env.step("keep")
+    weights = env.run_dir / "final" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    report = judge(env.run_dir, progress=False)
+    assert not report["scored"] and report["score"] == 0.0
+    assert not report["checks"]["hash_matches_record"]["passed"]
+    from sttrl.judge import main
+
+    assert main([str(env.run_dir), "--quiet"]) == 1
+
+
+def test_different_action_sequences_end_apart(make_config):
+    finals = []
+    for actions in (["keep", "keep"], ["lr_down", "lr_down"]):
+        env = SttEnv(make_config("env.max_actions=2"))
+        env.reset(seed=0)
+        for a in actions:
+            _, _, _, _, info = env.step(a)
+        finals.append(info["observation"]["train_loss"])
+    assert not np.isclose(finals[0], finals[1])
