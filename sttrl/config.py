@@ -93,6 +93,10 @@ class DataConfig(_Strict):
     hidden_domain: str = "government"
     validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     sentences_per_domain: int = Field(500, ge=4, le=100_000)
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1,
+        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one dataset.",
+    )
     voices: list[str] = Field(
         default_factory=lambda: ["sw", "sw+m1", "sw+m2", "sw+m3", "sw+m4", "sw+f1", "sw+f2", "sw+f3", "sw+f4"],
         min_length=1,
