@@ -161,7 +161,8 @@ def shorten_window(model: WhisperForConditionalGeneration, processor: WhisperPro
         weight = enc.embed_positions.weight.data[:positions].clone()
         enc.embed_positions = torch.nn.Embedding(positions, weight.shape[1])
         enc.embed_positions.weight.data.copy_(weight)
-        enc.embed_positions.requires_grad_(False)
+        enc.layer_norm.requires_grad_(k < len(enc.layers))
+    enc.embed_positions.requires_grad_(False)
         enc.max_source_positions = positions
         model.config.max_source_positions = positions
     if fe.chunk_length != seconds:
@@ -237,7 +238,8 @@ def load_for_inference(model_dir: Path, processor_dir: Path, cfg: ModelConfig, d
 
 
 def set_frozen_layers(model: WhisperForConditionalGeneration, k: int) -> None:
-    """Freeze the conv stem and the first ``k`` encoder layers (k=0: everything trains)."""
+    """Freeze the conv stem and the first ``k`` encoder layers (k=0: everything trains; k=all: the whole
+    encoder, its final layer norm included, is frozen)."""
     enc = model.model.encoder
     if not 0 <= k <= len(enc.layers):
         raise ValueError(f"freeze_layers {k} out of range 0..{len(enc.layers)}")

@@ -7,6 +7,7 @@ Gymnasium path, with no LangChain or LangGraph involved.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
     try:
         overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.preset, args.config, overrides)
