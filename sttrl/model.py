@@ -161,8 +161,7 @@ def shorten_window(model: WhisperForConditionalGeneration, processor: WhisperPro
         weight = enc.embed_positions.weight.data[:positions].clone()
         enc.embed_positions = torch.nn.Embedding(positions, weight.shape[1])
         enc.embed_positions.weight.data.copy_(weight)
-        enc.layer_norm.requires_grad_(k < len(enc.layers))
-    enc.embed_positions.requires_grad_(False)
+        enc.embed_positions.requires_grad_(False)
         enc.max_source_positions = positions
         model.config.max_source_positions = positions
     if fe.chunk_length != seconds:
@@ -247,6 +246,7 @@ def set_frozen_layers(model: WhisperForConditionalGeneration, k: int) -> None:
         module.requires_grad_(k == 0)
     for i, layer in enumerate(enc.layers):
         layer.requires_grad_(i >= k)
+    enc.layer_norm.requires_grad_(k < len(enc.layers))
     enc.embed_positions.requires_grad_(False)
 
 
