@@ -10,7 +10,7 @@ setup-test:
 	@bash scripts/setup.sh --test
 
 demo: setup
-	$(PY) -m sttrl.run
+	$(PY) -m graph.run
 
 test: setup-test
 	$(PY) -m pytest -q

@@ -1,0 +1,394 @@
+"""Who decides each step: a classical sttrl policy, or an LLM through structured output.
+
+An agent is ``decide(observation, history) -> Decided``: the action, a rationale, and the source
+that produced it, which the trajectory records:
+
+- ``rule`` / ``random`` / ``static``: sttrl's classical policies.
+- ``llm``: the model's structured answer (``with_structured_output(Decision)``).
+- ``llm-parser``: the structured answer was unusable, a tolerant parser read the raw text.
+- ``fallback-rule``: the LLM failed (after retries on 429s, timeouts, ``tool_use_failed``) and
+  nothing usable could be parsed, so the rule-based policy decided.
+
+An LLM agent never raises for a bad answer: an episode never crashes because of its controller.
+Prompts are files in ``prompts/`` (``system.md``, ``step.md``, ``actions.yaml``). The agent sees the
+observation and recent history, never the hidden split.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from pydantic import BaseModel, Field
+
+from sttrl.actions import Action
+from sttrl.config import Config, secret
+from sttrl.errors import ConfigError
+
+PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_MODEL = "groq:llama-3.3-70b-versatile"
+AGENTS = ("rule", "random", "static", "llm")
+
+# provider prefix -> (python package, pip name, API key variable or None)
+PROVIDERS: dict[str, tuple[str, str, str | None]] = {
+    "groq": ("langchain_groq", "langchain-groq", "GROQ_API_KEY"),
+    "openai": ("langchain_openai", "langchain-openai", "OPENAI_API_KEY"),
+    "anthropic": ("langchain_anthropic", "langchain-anthropic", "ANTHROPIC_API_KEY"),
+    "mistralai": ("langchain_mistralai", "langchain-mistralai", "MISTRAL_API_KEY"),
+    "google_genai": ("langchain_google_genai", "langchain-google-genai", "GOOGLE_API_KEY"),
+    "ollama": ("langchain_ollama", "langchain-ollama", None),
+}
+
+
+class AgentConfigError(ConfigError):
+    """The chosen agent cannot be built: unknown name, bad model string, missing package or API key."""
+
+
+class Decision(BaseModel):
+    """The controller's choice for the next training block."""
+
+    action: Action = Field(description="The action to apply before the next training block.")
+    rationale: str = Field(description="One or two sentences that justify the action with the observed numbers.")
+
+
+@dataclass
+class Decided:
+    """A decision with its provenance, as recorded in the trajectory."""
+
+    action: Action
+    rationale: str
+    source: str
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["action"] = self.action.value
+        return out
+
+
+class Agent(Protocol):
+    name: str
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided: ...
+
+
+# ----- prompts ---------------------------------------------------------------------------------
+def load_prompt(name: str) -> str:
+    """The text of ``prompts/<name>`` (``.md`` is added when the name has no suffix)."""
+    path = PROMPT_DIR / (name if Path(name).suffix else f"{name}.md")
+    if not path.is_file():
+        raise AgentConfigError(f"prompt file {path} is missing")
+    return path.read_text(encoding="utf-8")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+OBSERVATION_LINES = (
+    ("wer", "validation WER"),
+    ("cer", "validation CER"),
+    ("previous_wer", "validation WER before the last block"),
+    ("best_wer", "best validation WER so far"),
+    ("train_loss", "mean training loss of the last block"),
+    ("status", "status of the last block (ok | oom | nan | diverged)"),
+    ("lr", "learning rate"),
+    ("batch_size", "batch size"),
+    ("grad_accum", "gradient accumulation"),
+    ("freeze_layers", "frozen encoder layers"),
+    ("max_freeze_layers", "encoder layers in the model"),
+    ("memory_gb", "peak memory of the last block (GB)"),
+    ("global_step", "optimizer steps so far"),
+)
+
+
+def render_observation(observation: dict[str, Any]) -> str:
+    return "\n".join(f"- {label}: {_fmt(observation.get(key))}" for key, label in OBSERVATION_LINES)
+
+
+def render_history(history: Sequence[dict[str, Any]], window: int) -> str:
+    rows = list(history)[-window:] if window else []
+    if not rows:
+        return "(no steps yet)"
+    lines = ["step | action | lr | batch | frozen | loss | WER | status | reward"]
+    for r in rows:
+        o = r.get("observation", {})
+        lines.append(
+            " | ".join(
+                _fmt(x)
+                for x in (r.get("step"), r.get("action"), o.get("lr"), o.get("batch_size"), o.get("freeze_layers"),
+                          o.get("train_loss"), o.get("wer"), r.get("status"), r.get("reward"))
+            )
+        )
+    return "\n".join(lines)
+
+
+def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8) -> list:
+    """System and per-step messages from the prompt files; only validation-side facts are shown."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    t, e = cfg.train, cfg.env
+    menu_src = yaml.safe_load(load_prompt("actions.yaml"))
+    max_freeze = observation.get("max_freeze_layers", 0)
+    menu = "\n".join(
+        f"- {a}: " + str(menu_src[a]).format(lr_factor=t.lr_factor, batch_factor=t.batch_factor, max_freeze=max_freeze)
+        for a in e.actions
+    )
+    system = load_prompt("system").format(
+        steps_per_action=e.steps_per_action, step_penalty=e.reward.step_penalty, oom_penalty=e.reward.oom_penalty,
+        nan_penalty=e.reward.nan_penalty, divergence_penalty=e.reward.divergence_penalty, action_menu=menu,
+        lr_min=t.lr_min, lr_max=t.lr_max, batch_min=t.batch_min, batch_max=t.batch_max,
+    )
+    step = int(observation.get("step", 0)) + 1
+    human = load_prompt("step").format(
+        step=step, max_actions=e.max_actions, steps_left=e.max_actions - step + 1,
+        observation=render_observation(observation), history=render_history(history, window),
+    )
+    return [SystemMessage(system), HumanMessage(human)]
+
+
+# ----- tolerant parsing ------------------------------------------------------------------------
+def _normalize_action(value: Any, allowed: Sequence[str]) -> Action | None:
+    if not isinstance(value, str):
+        return None
+    key = re.sub(r"[\s\-]+", "_", value.strip().strip("\"'`.,;:!").lower())
+    return Action(key) if key in allowed else None
+
+
+def _json_objects(text: str) -> list[dict]:
+    decoder = json.JSONDecoder()
+    out: list[dict] = []
+    for m in re.finditer(r"\{", text):
+        try:
+            obj, _ = decoder.raw_decode(text[m.start():])
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def parse_decision_text(text: str, allowed: Sequence[str]) -> Decision | None:
+    """Read a decision from free text: a JSON object (also inside code fences or tool-call args),
+    an ``action: name`` line, or a single unambiguous action name. None when nothing fits."""
+    if not text or not text.strip():
+        return None
+    for obj in _json_objects(text):
+        for candidate in (obj, obj.get("args"), obj.get("arguments"), obj.get("parameters")):
+            if isinstance(candidate, str):
+                try:
+                    candidate = json.loads(candidate)
+                except ValueError:
+                    continue
+            if isinstance(candidate, dict):
+                act = _normalize_action(candidate.get("action"), allowed)
+                if act is not None:
+                    why = candidate.get("rationale") or candidate.get("reason") or candidate.get("reasoning") or ""
+                    return Decision(action=act, rationale=str(why).strip()[:1000])
+    m = re.search(r"action[\"'`*]*\s*[:=]\s*[\"'`*]*([A-Za-z][A-Za-z _\-]{1,20})", text, flags=re.IGNORECASE)
+    if m:
+        for length in range(len(m.group(1)), 0, -1):  # longest prefix that names an action
+            act = _normalize_action(m.group(1)[:length], allowed)
+            if act is not None:
+                return Decision(action=act, rationale=text.strip()[:1000])
+    found = set()
+    for a in allowed:
+        pattern = r"(?<![A-Za-z0-9_])" + a.replace("_", r"[\s_\-]") + r"(?![A-Za-z0-9_])"
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            found.add(a)
+    if len(found) == 1:
+        return Decision(action=Action(found.pop()), rationale=text.strip()[:1000])
+    return None
+
+
+# ----- errors ----------------------------------------------------------------------------------
+def _status_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    if code is None:
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429s, timeouts, connection drops, 5xx, and Groq's ``tool_use_failed`` are worth a retry."""
+    name = type(exc).__name__.lower()
+    msg = str(exc).lower()
+    code = _status_code(exc)
+    if code == 429 or "ratelimit" in name or "rate limit" in msg or "rate_limit" in msg:
+        return True
+    if isinstance(exc, (TimeoutError, ConnectionError)) or "timeout" in name or "timed out" in msg:
+        return True
+    if "tool_use_failed" in msg or "connection" in name:
+        return True
+    return code is not None and 500 <= code < 600
+
+
+def failed_generation(exc: BaseException) -> str:
+    """The model's raw text carried by a Groq ``tool_use_failed`` error, else ''."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("failed_generation"), str):
+            return err["failed_generation"]
+    m = re.search(r"failed_generation['\"]\s*:\s*['\"](.*?)['\"]\s*[,}]", str(exc), flags=re.DOTALL)
+    return m.group(1) if m else ""
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
+
+
+def _raw_text(raw: Any) -> str:
+    """Message content plus any tool-call arguments, as one string for the tolerant parser."""
+    if raw is None:
+        return ""
+    parts: list[str] = []
+    content = getattr(raw, "content", raw)
+    if isinstance(content, str):
+        parts.append(content)
+    elif isinstance(content, list):
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+    for call in list(getattr(raw, "tool_calls", None) or []) + list(getattr(raw, "invalid_tool_calls", None) or []):
+        args = call.get("args")
+        parts.append(args if isinstance(args, str) else json.dumps(args))
+    return "\n".join(p for p in parts if p)
+
+
+# ----- agents ----------------------------------------------------------------------------------
+class PolicyAgent:
+    """One of sttrl's classical policies (stateless given the history)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = policy.name
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
+        action, why = self.policy.decide(observation, history)
+        return Decided(action, why, self.name)
+
+
+class LLMAgent:
+    """A chat model with ``with_structured_output(Decision)``, retries, a parser, then the rule policy."""
+
+    name = "llm"
+
+    def __init__(
+        self,
+        model: Any,
+        cfg: Config,
+        *,
+        max_attempts: int = 3,
+        backoff_s: float = 2.0,
+        history_window: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from sttrl.policies import make_policy
+
+        self.model = model
+        self.cfg = cfg
+        self.allowed = tuple(cfg.env.actions)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.history_window = history_window
+        self.sleep = sleep
+        self.structured = model.with_structured_output(Decision, include_raw=True)
+        self.fallback = make_policy("rule", self.allowed, seed=cfg.run.seed)
+
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
+        messages = build_messages(observation, history, self.cfg, self.history_window)
+        errors: list[str] = []
+        attempt = 0
+        while attempt < self.max_attempts:
+            attempt += 1
+            raw_text, transient = "", False
+            try:
+                out = self.structured.invoke(messages)
+            except Exception as exc:  # noqa: BLE001 - a controller failure must never end the episode
+                errors.append(_short(exc))
+                transient = is_transient(exc)
+                raw_text = failed_generation(exc)
+                if not transient and not raw_text:
+                    break  # a permanent error (auth, bad request): retrying will not help
+            else:
+                parsed, raw = out.get("parsed"), out.get("raw")
+                if isinstance(parsed, Decision):
+                    if parsed.action.value in self.allowed:
+                        return Decided(parsed.action, parsed.rationale.strip(), "llm", attempt, errors)
+                    errors.append(f"action {parsed.action.value!r} is not enabled")
+                elif out.get("parsing_error") is not None:
+                    errors.append(f"parsing error: {str(out['parsing_error']).splitlines()[0][:200]}")
+                raw_text = _raw_text(raw)
+                if not raw_text.strip():
+                    errors.append("empty answer")
+            if raw_text.strip():
+                found = parse_decision_text(raw_text, self.allowed)
+                if found is not None:
+                    why = found.rationale or "(parsed from the raw answer)"
+                    return Decided(found.action, why, "llm-parser", attempt, errors)
+                errors.append("raw answer unreadable")
+            if transient and attempt < self.max_attempts and self.backoff_s > 0:
+                self.sleep(self.backoff_s * 2 ** (attempt - 1))
+        action, why = self.fallback.decide(observation, history)
+        reason = errors[-1] if errors else "no answer"
+        return Decided(action, f"rule policy after the LLM failed ({reason}): {why}", "fallback-rule", attempt, errors)
+
+
+def provider_of(model: str) -> str:
+    if ":" not in model:
+        raise AgentConfigError(f"--model {model!r} must look like provider:model, e.g. {DEFAULT_MODEL}")
+    return model.split(":", 1)[0].strip().lower()
+
+
+def build_chat_model(model: str = DEFAULT_MODEL) -> Any:
+    """``init_chat_model(model)`` after checking the provider's package and API key (clear errors)."""
+    provider = provider_of(model)
+    package, pip_name, key_name = PROVIDERS.get(provider, (None, None, None))
+    if package and importlib.util.find_spec(package) is None:
+        raise AgentConfigError(f"model {model!r} needs the {pip_name} package: pip install {pip_name}")
+    kwargs: dict[str, Any] = {"temperature": 0.0}
+    if key_name:
+        key = secret(key_name)
+        if not key:
+            raise AgentConfigError(
+                f"model {model!r} needs {key_name}: set it in the environment or in .env "
+                f"(or choose --agent rule for an offline run)"
+            )
+        kwargs["api_key"] = key
+    if provider in ("groq", "openai", "anthropic"):
+        kwargs["timeout"] = 60.0
+    from langchain.chat_models import init_chat_model
+
+    try:
+        return init_chat_model(model, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - unknown provider, bad kwargs: one clear line
+        raise AgentConfigError(f"cannot build chat model {model!r}: {_short(exc)}") from None
+
+
+def make_agent(name: str, cfg: Config, model: str | None = None, chat_model: Any = None) -> Agent:
+    """The agent called ``name``; ``chat_model`` replaces the one built from ``model`` (tests)."""
+    from sttrl.policies import make_policy
+
+    if name in ("rule", "random", "static"):
+        try:
+            return PolicyAgent(make_policy(name, cfg.env.actions, seed=cfg.run.seed))
+        except ValueError as exc:
+            raise AgentConfigError(str(exc)) from None
+    if name == "llm":
+        return LLMAgent(chat_model if chat_model is not None else build_chat_model(model or DEFAULT_MODEL), cfg)
+    raise AgentConfigError(f"unknown agent {name!r}; valid: {', '.join(AGENTS)}")

@@ -1,0 +1,53 @@
+"""The CLI's LangGraph checkpointer: SQLite (one file, default ``<run.out_dir>/checkpoints.sqlite``,
+shared by all threads) or Postgres for a ``postgresql://`` URL, so several workers share threads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_postgres(target: str) -> bool:
+    return target.startswith(POSTGRES_PREFIXES)
+
+
+def describe(target: str) -> str:
+    """``target`` without a password, for messages."""
+    if is_postgres(target) and "@" in target:
+        scheme, rest = target.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}" if ":" in cred else target
+    return target
+
+
+@contextmanager
+def open_checkpointer(target: str) -> Iterator[Any]:
+    """A ready checkpointer for ``target`` (a SQLite file path or a Postgres URL); closed on exit."""
+    if is_postgres(target):
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        with PostgresSaver.from_conn_string(target) as saver:
+            saver.setup()
+            yield saver
+    else:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with SqliteSaver.from_conn_string(str(path)) as saver:
+            saver.setup()
+            yield saver
+
+
+def thread_ids(saver: Any) -> list[str]:
+    """Every thread id the checkpointer holds."""
+    query = "SELECT DISTINCT thread_id FROM checkpoints"
+    conn = getattr(saver, "conn", None)
+    if conn is not None:
+        rows = conn.execute(query).fetchall()
+        return sorted(r["thread_id"] if isinstance(r, dict) else r[0] for r in rows)
+    return sorted({c.config["configurable"]["thread_id"] for c in saver.list(None)})
