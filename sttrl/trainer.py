@@ -112,9 +112,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
-            fused=False,
-            foreach=False,
-        )
+        )  # torch picks the implementation: foreach on CUDA, the single-tensor loop on CPU
         self.state = TrainerState()
         self._process = psutil.Process()
 
