@@ -197,7 +197,6 @@ class EpisodeRuntime:
             return done
         if self.block != block - 1:
             self._load_block(block - 1)
-        snapshot = self.trainer.snapshot()
         done_losses: list[float] = []
         partial = self.ckpt_dir / "partial"
         if (partial / "state.json").is_file():
@@ -206,6 +205,9 @@ class EpisodeRuntime:
                 self.trainer.load_checkpoint(partial)
                 done_losses = list(meta["losses"])
 
+        def rollback() -> None:  # the block's start is on disk: no in-memory copy of model and optimizer
+            self._load_block(block - 1)
+
         def on_checkpoint(losses: list[float]) -> None:
             self.trainer.save_checkpoint(partial, {"block": block, "hp": hp.to_dict(), "losses": list(losses)})
 
@@ -213,7 +215,7 @@ class EpisodeRuntime:
             hp,
             steps,
             on_step=on_step,
-            snapshot=snapshot,
+            rollback=rollback,
             done_losses=done_losses,
             on_checkpoint=on_checkpoint,
             checkpoint_every=self.cfg.env.checkpoint_every,

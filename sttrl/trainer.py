@@ -84,7 +84,9 @@ class TrainerState:
 
 
 class _MemoryBudgetExceeded(Exception):
-    pass
+    def __init__(self, message: str, peak: float) -> None:
+        super().__init__(message)
+        self.peak = peak
 
 
 class Trainer:
@@ -112,7 +114,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
-        )  # torch picks the implementation: foreach on CUDA, the single-tensor loop on CPU
+            fused=True if device.type == "cuda" else None,  # CPU: torch's default single-tensor loop
+        )
         self.state = TrainerState()
         self._process = psutil.Process()
 
@@ -169,7 +172,7 @@ class Trainer:
     def _check_budget(self, peak: float) -> None:
         if self.device.type != "cuda" and self.cfg.memory_budget_gb is not None and peak > self.cfg.memory_budget_gb:
             raise _MemoryBudgetExceeded(
-                f"training memory peak {peak:.3f} GB > memory budget {self.cfg.memory_budget_gb} GB"
+                f"training memory peak {peak:.3f} GB > memory budget {self.cfg.memory_budget_gb} GB", peak
             )
 
     # ----- one step ---------------------------------------------------------------------------
@@ -178,46 +181,57 @@ class Trainer:
             return hp.lr * (step + 1) / self.cfg.warmup_steps
         return hp.lr
 
-    def _step(self, hp: Hyperparams) -> tuple[float, float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, peak GB)."""
+    def _forward(self, batch) -> tuple[torch.Tensor, float]:
+        """The loss of one micro-batch and the training-memory peak (GB) while its graph is alive."""
+        kw = dict(input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels)
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+                out = self.model(**kw)
+            return out.loss, self._memory_gb()
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            saved.setdefault(storage.data_ptr(), storage.nbytes())
+            # detach: holding ``t`` itself would tie the graph into a cycle that only backward() breaks,
+            # so a fault between forward and backward would leak every activation.
+            return t.detach()
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = self.model(**kw)
+        return out.loss, self._memory_gb(sum(saved.values()))
+
+    def _step(self, hp: Hyperparams) -> tuple[float, float, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, peak GB).
+
+        One host read per step, after ``optimizer.step()``: a non-finite loss or gradient norm ends the
+        block, and the whole block is rolled back, so checking before the update buys nothing.
+        """
         lr = self._lr_at(hp, self.state.global_step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        total_loss = 0.0
+        total = torch.zeros((), device=self.device)
         peak = 0.0
         for _ in range(hp.grad_accum):
-            idx = self._indices(self.state.cursor, hp.batch_size)
-            batch = self.store.batch(idx).to(self.device)
-            saved: dict[int, int] = {}
-
-            def pack(t: torch.Tensor) -> torch.Tensor:
-                saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-                return t
-
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    out = self.model(
-                        input_features=batch.input_features,
-                        decoder_input_ids=batch.decoder_input_ids,
-                        labels=batch.labels,
-                    )
-            loss = out.loss / hp.grad_accum
-            peak = max(peak, self._memory_gb(sum(saved.values())))
+            batch = self.store.batch(self._indices(self.state.cursor, hp.batch_size)).to(self.device)
+            loss, micro_peak = self._forward(batch)
+            peak = max(peak, micro_peak)
             self._check_budget(peak)
-            if not torch.isfinite(loss):
-                return float("nan"), float("nan"), peak
+            loss = loss / hp.grad_accum
             loss.backward()
-            total_loss += float(loss.detach())
+            total += loss.detach().float()
+            del loss
             self.state.cursor += hp.batch_size
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.cfg.grad_clip if self.cfg.grad_clip is not None else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if not math.isfinite(norm):
-            return float("nan"), norm, peak
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
         self.optimizer.step()
         self.state.global_step += 1
-        return total_loss, norm, peak
+        loss_value, norm_value = torch.stack([total, norm.float().to(total.device)]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            return float("nan"), norm_value, peak
+        return loss_value, norm_value, peak
 
     # ----- a block ----------------------------------------------------------------------------
     def train_block(
@@ -226,18 +240,20 @@ class Trainer:
         n_steps: int,
         on_step: Callable[[StepInfo], None] | None = None,
         snapshot: dict | None = None,
+        rollback: Callable[[], None] | None = None,
         done_losses: list[float] | None = None,
         on_checkpoint: Callable[[list[float]], None] | None = None,
         checkpoint_every: int = 0,
     ) -> BlockResult:
-        """Train ``n_steps`` optimizer steps; roll back to ``snapshot`` (default: now) on a fault.
+        """Train ``n_steps`` optimizer steps; on a fault, call ``rollback`` (e.g. reload the previous
+        checkpoint from disk) or restore ``snapshot`` (default: an in-memory copy taken now).
 
         ``done_losses`` are the losses of steps already trained in this block before a restart;
         ``on_checkpoint(losses)`` is called every ``checkpoint_every`` steps to save progress.
         """
         self.model.train()
         set_frozen_layers(self.model, hp.freeze_layers)
-        snap = snapshot if snapshot is not None else self.snapshot()
+        snap = None if rollback is not None else (snapshot if snapshot is not None else self.snapshot())
         losses = list(done_losses or [])
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -251,15 +267,13 @@ class Trainer:
             try:
                 loss, _norm, step_peak = self._step(hp)
             except _MemoryBudgetExceeded as exc:
-                status, note = "oom", str(exc)
+                status, note, peak = "oom", str(exc), max(peak, exc.peak)
                 break
-            except torch.OutOfMemoryError as exc:
-                status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
-                break
-            except RuntimeError as exc:
-                if "out of memory" not in str(exc).lower():
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc).lower():
                     raise
                 status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
+                peak = max(peak, self._memory_gb())
                 break
             peak = max(peak, step_peak)
             if not math.isfinite(loss):
@@ -287,9 +301,13 @@ class Trainer:
         seconds = time.perf_counter() - start
         mean = float(np.mean(losses)) if losses else None
         if status != "ok":
+            self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self.restore(snap)
+            if rollback is not None:
+                rollback()
+            else:
+                self.restore(snap)
             kept = 0
         else:
             kept = len(losses)

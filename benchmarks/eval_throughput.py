@@ -1,0 +1,140 @@
+"""Evaluation throughput: sttrl's evaluator against transformers' ASR pipeline on the same model.
+
+Both decode the episode's validation utterances (the first ``train.max_eval_utterances``) greedily with
+the same batch size (``train.eval_batch_size``), the same ``max_new_tokens`` (what ``sttrl.evaluate``
+derives from the longest label) and the same language/task (multilingual models), and both end with a
+WER (jiwer over sttrl's normalizer), so the work is the same:
+
+- ``sttrl_cold``: a new ``FeatureStore`` every round, so audio loading and log-mel extraction are timed,
+  then ``sttrl.evaluate.evaluate``.
+- ``sttrl_warm``: the same store every round (features cached), which is what an episode's second and
+  later evaluations cost.
+- ``pipeline``: audio loading (the same ``sttrl.data.load_audio``) + ``pipeline("automatic-speech-recognition",
+  model=..., tokenizer=..., feature_extractor=..., batch_size=B)`` fed ``{"raw": array, "sampling_rate":
+  16000}`` (no ffmpeg) + the same WER computation.
+
+The comparable pair is ``sttrl_cold`` vs ``pipeline`` (both start from audio files); the warm row shows
+what caching buys. Also reported: how many of the transcripts are identical between the two.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+NAME = "eval_throughput"
+
+
+def parse_args(argv: list[str] | None = None):
+    p = common.base_parser(NAME, __doc__)
+    common.add_preset_args(p)
+    p.add_argument("--reps", type=int, default=None, help="measured rounds (default 5; 2 with --quick)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
+    p.add_argument("--utterances", type=int, default=None,
+                   help="validation utterances decoded per round (default: train.max_eval_utterances)")
+    p.add_argument("--batch", type=int, default=None, help="decoding batch size (default: train.eval_batch_size)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from transformers import pipeline
+
+    from sttrl.data import load_audio
+    from sttrl.evaluate import error_rates, evaluate, normalize_text, transcribe
+    from sttrl.features import FeatureStore
+
+    quick = args.quick
+    reps = args.reps or (2 if quick else 5)
+    st = common.load_stack(args, splits=("validation",))
+    cfg, device, loaded = st["cfg"], st["device"], st["loaded"]
+    utts = st["data"].split("validation")
+    n = args.utterances or cfg.train.max_eval_utterances or len(utts)
+    utts = utts[:n]
+    n = len(utts)
+    batch = args.batch or cfg.train.eval_batch_size
+    max_tokens = cfg.model.max_target_tokens
+    warm_store = FeatureStore(loaded, utts, max_tokens)
+    limit = int(loaded.model.config.max_target_positions) - len(loaded.prefix_ids)
+    max_new = min(int(warm_store.longest_label() * 1.5) + 8, warm_store.max_tokens, limit)
+    info = common.machine_info(device)
+    print(f"{NAME}: preset {st['preset']}, {common.describe_machine(info)}")
+    print(f"  {n} validation utterances, batch {batch}, max_new_tokens {max_new}, generate kwargs "
+          f"{loaded.generate_kwargs or '{}'}, {reps} rounds + {args.warmup} warm-up, device {device}")
+
+    fe = loaded.processor.feature_extractor
+    pipe = pipeline("automatic-speech-recognition", model=loaded.model, tokenizer=loaded.processor.tokenizer,
+                    feature_extractor=fe, device=device)
+    gen_kwargs = {"max_new_tokens": max_new, "num_beams": 1, "do_sample": False, **loaded.generate_kwargs}
+    refs = [u.text for u in utts]
+
+    def run_pipeline() -> list[str]:
+        audio = [{"raw": load_audio(u.audio_path), "sampling_rate": fe.sampling_rate} for u in utts]
+        out = pipe(audio, batch_size=batch, generate_kwargs=dict(gen_kwargs))
+        return [o["text"] for o in out]
+
+    def sttrl_cold() -> dict[str, float]:
+        store = FeatureStore(loaded, utts, max_tokens)
+        wall, res = common.timed(lambda: evaluate(store, device, batch_size=batch), device)
+        return {"wall_s": wall, "utterances_per_s": n / wall, "wer": res.wer}
+
+    def sttrl_warm() -> dict[str, float]:
+        wall, res = common.timed(lambda: evaluate(warm_store, device, batch_size=batch), device)
+        return {"wall_s": wall, "utterances_per_s": n / wall, "wer": res.wer}
+
+    def hf_pipeline() -> dict[str, float]:
+        def go() -> float:
+            hyps = run_pipeline()
+            return error_rates(refs, hyps)[0]
+
+        wall, wer = common.timed(go, device)
+        return {"wall_s": wall, "utterances_per_s": n / wall, "wer": wer}
+
+    contestants = {"sttrl_cold": sttrl_cold, "sttrl_warm": sttrl_warm, "pipeline": hf_pipeline}
+    results = common.interleaved(contestants, reps, args.warmup)
+
+    # Same transcripts? (outside the timings)
+    ours = transcribe(warm_store, list(range(n)), batch, max_new, device)
+    theirs = run_pipeline()
+    exact = sum(a == b for a, b in zip(ours, theirs))
+    stripped = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
+    normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs))
+    diffs = [{"id": utts[i].uid, "sttrl": a, "pipeline": b} for i, (a, b) in enumerate(zip(ours, theirs))
+             if a.strip() != b.strip()][:5]
+
+    summary = {name: {k: common.summarize(common.column(rows, k)) for k in rows[0]} for name, rows in results.items()}
+    ratios = {
+        "sttrl_cold/pipeline": common.paired_ratio(results["sttrl_cold"], results["pipeline"], "utterances_per_s"),
+        "sttrl_warm/pipeline": common.paired_ratio(results["sttrl_warm"], results["pipeline"], "utterances_per_s"),
+    }
+    rows = []
+    for name in results:
+        s = summary[name]
+        r = ratios.get(f"{name}/pipeline")
+        rows.append([name, s["utterances_per_s"]["median"], s["wall_s"]["median"], s["wer"]["median"],
+                     f"{r['median']:.3f}" if r else "-", "≥ 1.0" if name == "sttrl_cold" else "-"])
+    table = common.markdown_table(["contestant", "utterances/s", "s per evaluation", "WER", "÷ pipeline", "target"], rows)
+    table += (f"\n\nidentical transcripts sttrl vs pipeline: {exact}/{n} exact, {stripped}/{n} after strip(), "
+              f"{normalized}/{n} after sttrl's normalizer.")
+    table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, {n} utterances, batch {batch}, "
+              f"max_new_tokens {max_new}, median of {reps} interleaved rounds after {args.warmup} warm-up; "
+              f"{common.describe_machine(info)}.")
+    payload = {"machine": info, "preset": st["preset"], "device": str(device), "utterances": n, "batch": batch,
+               "max_new_tokens": max_new, "generate_kwargs": loaded.generate_kwargs, "reps": reps,
+               "warmup": args.warmup, "summary": summary, "ratios": ratios, "target": {"sttrl_cold/pipeline": 1.0},
+               "identical": {"exact": exact, "stripped": stripped, "normalized": normalized, "n": n},
+               "differences": diffs, "rounds": results}
+    if diffs:
+        print("first differing transcripts:")
+        for d in diffs:
+            print(f"  {d['id']}: sttrl={d['sttrl']!r} pipeline={d['pipeline']!r}")
+    common.report(NAME, args, payload, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""GPU training: sttrl's training block against a bare PyTorch loop on a whisper-small-sized model, then
+batch growth until a real ``torch.OutOfMemoryError`` to show sttrl's OOM transition and rollback.
+
+The model is whisper-small's shape (d_model 768, 12 + 12 layers, 12 heads, ffn 3072, vocabulary 51865,
+30 s window = 3000 mel frames), randomly initialized (no hub here), trained in bf16 autocast with fp32
+master weights (sttrl's ``run.dtype=bfloat16``). Inputs are synthetic: random log-mels of the right
+shape and random label ids behind the multilingual prefix (``<|startoftranscript|><|sw|><|transcribe|>
+<|notimestamps|>``), served by a store with FeatureStore's ``batch(indices)`` interface, so the training
+itself goes through sttrl's ``Trainer`` unchanged. When the converted whisper-base directory is in the
+cache (``sttrl.pretrained.ensure_pretrained("whisper-base", cache_dir)``) or ``--tokenizer-dir`` names
+one, its tokenizer and a 30 s feature extractor make the processor, and the prefix ids come from it.
+
+Part 1, speed (per batch size, default 16 and 32): interleaved rounds of one K-step block each of
+- ``sttrl``: ``Trainer.train_block`` (snapshot for rollback, per-step checks),
+- ``bare``: batch -> autocast forward -> backward -> clip -> AdamW (PyTorch's default, foreach on CUDA),
+- ``bare_forloop`` (CUDA only, a diagnostic): the same with ``AdamW(foreach=False)``, the optimizer
+  setting sttrl's Trainer uses, to show how much of any gap the optimizer explains.
+Reported: samples/s per block (wall time, synchronized) and per step, peak GPU memory above what was
+allocated before the block, and the ratio sttrl ÷ bare.
+
+Part 2, OOM (``--no-oom`` skips it): the bare models are freed, then sttrl trains blocks of
+``--oom-steps`` steps with the batch doubling each block until a block ends with status ``oom``; the
+weights are compared with a copy taken before that block (they must be equal: rollback), then one
+more block at the last good batch size shows training goes on. On CPU (``--quick``) there is no real
+OOM: sttrl's ``train.memory_budget_gb`` (measured RSS above a budget) stands in, and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+NAME = "gpu_train"
+SMALL = {"d_model": 768, "layers": 12, "heads": 12, "ffn": 3072, "window": 30}
+QUICK = {"d_model": 64, "layers": 2, "heads": 2, "ffn": 128, "window": 4}
+VOCAB = 51865
+TEXT_VOCAB = 50257  # ids below <|endoftext|> are text tokens
+# Multilingual Whisper specials: <|endoftext|>, <|startoftranscript|>, <|sw|>, <|transcribe|>, <|notimestamps|>
+EOT, SOT, SW, TRANSCRIBE, NO_TIMESTAMPS = 50257, 50258, 50318, 50359, 50363
+
+
+def parse_args(argv: list[str] | None = None):
+    p = common.base_parser(NAME, __doc__)
+    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="training dtype (default bfloat16)")
+    p.add_argument("--batches", default=None, help="comma-separated batch sizes to compare (default 16,32; 2,4 with --quick)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per block (default 10; 3 with --quick)")
+    p.add_argument("--reps", type=int, default=None, help="measured rounds per batch size (default 3; 2 with --quick)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
+    p.add_argument("--label-len", type=int, default=64, help="text tokens per label (default 64)")
+    p.add_argument("--pool", type=int, default=64, help="distinct synthetic utterances (default 64)")
+    p.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5, the whisper-small preset's)")
+    p.add_argument("--no-oom", action="store_true", help="skip the batch-growth / OOM part")
+    p.add_argument("--oom-start", type=int, default=None, help="first batch of the growth (default: the largest of --batches)")
+    p.add_argument("--oom-steps", type=int, default=2, help="steps per growth block (default 2)")
+    p.add_argument("--max-batch", type=int, default=4096, help="stop growing here if no OOM happened (default 4096)")
+    p.add_argument("--cpu-budget-gb", type=float, default=None,
+                   help="CPU only: the memory_budget_gb standing in for OOM (default: RSS at the start + 0.25 GB)")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one sttrl block and one bare block per batch size (torch.profiler + cProfile)")
+    p.add_argument("--tokenizer-dir", type=Path, default=None, help="a Whisper tokenizer directory (multilingual, 51865 ids)")
+    return p.parse_args(argv)
+
+
+# ----- model, processor, synthetic data ----------------------------------------------------------
+def build_model(sizes: dict[str, int], device: Any, seed: int) -> Any:
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=VOCAB, num_mel_bins=80, d_model=sizes["d_model"], encoder_layers=sizes["layers"],
+        decoder_layers=sizes["layers"], encoder_attention_heads=sizes["heads"], decoder_attention_heads=sizes["heads"],
+        encoder_ffn_dim=sizes["ffn"], decoder_ffn_dim=sizes["ffn"], max_source_positions=sizes["window"] * 50,
+        max_target_positions=448, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT, decoder_start_token_id=SOT,
+        dropout=0.0,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).to(device)
+    return model
+
+
+def build_processor(args: Any, window: int) -> tuple[Any, list[int], str]:
+    """A processor of the right shape when a multilingual tokenizer is at hand; else (None, constant prefix)."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    directory = args.tokenizer_dir
+    if directory is None:
+        try:
+            from sttrl.config import DataConfig
+            from sttrl.pretrained import pretrained_dir
+
+            cand = Path(pretrained_dir("whisper-base", DataConfig().cache_dir))
+            if not cand.is_absolute():
+                cand = common.REPO / cand
+            directory = cand if (cand / "tokenizer.json").is_file() else None
+        except Exception:  # noqa: BLE001 - optional; the constant prefix is the same ids
+            directory = None
+    prefix = [SOT, SW, TRANSCRIBE, NO_TIMESTAMPS]
+    if directory is None:
+        return None, prefix, "none (constant multilingual prefix ids)"
+    tok = WhisperTokenizer.from_pretrained(directory)
+    tok.set_prefix_tokens(language="sw", task="transcribe", predict_timestamps=False)
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=window)
+    processor = WhisperProcessor(feature_extractor=fe, tokenizer=tok)
+    got = list(tok.prefix_tokens)
+    if len(tok) != VOCAB or got != prefix:
+        print(f"  note: tokenizer {directory} has {len(tok)} ids, prefix {got} (expected {VOCAB}, {prefix})")
+    return processor, got, str(directory)
+
+
+class SyntheticStore:
+    """FeatureStore's training interface (``len``, ``batch(indices)``) over random log-mels and label ids."""
+
+    def __init__(self, n: int, frames: int, label_len: int, prefix: list[int], seed: int) -> None:
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        self.features = torch.randn(n, 80, frames, generator=g)
+        self.text = torch.randint(0, TEXT_VOCAB, (n, label_len), generator=g)
+        self.prefix = torch.tensor(prefix)
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, indices: list[int]) -> Any:
+        import torch
+
+        from sttrl.features import Batch
+
+        idx = torch.tensor(indices)
+        text = self.text[idx]
+        b = len(indices)
+        dec = torch.cat([self.prefix.expand(b, -1), text], dim=1)
+        masked = torch.full((b, len(self.prefix) - 1), -100, dtype=torch.long)
+        lab = torch.cat([masked, text, torch.full((b, 1), EOT, dtype=torch.long)], dim=1)
+        return Batch(self.features[idx], dec, lab)
+
+
+# ----- contestants -------------------------------------------------------------------------------
+def gpu_mem(device: Any) -> float:
+    import torch
+
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+
+
+def resident(device: Any) -> float:
+    """GPU bytes allocated by tensors (CUDA) or the process's resident set (CPU)."""
+    import psutil
+
+    return gpu_mem(device) if device.type == "cuda" else psutil.Process().memory_info().rss
+
+
+def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, autocast: bool, foreach: bool | None):
+    import torch
+
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, foreach=foreach)
+    cursor = {"pos": 0}
+
+    def block(batch: int, k_steps: int) -> dict[str, Any]:
+        model.train()
+        cuda = device.type == "cuda"
+        common.sync(device)
+        base = gpu_mem(device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            marks = [torch.cuda.Event(enable_timing=True) for _ in range(k_steps + 1)]
+        t_cpu = [time.perf_counter()]
+        t0 = time.perf_counter()
+        if cuda:
+            marks[0].record()
+        for k in range(k_steps):
+            idx = index_fn(cursor["pos"], batch)
+            cursor["pos"] += batch
+            b = store.batch(idx).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = model(input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if cuda:
+                marks[k + 1].record()
+            else:
+                t_cpu.append(time.perf_counter())
+        common.sync(device)
+        wall = time.perf_counter() - t0
+        if cuda:
+            steps = [marks[i].elapsed_time(marks[i + 1]) / 1000 for i in range(k_steps)]
+            peak = torch.cuda.max_memory_allocated(device)
+        else:
+            steps = [t_cpu[i + 1] - t_cpu[i] for i in range(k_steps)]
+            peak = base
+        step = statistics.median(steps)
+        return {"wall_s": wall, "samples_per_s_block": batch * k_steps / wall, "step_s": step,
+                "samples_per_s_step": batch / step, "peak_delta_gb": common.gb(peak - base),
+                "peak_gb": common.gb(peak)}
+
+    return block
+
+
+def make_sttrl(trainer: Any, lr: float, device: Any):
+    import torch
+
+    from sttrl.actions import Hyperparams
+
+    def block(batch: int, k_steps: int) -> dict[str, Any]:
+        hp = Hyperparams(lr, batch, 1, 0)
+        infos: list[Any] = []
+        common.sync(device)
+        base = gpu_mem(device)
+        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append), device)
+        steps = [batch / i.samples_per_s for i in infos]
+        step = statistics.median(steps) if steps else float("nan")
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else base
+        return {"wall_s": wall, "samples_per_s_block": res.samples / wall, "loop_s": res.seconds,
+                "overhead_s": wall - res.seconds, "step_s": step, "samples_per_s_step": batch / step,
+                "peak_delta_gb": common.gb(peak - base), "peak_gb": common.gb(peak), "status": res.status}
+
+    return block
+
+
+# ----- OOM ---------------------------------------------------------------------------------------
+def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str, Any]:
+    import torch
+
+    from sttrl.actions import Hyperparams
+
+    log: list[dict[str, Any]] = []
+    batch, last_ok = start, None
+    result: dict[str, Any] = {"blocks": log}
+    while batch <= args.max_batch:
+        before = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
+        allocated_before = common.gb(resident(device))
+        state_before = (trainer.state.global_step, trainer.state.cursor)
+        hp = Hyperparams(args.lr, batch, 1, 0)
+        t0 = time.perf_counter()
+        res = trainer.train_block(hp, args.oom_steps)
+        dt = time.perf_counter() - t0
+        entry = {"batch": batch, "status": res.status, "steps_kept": res.steps, "seconds": dt,
+                 "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb, "note": res.note,
+                 "allocated_before_gb": allocated_before, "allocated_after_gb": common.gb(resident(device))}
+        if res.status != "ok":
+            after = trainer.model.state_dict()
+            entry["weights_equal_to_before"] = all(torch.equal(before[k], after[k].cpu()) for k in before)
+            entry["step_and_cursor_restored"] = (trainer.state.global_step, trainer.state.cursor) == state_before
+        print(f"  growth batch {batch}: {res.status} in {dt:.1f} s, peak {res.peak_memory_gb:.2f} GB"
+              + (f", weights equal to before: {entry['weights_equal_to_before']}, step+cursor restored: "
+                 f"{entry['step_and_cursor_restored']} ({res.note[:120]})" if res.status != "ok" else ""))
+        log.append(entry)
+        del before
+        gc.collect()
+        if res.status == "oom":
+            result["oom_batch"] = batch
+            break
+        if res.status != "ok":
+            result["stopped"] = f"status {res.status} at batch {batch}"
+            break
+        last_ok = batch
+        batch *= 2
+    result["last_ok_batch"] = last_ok
+    if "oom_batch" in result and last_ok is not None:
+        gc.collect()
+        allocated_before = common.gb(resident(device))
+        res = trainer.train_block(Hyperparams(args.lr, last_ok, 1, 0), args.oom_steps)
+        result["recovery"] = {"batch": last_ok, "status": res.status, "steps_kept": res.steps,
+                              "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb,
+                              "allocated_before_gb": allocated_before, "allocated_after_gb": common.gb(resident(device)),
+                              "note": res.note}
+        print(f"  recovery block at batch {last_ok}: {res.status}")
+    return result
+
+
+# ----- main --------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from sttrl.config import TrainConfig
+    from sttrl.model import LoadedModel, set_frozen_layers
+    from sttrl.trainer import Trainer
+
+    quick = args.quick
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    common.set_threads(args.threads)
+    sizes = QUICK if quick else SMALL
+    batches = [int(b) for b in (args.batches or ("2,4" if quick else "16,32")).split(",")]
+    k_steps = args.steps or (3 if quick else 10)
+    reps = args.reps or (2 if quick else 3)
+    autocast = args.dtype == "bfloat16" and device.type == "cuda"
+    info = common.machine_info(device)
+    print(f"{NAME}: {common.describe_machine(info)}; device {device}, dtype {args.dtype}"
+          + ("" if device.type == "cuda" else " (bf16 autocast only on CUDA: CPU trains in float32)"))
+
+    processor, prefix, tok_source = build_processor(args, sizes["window"])
+    frames = sizes["window"] * 100
+    store = SyntheticStore(args.pool, frames, args.label_len, prefix, seed=0)
+    model = build_model(sizes, device, seed=0)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"  model: {n_params / 1e6:.1f} M parameters, {sizes}; tokenizer: {tok_source}; "
+          f"labels {args.label_len} tokens + prefix {prefix}")
+    budget = None
+    if device.type != "cuda":
+        import psutil
+
+        budget = args.cpu_budget_gb or round(psutil.Process().memory_info().rss / 2**30 + 0.25, 2)
+    tcfg = TrainConfig(lr=args.lr, batch_size=batches[0], batch_max=max(args.max_batch, max(batches)), warmup_steps=0,
+                       memory_budget_gb=budget)
+    loaded = LoadedModel(model, processor, prefix, {"language": "sw", "task": "transcribe"}, Path("synthetic"))
+    set_frozen_layers(model, 0)
+    trainer = Trainer(loaded, store, tcfg, seed=0, device=device, dtype=args.dtype)
+
+    import copy
+
+    contestants = {"sttrl": make_sttrl(trainer, args.lr, device)}
+    bare_models = {"bare": copy.deepcopy(model)}
+    if device.type == "cuda":
+        bare_models["bare_forloop"] = copy.deepcopy(model)
+    for name, m in bare_models.items():
+        contestants[name] = make_bare(m, store, trainer._indices, args.lr, device, autocast,
+                                      foreach=False if name == "bare_forloop" else None)
+
+    speed: dict[str, Any] = {}
+    for batch in batches:
+        print(f"  batch {batch}: {k_steps} steps per block, {reps} rounds + {args.warmup} warm-up")
+        try:
+            rounds = common.interleaved({n: (lambda f=f: f(batch, k_steps)) for n, f in contestants.items()}, reps,
+                                        args.warmup)
+        except torch.OutOfMemoryError as exc:  # the bare loops have no rollback: record and go on
+            speed[str(batch)] = {"error": f"OutOfMemoryError in a bare loop: {str(exc).splitlines()[0][:160]}"}
+            torch.cuda.empty_cache()
+            continue
+        summ = {n: {k: common.summarize(common.column(rs, k)) for k in rs[0] if k != "status"} for n, rs in rounds.items()}
+        ratios = {f"sttrl/{o}": {"block": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_block"),
+                                 "step": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_step")}
+                  for o in rounds if o != "sttrl"}
+        speed[str(batch)] = {"summary": summ, "ratios": ratios, "statuses": [r.get("status") for r in rounds["sttrl"]],
+                             "rounds": rounds}
+        if args.profile:
+            from train_throughput import profile_blocks
+
+            ppath = common.out_path(args, NAME).with_name(f"{NAME}{'-quick' if quick else ''}-profile-b{batch}.txt")
+            profile_blocks({n: (lambda k, f=contestants[n]: f(batch, k)) for n in ("sttrl", "bare")}, k_steps, ppath)
+            speed[str(batch)]["profile_file"] = str(ppath)
+            print(f"  profile written to {ppath}")
+
+    oom = None
+    if not args.no_oom:
+        contestants.clear()
+        del bare_models
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        start = args.oom_start or max(batches)
+        print(f"  batch growth from {start} (x2 per block of {args.oom_steps} steps) until OOM"
+              + ("" if device.type == "cuda" else f" (CPU: memory_budget_gb={budget} stands in for OOM)"))
+        oom = grow_until_oom(trainer, args, start, device)
+        oom["kind"] = "torch.OutOfMemoryError" if device.type == "cuda" else f"simulated: train.memory_budget_gb={budget}"
+
+    rows = []
+    for batch, s in speed.items():
+        if "error" in s:
+            rows.append([batch, s["error"], "", "", "", "", ""])
+            continue
+        for name, v in s["summary"].items():
+            r = s["ratios"].get(f"sttrl/{name}")
+            rows.append([batch, name, v["samples_per_s_block"]["median"], v["samples_per_s_step"]["median"],
+                         v["peak_delta_gb"]["median"] if device.type == "cuda" else "-",
+                         f"{r['block']['median']:.3f}" if r else "-", f"{r['step']['median']:.3f}" if r else "-"])
+    table = common.markdown_table(["batch", "contestant", "block samples/s", "step samples/s",
+                                   "peak GB above start", "sttrl ÷ this (block)", "sttrl ÷ this (step)"], rows)
+    if oom is not None:
+        mem = "GPU allocated" if device.type == "cuda" else "process RSS"
+        orows = [[b["batch"], b["status"], b["peak_memory_gb"], b.get("weights_equal_to_before", "-"),
+                  b.get("step_and_cursor_restored", "-"), b["allocated_before_gb"], b["allocated_after_gb"]]
+                 for b in oom["blocks"]]
+        if "recovery" in oom:
+            rec = oom["recovery"]
+            orows.append([f"{rec['batch']} (after the OOM)", rec["status"], rec["peak_memory_gb"], "-", "-",
+                          rec["allocated_before_gb"], rec["allocated_after_gb"]])
+        table += "\n\n" + common.markdown_table(
+            ["growth batch", "status", "peak GB (BlockResult)", "weights equal to before", "step + cursor restored",
+             f"{mem} before block (GB)", f"{mem} after block (GB)"], orows)
+        table += f"\n\nOOM: {oom['kind']}."
+    table += (f"\n\n{'QUICK (tiny sizes, CPU) — ' if quick else ''}{n_params / 1e6:.1f} M-parameter Whisper "
+              f"({sizes['d_model']}, {sizes['layers']}+{sizes['layers']} layers, {sizes['window']} s), "
+              f"{args.dtype if device.type == 'cuda' else 'float32 (CPU)'}, "
+              f"{k_steps} steps/block, median of {reps} interleaved rounds after {args.warmup} warm-up; "
+              f"{common.describe_machine(info)}.")
+    payload = {"machine": info, "device": str(device), "dtype": args.dtype, "sizes": sizes, "parameters": n_params,
+               "tokenizer": tok_source, "prefix": prefix, "label_len": args.label_len, "steps_per_block": k_steps,
+               "reps": reps, "warmup": args.warmup, "speed": speed, "oom": oom}
+    common.report(NAME, args, payload, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
