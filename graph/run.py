@@ -15,6 +15,7 @@ import argparse
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,8 @@ def print_summary(console: Console, values: dict[str, Any]) -> None:
                       markup=False)
 
 
-def _quiet_library_bars() -> None:
-    """transformers' tqdm bars (weights written/loaded) would cut through the live display."""
+def quiet_library_bars() -> None:
+    """Turn off transformers' tqdm bars (weights written/loaded): they would cut through a live display."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -151,12 +152,41 @@ def _check_agent(name: str, cfg: Config, model: str | None) -> None:
     make_agent(name, cfg, model)
 
 
+def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The graph input that starts a new thread: the resolved config, the agent's name, and optionally the
+    LLM's ``provider:model`` and the run directory."""
+    inp: dict[str, Any] = {"config": cfg.to_dict(), "agent": agent}
+    if model:
+        inp["model"] = model
+    if run_dir:
+        inp["run_dir"] = str(run_dir)
+    return inp
+
+
+def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, max_actions: int, *, agent: Any = None,
+                   progress: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
+                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run thread ``thread_id`` to its end (``inp=None`` resumes it) with every node checkpointed
+    (``durability="sync"``); ``on_event`` gets each custom progress event, ``on_update`` each node's
+    update. Returns the thread's final state values."""
+    from graph.graph import recursion_limit
+    from graph.state import EpisodeContext
+
+    context = EpisodeContext(agent=agent, progress=progress)
+    run_cfg = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(max_actions)}
+    for mode, chunk in compiled.stream(inp, run_cfg, stream_mode=["updates", "custom"], context=context,
+                                       durability="sync"):
+        if mode == "custom" and on_event is not None:
+            on_event(chunk)
+        elif mode == "updates" and on_update is not None:
+            on_update(chunk)
+    return compiled.get_state({"configurable": {"thread_id": thread_id}}).values
+
+
 def run_thread(console: Console, compiled: Any, args: argparse.Namespace, cfg: Config, thread_id: str,
                agent: Any) -> int:
     """Start, resume or show ``thread_id``; stream its progress; print the summary."""
     from graph.display import ProgressDisplay
-    from graph.graph import recursion_limit
-    from graph.state import EpisodeContext
     from sttrl.config import config_from_dict
 
     snap = compiled.get_state({"configurable": {"thread_id": thread_id}})
@@ -167,11 +197,7 @@ def run_thread(console: Console, compiled: Any, args: argparse.Namespace, cfg: C
         print_summary(console, values)
         return 0
     if status == "new":
-        inp: dict[str, Any] | None = {"config": cfg.to_dict(), "agent": args.agent}
-        if args.model:
-            inp["model"] = args.model
-        if args.run_dir:
-            inp["run_dir"] = str(args.run_dir)
+        inp: dict[str, Any] | None = episode_input(cfg, args.agent, args.model, args.run_dir)
         if agent is None:
             _check_agent(args.agent, cfg, args.model)
         max_actions = cfg.env.max_actions
@@ -184,15 +210,11 @@ def run_thread(console: Console, compiled: Any, args: argparse.Namespace, cfg: C
         max_actions = values.get("max_actions") or cfg.env.max_actions
         console.print(f"thread {thread_id} resumes at {', '.join(snap.next)} after step {values.get('step', 0)} of "
                       f"{max_actions} (with the config it started with)", highlight=False)
-    _quiet_library_bars()
-    context = EpisodeContext(agent=agent, progress=console.is_terminal and not args.quiet)
-    run_cfg = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(max_actions)}
+    quiet_library_bars()
     with ProgressDisplay(console, quiet=args.quiet) as display:
-        for mode, chunk in compiled.stream(inp, run_cfg, stream_mode=["updates", "custom"], context=context,
-                                           durability="sync"):
-            if mode == "custom":
-                display.event(chunk)
-    print_summary(console, compiled.get_state({"configurable": {"thread_id": thread_id}}).values)
+        values = stream_episode(compiled, thread_id, inp, max_actions, agent=agent,
+                                progress=console.is_terminal and not args.quiet, on_event=display.event)
+    print_summary(console, values)
     return 0
 
 
