@@ -1,7 +1,7 @@
 # Quickstart: `make demo` (set up + default offline episode), `make test` (set up + tests).
 PY := .venv/bin/python
 
-.PHONY: setup setup-test demo test base bench clean
+.PHONY: setup setup-test demo test bench kill-anywhere clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,12 @@ demo: setup
 
 test: setup-test
 	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m graph.bench --preset cpu --controllers static,random,rule,optuna --seeds 3 --out runs/bench-cpu
+
+kill-anywhere: setup
+	$(PY) benchmarks/kill_anywhere.py --n 20
 
 clean:
 	rm -rf runs .pytest_cache
