@@ -73,7 +73,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -85,6 +84,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sttrl.io import atomic_writer
 from sttrl.actions import Action, Hyperparams, apply
 from sttrl.config import Config, available_presets, config_from_dict, load_config, secret
 from sttrl.errors import ConfigError, SttrlError
@@ -484,15 +484,9 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="line: mean over seeds; band: min-max", title_fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_writer(path) as fh:
             fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(fig)
     return path

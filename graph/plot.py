@@ -3,10 +3,10 @@ hyperparameters per step. Matplotlib with the Agg backend; written to a temp fil
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from sttrl.io import atomic_writer
 
 FAULT_COLOR = "#d62728"
 
@@ -65,15 +65,9 @@ def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str,
     ax3.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_writer(path) as fh:
             fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         plt.close(fig)
     return path

@@ -12,10 +12,8 @@ exactly; :func:`bf16_to_float32` widens such an array.
 
 from __future__ import annotations
 
-import os
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -23,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from sttrl.errors import ModelError
+from sttrl.io import atomic_writer
 
 if TYPE_CHECKING:
     import torch
@@ -151,34 +150,25 @@ def _string(s: str) -> bytes:
 def write_ct2(path: str | Path, model: Ct2Model) -> Path:
     """Write ``model`` in the layout :func:`read_ct2` parses (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(struct.pack("<I", model.binary_version) + _string(model.spec_name))
-            fh.write(struct.pack("<II", model.spec_revision, len(model.variables)))
-            for name, value in model.variables.items():
-                arr = np.asarray(value)
-                key = arr.dtype.str.lstrip("<|=")
-                if arr.dtype.byteorder == ">" or key not in _DTYPE_IDS:
-                    raise ModelError(f"variable {name!r} has dtype {arr.dtype}; valid: float32, int8, int16, int32, "
-                                     "float16, uint16 (= bfloat16 bits), little-endian")
-                if arr.ndim > _MAX_RANK:
-                    raise ModelError(f"variable {name!r} has rank {arr.ndim}; at most {_MAX_RANK} is valid")
-                raw = np.ascontiguousarray(arr).tobytes()
-                fh.write(_string(name) + struct.pack("<B", arr.ndim))
-                fh.write(struct.pack(f"<{arr.ndim}I", *arr.shape))
-                fh.write(struct.pack("<BI", _DTYPE_IDS[key], len(raw)))
-                fh.write(raw)
-            fh.write(struct.pack("<I", len(model.aliases)))
-            for alias, target in model.aliases.items():
-                fh.write(_string(alias) + _string(target))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        fh.write(struct.pack("<I", model.binary_version) + _string(model.spec_name))
+        fh.write(struct.pack("<II", model.spec_revision, len(model.variables)))
+        for name, value in model.variables.items():
+            arr = np.asarray(value)
+            key = arr.dtype.str.lstrip("<|=")
+            if arr.dtype.byteorder == ">" or key not in _DTYPE_IDS:
+                raise ModelError(f"variable {name!r} has dtype {arr.dtype}; valid: float32, int8, int16, int32, "
+                                 "float16, uint16 (= bfloat16 bits), little-endian")
+            if arr.ndim > _MAX_RANK:
+                raise ModelError(f"variable {name!r} has rank {arr.ndim}; at most {_MAX_RANK} is valid")
+            raw = np.ascontiguousarray(arr).tobytes()
+            fh.write(_string(name) + struct.pack("<B", arr.ndim))
+            fh.write(struct.pack(f"<{arr.ndim}I", *arr.shape))
+            fh.write(struct.pack("<BI", _DTYPE_IDS[key], len(raw)))
+            fh.write(raw)
+        fh.write(struct.pack("<I", len(model.aliases)))
+        for alias, target in model.aliases.items():
+            fh.write(_string(alias) + _string(target))
     return path
 
 
