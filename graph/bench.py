@@ -86,7 +86,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sttrl.io import atomic_writer
 from sttrl.actions import Action, Hyperparams, apply
-from sttrl.config import Config, available_presets, config_from_dict, load_config, secret
+from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, secret
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.io import atomic_write_json
 
@@ -909,10 +909,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="cpu", help=f"config preset: {', '.join(available_presets())} (default: cpu)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file merged over the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. env.max_actions=4 (repeatable)")
+    add_config_arguments(p)
     p.add_argument("--controllers", default=DEFAULT_CONTROLLERS,
                    help=f"comma-separated, from {', '.join(CONTROLLERS)} (default: {DEFAULT_CONTROLLERS})")
     p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per controller (default: 3)")

@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sttrl.config import Config, available_presets, load_config
+from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import SttrlError
 
 EXAMPLES = """examples:
@@ -49,10 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--preset", default="cpu", help=f"config preset: {', '.join(available_presets())} (default: cpu)")
-    p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file merged over the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. train.lr=3e-4 (repeatable)")
+    add_config_arguments(p)
     p.add_argument("--agent", default="rule", choices=AGENTS, help="who decides each step (default: rule, offline)")
     p.add_argument("--model", metavar="PROVIDER:MODEL",
                    help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL})")

@@ -10,6 +10,7 @@ Secrets are never part of the config, so they never reach a checkpoint or a traj
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -315,6 +316,14 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc)) from None
+
+
+def add_config_arguments(parser: "argparse.ArgumentParser") -> None:
+    """The ``--preset``, ``--config`` and ``--set`` options every sttrl command line shares."""
+    parser.add_argument("--preset", default="cpu", help=f"config preset: {', '.join(available_presets())} (default: cpu)")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON config file merged over the preset")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted config override, e.g. train.lr=3e-4 (repeatable)")
 
 
 def secret(name: str, env_file: str | Path = ".env") -> str | None:

@@ -15,16 +15,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sttrl.config import available_presets, load_config
+from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import SttrlError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sttrl.run", description="Run one sttrl episode with a classical policy.")
-    p.add_argument("--preset", default="cpu", help=f"one of: {', '.join(available_presets())} (default cpu)")
-    p.add_argument("--config", type=Path, help="YAML or JSON file merged over the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. train.lr=3e-4 (repeatable)")
+    add_config_arguments(p)
     p.add_argument("--policy", default="rule", choices=["rule", "random", "static"])
     p.add_argument("--seed", type=int, help="run.seed")
     p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
