@@ -10,6 +10,7 @@ Progress goes out through LangGraph's stream writer as ``{"type": ...}`` dicts (
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -263,12 +264,17 @@ def judge(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     rt = _rt(state, runtime)
     _emit({"type": "judge_start", "step": step, "end_reason": end_reason})
     final = rt.save_final()
-    report = judge_mod.judge(rt.run_dir, progress=_ctx(runtime).progress)
+    run_dir = rt.run_dir
+    # The judge loads the saved model from disk: free the episode's model, optimizer and features first,
+    # so the process never holds both (a re-run after a crash rebuilds the runtime and saves the same weights).
+    del rt
+    drop_runtime(state["thread_id"])
+    gc.collect()
+    report = judge_mod.judge(run_dir, progress=_ctx(runtime).progress)
     _plot(state, records)
     summary = {k: report.get(k) for k in JUDGE_SUMMARY_KEYS}
     _emit({"type": "judge", "wer": report["wer"], "cer": report["cer"], "score": report["score"],
            "scored": report["scored"], "passed_all_checks": report["passed_all_checks"]})
-    drop_runtime(state["thread_id"])
     return {"step": step, "records": records, "final": final, "judge": summary, "end_reason": end_reason}
 
 

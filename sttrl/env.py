@@ -122,6 +122,7 @@ class SttEnv(gym.Env):
         self._data: SpeechData | None = None
         self.runtime: EpisodeRuntime | None = None
         self.trajectory: Trajectory | None = None
+        self._last_run_dir: Path | None = None
 
     # ----- helpers ----------------------------------------------------------------------------
     def _obs(self) -> dict[str, Any]:
@@ -145,8 +146,16 @@ class SttEnv(gym.Env):
 
     @property
     def run_dir(self) -> Path:
-        assert self.runtime is not None, "call reset() first"
-        return self.runtime.run_dir
+        if self._last_run_dir is None:
+            raise RuntimeError("call reset() first")
+        return self._last_run_dir
+
+    def close(self) -> None:
+        """Free the episode's model, optimizer and features (the run directory stays on disk)."""
+        self.runtime = None
+        import gc
+
+        gc.collect()
 
     # ----- Gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -162,6 +171,7 @@ class SttEnv(gym.Env):
             self._data_cfg = cfg.data
         self.runtime = EpisodeRuntime(cfg, run_dir, progress=self.progress, data=self._data, run_id=run_id)
         rt = self.runtime
+        self._last_run_dir = rt.run_dir
         self.trajectory = Trajectory(rt.run_dir / "trajectory.jsonl")
         self.hp = rt.initial_hp()
         self.step_index = 0

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(table)
         console.print(f"episode wall time {time.perf_counter() - t0:.1f} s; final model {info['final']['path']} "
                       f"sha256 {info['final']['sha256'][:12]}…")
+        env.close()  # the judge loads the saved model from disk; free the live one first
         if not args.no_judge:
             report = judge(env.run_dir, progress=not args.quiet)
             for name, c in report["checks"].items():
