@@ -84,7 +84,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sttrl.io import atomic_writer
 from sttrl.actions import Action, Hyperparams, apply
 from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, secret
 from sttrl.errors import ConfigError, SttrlError
@@ -468,6 +467,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from graph.plot import save_figure
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for c, s in summary.items():
@@ -484,12 +484,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="line: mean over seeds; band: min-max", title_fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_writer(path) as fh:
-            fig.savefig(fh, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ----- progress ----------------------------------------------------------------------------------

@@ -8,6 +8,18 @@ from typing import Any
 
 from sttrl.io import atomic_writer
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_writer(path) as fh:
+            fig.savefig(fh, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
 FAULT_COLOR = "#d62728"
 
 
@@ -65,9 +77,4 @@ def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str,
     ax3.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
 
-    try:
-        with atomic_writer(path) as fh:
-            fig.savefig(fh, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
