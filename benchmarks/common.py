@@ -256,7 +256,7 @@ def load_stack(args: argparse.Namespace, default_preset: str = "cpu", splits: Se
     from sttrl.data import build_speech_data
     from sttrl.features import FeatureStore
     from sttrl.model import load_model
-    from sttrl.runtime import resolve_device, seed_everything
+    from sttrl.runtime import feature_cache_dir, resolve_device, seed_everything
 
     preset = args.preset or ("debug" if getattr(args, "quick", False) else default_preset)
     cfg = load_config(preset, None, list(getattr(args, "overrides", []) or []))
@@ -270,7 +270,8 @@ def load_stack(args: argparse.Namespace, default_preset: str = "cpu", splits: Se
     t0 = time.perf_counter()
     loaded = load_model(cfg.model, cfg.data.cache_dir, device, seed=cfg.run.seed, progress=False)
     t_model = time.perf_counter() - t0
-    stores = {s: FeatureStore(loaded, data.split(s), cfg.model.max_target_tokens) for s in splits}
+    features = feature_cache_dir(cfg)  # the same disk-backed feature cache as an episode
+    stores = {s: FeatureStore(loaded, data.split(s), cfg.model.max_target_tokens, features) for s in splits}
     return {"cfg": cfg, "preset": preset, "device": device, "data": data, "loaded": loaded, "stores": stores,
             "threads": threads, "setup_seconds": {"data": t_data, "model": t_model}}
 

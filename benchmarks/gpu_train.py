@@ -142,7 +142,7 @@ class SyntheticStore:
         dec = torch.cat([self.prefix.expand(b, -1), text], dim=1)
         masked = torch.full((b, len(self.prefix) - 1), -100, dtype=torch.long)
         lab = torch.cat([masked, text, torch.full((b, 1), EOT, dtype=torch.long)], dim=1)
-        return Batch(self.features[idx], dec, lab)
+        return Batch.of(self.features[idx], dec, lab)
 
 
 # ----- contestants -------------------------------------------------------------------------------

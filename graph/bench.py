@@ -64,7 +64,6 @@ Wall time
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import json
 import math
@@ -87,6 +86,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sttrl.actions import Action, Hyperparams, apply
 from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, secret
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.memory import limit_arenas, release_memory
 from sttrl.io import atomic_write_json
 
 SCHEMA = "sttrl.bench/1"
@@ -712,7 +712,7 @@ class Bench:
             from graph.runtimes import drop_runtime
 
             drop_runtime(tid)
-            gc.collect()
+            release_memory(collect=True)
         if not values.get("judge"):
             raise SttrlError(f"thread {tid} ended without a judge result")
         res = episode_result(controller, seed, values, clock.seconds)
@@ -787,7 +787,7 @@ class Bench:
         finally:
             clock.tick(force=True)
             data.clear()
-            gc.collect()
+            release_memory(collect=True)
         res = optuna_result(seed, name, run_dir, trials, best, report, final, space, b, clock.seconds)
         atomic_write_json(result_path, res)
         progress.end_run(self._result_line(res) + f", best trial {best['number']} {best['hp']}")
@@ -919,6 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.memory
     console = Console()
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))

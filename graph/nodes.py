@@ -10,7 +10,6 @@ Progress goes out through LangGraph's stream writer as ``{"type": ...}`` dicts (
 
 from __future__ import annotations
 
-import gc
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from graph.state import EpisodeContext, EpisodeState
 from sttrl.actions import Action, Hyperparams, apply
 from sttrl.config import Config, config_from_dict, load_config
 from sttrl.errors import CheckpointError
+from sttrl.memory import release_memory
 from sttrl.reward import reward as reward_fn
 from sttrl.trajectory import StepRecord, Trajectory
 from tools import evaluate as evaluate_tool
@@ -269,7 +269,7 @@ def judge(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     # so the process never holds both (a re-run after a crash rebuilds the runtime and saves the same weights).
     del rt
     drop_runtime(state["thread_id"])
-    gc.collect()
+    release_memory(collect=True)
     report = judge_mod.judge(run_dir, progress=_ctx(runtime).progress)
     _plot(state, records)
     summary = {k: report.get(k) for k in JUDGE_SUMMARY_KEYS}

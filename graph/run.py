@@ -25,6 +25,7 @@ from rich.table import Table
 
 from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import SttrlError
+from sttrl.memory import limit_arenas
 
 EXAMPLES = """examples:
   python -m graph.run                                  offline default: cpu preset, rule-based agent
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     """Run the CLI; ``agent`` (an object with ``decide(observation, history)``) replaces the named one."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.memory
     if args.model and args.agent != "llm":
         parser.error("--model chooses the chat model of --agent llm; add --agent llm")
     console = Console()

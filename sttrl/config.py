@@ -110,7 +110,7 @@ class DataConfig(_Strict):
     max_train_utterances: int | None = Field(None, ge=1)
     max_validation_utterances: int | None = Field(None, ge=1)
     max_hidden_utterances: int | None = Field(None, ge=1)
-    cache_dir: Path = Field(Path(".cache/sttrl"), description="Synthesized audio and converted models.")
+    cache_dir: Path = Field(Path(".cache/sttrl"), description="Synthesized audio, converted models and log-mel features.")
     workers: int = Field(2, ge=1, le=64)
     hub: HubDataConfig = Field(default_factory=HubDataConfig)
 

@@ -21,8 +21,9 @@ from sttrl.errors import SttrlError
 from sttrl.evaluate import evaluate
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
+from sttrl.memory import limit_arenas
 from sttrl.model import load_for_inference
-from sttrl.runtime import RUN_RECORD, resolve_device
+from sttrl.runtime import RUN_RECORD, feature_cache_dir, resolve_device
 
 
 def _check(passed: bool, reason: str) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def judge(run_dir: str | Path, progress: bool = True, write: bool = True) -> dic
         hidden = load_hidden_split(cfg.data, progress=progress)
         if cfg.data.max_hidden_utterances:
             hidden = hidden[: cfg.data.max_hidden_utterances]
-        store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens)
+        store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
         t0 = time.perf_counter()
         res = evaluate(store, device, batch_size=cfg.train.eval_batch_size, n_examples=cfg.train.example_transcripts)
         report.update(
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run directory holding run.json and final/")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.memory
     try:
         report = judge(args.run_dir, progress=not args.quiet)
     except SttrlError as exc:

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import SttrlError
+from sttrl.memory import limit_arenas
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.memory
     console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
     try:
         overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])

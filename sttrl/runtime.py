@@ -34,6 +34,7 @@ from sttrl.errors import CheckpointError, ConfigError
 from sttrl.evaluate import EvalResult, evaluate
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
+from sttrl.memory import limit_arenas, release_memory
 from sttrl.model import LoadedModel, load_model
 from sttrl.trainer import BlockResult, StepInfo, Trainer, read_checkpoint_record
 
@@ -55,6 +56,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def feature_cache_dir(cfg: Config) -> Path:
+    """Where log-mel features are kept on disk (see sttrl.features), next to the audio they come from."""
+    return Path(cfg.data.cache_dir) / "features"
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -74,6 +80,7 @@ class EpisodeRuntime:
         data: SpeechData | None = None,
         run_id: str | None = None,
     ) -> None:
+        limit_arenas()  # before this run's threads allocate (see sttrl.memory); entry points call it earlier
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         record_path = self.run_dir / RUN_RECORD
@@ -95,11 +102,12 @@ class EpisodeRuntime:
             cfg.model, cfg.data.cache_dir, self.device, seed=cfg.run.seed, progress=progress, token=token
         )
         max_tokens = cfg.model.max_target_tokens
-        self.train_store = FeatureStore(self.loaded, self.data.split("train"), max_tokens)
+        features = feature_cache_dir(cfg)
+        self.train_store = FeatureStore(self.loaded, self.data.split("train"), max_tokens, features)
         val = self.data.split("validation")
         if cfg.train.max_eval_utterances:
             val = val[: cfg.train.max_eval_utterances]
-        self.val_store = FeatureStore(self.loaded, val, max_tokens)
+        self.val_store = FeatureStore(self.loaded, val, max_tokens, features)
         if not len(self.train_store) or not len(self.val_store):
             raise ConfigError("the training or validation split is empty: raise data.sentences_per_domain")
         self.trainer = Trainer(self.loaded, self.train_store, cfg.train, cfg.run.seed, self.device, cfg.run.dtype)
@@ -247,6 +255,7 @@ class EpisodeRuntime:
             n_examples=self.cfg.train.example_transcripts,
         )
         atomic_write_json(path, res.to_dict())
+        release_memory()  # generation buffers go back to the OS
         return res
 
     @torch.no_grad()

