@@ -21,7 +21,7 @@ from sttrl.errors import SttrlError
 from sttrl.evaluate import evaluate
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
-from sttrl.memory import limit_arenas
+from sttrl.memory import limit_arenas, torch_thread
 from sttrl.model import load_for_inference
 from sttrl.runtime import RUN_RECORD, feature_cache_dir, resolve_device
 
@@ -46,6 +46,7 @@ def _manifest_checks(manifest_path: Path, hidden_domain: str) -> dict[str, Any]:
     return _check(True, f"splits disjoint by id ({sizes}); hidden domain {hidden_domain}")
 
 
+@torch_thread  # the thread an episode trained on (see sttrl.memory)
 def judge(run_dir: str | Path, progress: bool = True, write: bool = True) -> dict[str, Any]:
     """Check and score ``run_dir``'s final model on the hidden split; returns (and writes) the report."""
     run_dir = Path(run_dir)

@@ -34,7 +34,7 @@ from sttrl.errors import CheckpointError, ConfigError
 from sttrl.evaluate import EvalResult, evaluate
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
-from sttrl.memory import limit_arenas, release_memory
+from sttrl.memory import limit_arenas, release_memory, torch_thread
 from sttrl.model import LoadedModel, load_model
 from sttrl.trainer import BlockResult, StepInfo, Trainer, read_checkpoint_record
 
@@ -72,6 +72,7 @@ def block_name(block: int) -> str:
 class EpisodeRuntime:
     """Data, model and trainer of one run directory; restores the latest checkpoint when one exists."""
 
+    @torch_thread  # all torch work of a process on one thread: see sttrl.memory
     def __init__(
         self,
         cfg: Config,
@@ -168,6 +169,7 @@ class EpisodeRuntime:
                 out.append(int(p.name.split("-")[1]))
         return sorted(out)
 
+    @torch_thread
     def restore_latest(self) -> int:
         blocks = self.completed_blocks()
         if not blocks:
@@ -191,6 +193,7 @@ class EpisodeRuntime:
         return BlockResult(**meta["result"]) if meta.get("result") else None
 
     # ----- training ---------------------------------------------------------------------------
+    @torch_thread
     def train_block(
         self, block: int, hp: Hyperparams, steps: int | None = None, on_step: Callable[[StepInfo], None] | None = None
     ) -> BlockResult:
@@ -233,6 +236,7 @@ class EpisodeRuntime:
         return result
 
     # ----- evaluation -------------------------------------------------------------------------
+    @torch_thread
     def evaluate(self, block: int | None = None) -> EvalResult:
         """Validation WER/CER of the model after ``block`` (default: the current one); cached on disk."""
         block = self.block if block is None else block
@@ -258,6 +262,7 @@ class EpisodeRuntime:
         release_memory()  # generation buffers go back to the OS
         return res
 
+    @torch_thread
     @torch.no_grad()
     def probe_loss(self) -> float:
         """Training loss of the current model on its next batch, without an update (the starting observation)."""
@@ -271,6 +276,7 @@ class EpisodeRuntime:
         return float(out.loss)
 
     # ----- the end ----------------------------------------------------------------------------
+    @torch_thread
     def save_final(self) -> dict:
         """Save the current model for the judge and record its hash in run.json."""
         final = self.run_dir / "final"
