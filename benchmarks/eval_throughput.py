@@ -40,6 +40,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--utterances", type=int, default=None,
                    help="validation utterances decoded per round (default: train.max_eval_utterances)")
     p.add_argument("--batch", type=int, default=None, help="decoding batch size (default: train.eval_batch_size)")
+    p.add_argument("--weights", type=Path, default=None, metavar="DIR",
+                   help="load DIR/model.safetensors into the preset's model first, e.g. a run's final/ "
+                        "(a fine-tuned model decodes transcripts of varied length; the start model mostly "
+                        "runs to max_new_tokens)")
     return p.parse_args(argv)
 
 
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (2 if quick else 5)
     st = common.load_stack(args, splits=("validation",))
     cfg, device, loaded = st["cfg"], st["device"], st["loaded"]
+    if args.weights:
+        from safetensors.torch import load_model as load_safetensors_model
+
+        load_safetensors_model(loaded.model, str(args.weights / "model.safetensors"), device=str(device))
     utts = st["data"].split("validation")
     n = args.utterances or cfg.train.max_eval_utterances or len(utts)
     utts = utts[:n]
@@ -128,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     table = common.markdown_table(["contestant", "utterances/s", "s per evaluation", "WER", "÷ pipeline", "target"], rows)
     table += (f"\n\nidentical transcripts sttrl vs pipeline: {exact}/{n} exact, {stripped}/{n} after strip(), "
               f"{normalized}/{n} after sttrl's normalizer.")
-    table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, {n} utterances, batch {batch}, "
+    table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}"
+              f"{f', weights {args.weights}' if args.weights else ', start weights'}, {n} utterances, batch {batch}, "
               f"max_new_tokens {max_new}, median of {reps} interleaved rounds after {args.warmup} warm-up; "
               f"{common.describe_machine(info)}.")
-    payload = {"machine": info, "preset": st["preset"], "device": str(device), "utterances": n, "batch": batch,
+    payload = {"machine": info, "preset": st["preset"], "weights": str(args.weights) if args.weights else None,
+               "device": str(device), "utterances": n, "batch": batch,
                "max_new_tokens": max_new, "generate_kwargs": loaded.generate_kwargs, "reps": reps,
                "warmup": args.warmup, "summary": summary, "ratios": ratios, "target": {"sttrl_cold/pipeline": 1.0},
                "identical": {"exact": exact, "stripped": stripped, "normalized": normalized, "n": n},

@@ -53,18 +53,22 @@ def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, fl
     return float(wer), float(cer)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def transcribe(store: FeatureStore, indices: list[int], batch_size: int, max_new_tokens: int, device: torch.device) -> list[str]:
-    """Greedy transcripts of ``store``'s utterances at ``indices``, in batches."""
+    """Greedy transcripts of ``store``'s utterances at ``indices`` (in that order), in batches.
+
+    Batches are formed longest audio first, so that utterances with transcripts of similar length
+    decode together and a batch stops soon after its last sequence ends."""
     loaded = store.loaded
     model = loaded.model
     was_training = model.training
     model.eval()
-    out: list[str] = []
+    order = sorted(range(len(indices)), key=lambda k: -store.utterances[indices[k]].duration)
+    out: list[str | None] = [None] * len(indices)
     try:
-        for start in range(0, len(indices), batch_size):
-            idx = indices[start : start + batch_size]
-            feats = store.features(idx).to(device)
+        for start in range(0, len(order), batch_size):
+            ks = order[start : start + batch_size]
+            feats = store.features([indices[k] for k in ks]).to(device)
             ids = model.generate(
                 input_features=feats,
                 max_new_tokens=max_new_tokens,
@@ -72,10 +76,11 @@ def transcribe(store: FeatureStore, indices: list[int], batch_size: int, max_new
                 do_sample=False,
                 **loaded.generate_kwargs,
             )
-            out.extend(loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
+            for k, text in zip(ks, loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+                out[k] = text
     finally:
         model.train(was_training)
-    return out
+    return out  # type: ignore[return-value]
 
 
 def evaluate(

@@ -106,10 +106,15 @@ class FeatureStore:
             raise
 
     def _compute(self, indices: list[int]) -> list[np.ndarray]:
+        # One utterance per call: the extractor's batched path pads and stacks the whole batch first and
+        # measured 2.5-3x slower here (0.15-0.21 s against 0.06 s for 64 utterances of 8 s); same values.
         fe = self.loaded.processor.feature_extractor
-        audio = [load_audio(self.utterances[i].audio_path) for i in indices]
-        out = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="np").input_features
-        return [feat.astype(np.float32, copy=False) for feat in out]
+        out = []
+        for i in indices:
+            audio = load_audio(self.utterances[i].audio_path)
+            feat = fe(audio, sampling_rate=fe.sampling_rate, return_tensors="np").input_features[0]
+            out.append(feat.astype(np.float32, copy=False))
+        return out
 
     def features(self, indices: list[int]) -> torch.Tensor:
         """``(len(indices), mels, frames)`` float32 log-mel features."""

@@ -73,3 +73,25 @@ def test_labelled_positions_loss_equals_whisper_loss(stack):
         theirs = loaded.model(input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids,
                               labels=batch.labels).loss
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_transcripts_come_back_in_the_order_asked_whatever_the_batching(stack, monkeypatch):
+    """transcribe() batches longest audio first; each transcript must still land at its utterance."""
+    from sttrl.evaluate import transcribe
+
+    _cfg, utts, loaded = stack
+    store = FeatureStore(loaded, utts, 32)
+    assert len({u.duration for u in utts}) == len(utts)  # the length sort really reorders
+    means = [float(store.features([i])[0].mean()) for i in range(len(utts))]
+
+    def fake_generate(input_features, **_kw):  # a transcript that names the utterance it was decoded from
+        return torch.tensor([[min(range(len(means)), key=lambda i: abs(means[i] - float(f.mean())))]
+                             for f in input_features])
+
+    monkeypatch.setattr(loaded.model, "generate", fake_generate)
+    monkeypatch.setattr(loaded.processor.tokenizer, "batch_decode",
+                        lambda ids, **_kw: [f"utt{int(row[0])}" for row in ids])
+    idx = list(range(len(utts)))
+    assert transcribe(store, idx, 4, 6, torch.device("cpu")) == [f"utt{i}" for i in idx]
+    assert transcribe(store, idx[::-1], 3, 6, torch.device("cpu")) == [f"utt{i}" for i in idx[::-1]]
+    assert transcribe(store, [2, 2, 0], 2, 6, torch.device("cpu")) == ["utt2", "utt2", "utt0"]
