@@ -4,7 +4,9 @@
 
 Used by ``orchestration.py``; changes nothing but adds a timer around each listed function (a few
 microseconds per call). At exit it writes every timed call as ``[name, start, end, depth, thread]``
-(seconds since this wrapper started; ``depth`` counts enclosing timed calls in the same thread) plus
+(seconds since this wrapper started; ``depth`` counts enclosing timed calls in the same context: a
+context variable, so a call that sttrl hands to its torch thread, which runs it in a copy of the
+caller's context, still counts as nested in the call that handed it over) plus
 the total time. Functions are wrapped where they are defined and in every loaded module that
 imported them by name.
 """
@@ -12,6 +14,7 @@ imported them by name.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import functools
 import importlib
 import json
@@ -25,7 +28,7 @@ from typing import Any
 T0 = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 WALL0 = time.time()
-_local = threading.local()
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("sttrl_bench_depth", default=0)
 _lock = threading.Lock()
 EVENTS: list[list[Any]] = []
 
@@ -56,14 +59,14 @@ GRAPH_TARGETS = [
 def _wrap(label: str, fn: Any) -> Any:
     @functools.wraps(fn)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        depth = getattr(_local, "depth", 0)
-        _local.depth = depth + 1
+        depth = _depth.get()
+        token = _depth.set(depth + 1)
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             end = time.perf_counter()
-            _local.depth = depth
+            _depth.reset(token)
             with _lock:
                 EVENTS.append([label, start - T0, end - T0, depth, threading.get_ident()])
 
