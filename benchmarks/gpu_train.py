@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         bare_models["bare_forloop"] = copy.deepcopy(model)
     for name, m in bare_models.items():
-        contestants[name] = make_bare(m, store, trainer._indices, args.lr, device, autocast,
+        contestants[name] = make_bare(m, store, trainer.batch_indices, args.lr, device, autocast,
                                       foreach=False if name == "bare_forloop" else None)
 
     speed: dict[str, Any] = {}

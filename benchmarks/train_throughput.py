@@ -1,7 +1,7 @@
 """Training throughput: sttrl's training block against a bare PyTorch loop and transformers' Seq2SeqTrainer.
 
 All three train their own copy of the same model (same initial weights, same frozen layers) on the
-same batches in the same order (sttrl's data order: ``Trainer._indices``), with the same AdamW
+same batches in the same order (sttrl's data order: ``Trainer.batch_indices``), with the same AdamW
 implementation (torch's fused kernel, what sttrl uses on CPU and CUDA) at the same lr, weight decay and
 gradient clipping, batch size and no evaluation or saving:
 
@@ -77,7 +77,7 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
         t_block = time.perf_counter()
         for _ in range(k_steps):
             t0 = time.perf_counter()
-            idx = trainer._indices(state["cursor"], hp.batch_size)
+            idx = trainer.batch_indices(state["cursor"], hp.batch_size)
             state["cursor"] += hp.batch_size
             b = store.batch(idx).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -122,7 +122,7 @@ def make_hf(model, trainer, store, hp, device, dtype: str, clip: float | None, t
 
     class Batches(torch.utils.data.Dataset):
         def __init__(self, start: int, k_steps: int) -> None:
-            self.idx = [trainer._indices(start + j * hp.batch_size, hp.batch_size) for j in range(k_steps)]
+            self.idx = [trainer.batch_indices(start + j * hp.batch_size, hp.batch_size) for j in range(k_steps)]
 
         def __len__(self) -> int:
             return len(self.idx)
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_model = None if args.no_hf else copy.deepcopy(loaded.model)
     trainer = Trainer(loaded, store, cfg.train, cfg.run.seed, device, dtype)
     rounds = reps + args.warmup
-    needed = trainer._indices(0, rounds * k_steps * hp.batch_size * hp.grad_accum + hp.batch_size)
+    needed = trainer.batch_indices(0, rounds * k_steps * hp.batch_size * hp.grad_accum + hp.batch_size)
     t_feat = common.warm_features(store, needed)
     print(f"  features of {len(set(needed))} training utterances cached in {t_feat:.1f} s (outside the timings)")
 

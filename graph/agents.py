@@ -21,20 +21,20 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
 
-from sttrl.actions import Action
+from sttrl import controllers
+from sttrl.actions import Action, check_menu
 from sttrl.config import Config, secret
+from sttrl.controllers import Controller, ControllerSpec, Decided
 from sttrl.errors import ConfigError
 
 PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MODEL = "groq:llama-3.3-70b-versatile"
-AGENTS = ("rule", "random", "static", "llm")
 
 # provider prefix -> (python package, pip name, API key variable or None)
 PROVIDERS: dict[str, tuple[str, str, str | None]] = {
@@ -58,26 +58,7 @@ class Decision(BaseModel):
     rationale: str = Field(description="One or two sentences that justify the action with the observed numbers.")
 
 
-@dataclass
-class Decided:
-    """A decision with its provenance, as recorded in the trajectory."""
-
-    action: Action
-    rationale: str
-    source: str
-    attempts: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["action"] = self.action.value
-        return out
-
-
-class Agent(Protocol):
-    name: str
-
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided: ...
+Agent = Controller  # an agent is an episode controller (sttrl.controllers)
 
 
 # ----- prompts ---------------------------------------------------------------------------------
@@ -114,6 +95,18 @@ OBSERVATION_LINES = (
 )
 
 
+def load_menu() -> dict[str, str]:
+    """``prompts/actions.yaml``, checked against the action registry (a missing or extra action is named)."""
+    menu = yaml.safe_load(load_prompt("actions.yaml"))
+    if not isinstance(menu, dict):
+        raise AgentConfigError(f"{PROMPT_DIR / 'actions.yaml'} must map each action name to its prompt line")
+    try:
+        check_menu(menu, str(PROMPT_DIR / "actions.yaml"))
+    except ConfigError as exc:
+        raise AgentConfigError(str(exc)) from None
+    return {str(k): str(v) for k, v in menu.items()}
+
+
 def render_observation(observation: dict[str, Any]) -> str:
     return "\n".join(f"- {label}: {_fmt(observation.get(key))}" for key, label in OBSERVATION_LINES)
 
@@ -140,7 +133,7 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
     from langchain_core.messages import HumanMessage, SystemMessage
 
     t, e = cfg.train, cfg.env
-    menu_src = yaml.safe_load(load_prompt("actions.yaml"))
+    menu_src = load_menu()
     max_freeze = observation.get("max_freeze_layers", 0)
     menu = "\n".join(
         f"- {a}: " + str(menu_src[a]).format(lr_factor=t.lr_factor, batch_factor=t.batch_factor, max_freeze=max_freeze)
@@ -271,18 +264,6 @@ def _raw_text(raw: Any) -> str:
 
 
 # ----- agents ----------------------------------------------------------------------------------
-class PolicyAgent:
-    """One of sttrl's classical policies (stateless given the history)."""
-
-    def __init__(self, policy: Any) -> None:
-        self.policy = policy
-        self.name = policy.name
-
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
-        action, why = self.policy.decide(observation, history)
-        return Decided(action, why, self.name)
-
-
 class LLMAgent:
     """A chat model with ``with_structured_output(Decision)``, retries, a parser, then the rule policy."""
 
@@ -293,22 +274,22 @@ class LLMAgent:
         model: Any,
         cfg: Config,
         *,
-        max_attempts: int = 3,
-        backoff_s: float = 2.0,
-        history_window: int = 8,
+        max_attempts: int | None = None,
+        backoff_s: float | None = None,
+        history_window: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from sttrl.policies import make_policy
-
+        """Attempts, back-off and history window default to ``cfg.agent``; keywords override them."""
+        a = cfg.agent
         self.model = model
         self.cfg = cfg
         self.allowed = tuple(cfg.env.actions)
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self.history_window = history_window
+        self.max_attempts = a.max_attempts if max_attempts is None else max_attempts
+        self.backoff_s = a.backoff_s if backoff_s is None else backoff_s
+        self.history_window = a.history_window if history_window is None else history_window
         self.sleep = sleep
         self.structured = model.with_structured_output(Decision, include_raw=True)
-        self.fallback = make_policy("rule", self.allowed, seed=cfg.run.seed)
+        self.fallback = controllers.make_controller("rule", cfg, seed=cfg.run.seed)
 
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
         messages = build_messages(observation, history, self.cfg, self.history_window)
@@ -344,9 +325,10 @@ class LLMAgent:
                 errors.append("raw answer unreadable")
             if transient and attempt < self.max_attempts and self.backoff_s > 0:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
-        action, why = self.fallback.decide(observation, history)
+        rule = self.fallback.decide(observation, history)
         reason = errors[-1] if errors else "no answer"
-        return Decided(action, f"rule policy after the LLM failed ({reason}): {why}", "fallback-rule", attempt, errors)
+        return Decided(rule.action, f"rule policy after the LLM failed ({reason}): {rule.rationale}", "fallback-rule",
+                       attempt, errors)
 
 
 def provider_of(model: str) -> str:
@@ -355,23 +337,35 @@ def provider_of(model: str) -> str:
     return model.split(":", 1)[0].strip().lower()
 
 
-def build_chat_model(model: str = DEFAULT_MODEL) -> Any:
-    """``init_chat_model(model)`` after checking the provider's package and API key (clear errors)."""
+def api_key_name(model: str) -> str | None:
+    """The environment variable holding ``model``'s API key (None for keyless providers)."""
+    return PROVIDERS.get(provider_of(model), (None, None, None))[2]
+
+
+def resolve_api_key(model: str) -> str | None:
+    """Read ``model``'s API key from the environment or ``.env``. Entry points call this once."""
+    name = api_key_name(model)
+    return secret(name) if name else None
+
+
+def build_chat_model(model: str = DEFAULT_MODEL, api_key: str | None = None, cfg: Config | None = None) -> Any:
+    """``init_chat_model(model)`` after checking the provider's package and API key (clear errors).
+    ``api_key`` is resolved by the entry point; ``cfg.agent`` sets temperature and timeout."""
     provider = provider_of(model)
     package, pip_name, key_name = PROVIDERS.get(provider, (None, None, None))
     if package and importlib.util.find_spec(package) is None:
         raise AgentConfigError(f"model {model!r} needs the {pip_name} package: pip install {pip_name}")
-    kwargs: dict[str, Any] = {"temperature": 0.0}
+    settings = cfg.agent if cfg is not None else Config().agent
+    kwargs: dict[str, Any] = {"temperature": settings.temperature}
     if key_name:
-        key = secret(key_name)
-        if not key:
+        if not api_key:
             raise AgentConfigError(
                 f"model {model!r} needs {key_name}: set it in the environment or in .env "
                 f"(or choose --agent rule for an offline run)"
             )
-        kwargs["api_key"] = key
+        kwargs["api_key"] = api_key
     if provider in ("groq", "openai", "anthropic"):
-        kwargs["timeout"] = 60.0
+        kwargs["timeout"] = settings.timeout_s
     from langchain.chat_models import init_chat_model
 
     try:
@@ -380,15 +374,28 @@ def build_chat_model(model: str = DEFAULT_MODEL) -> Any:
         raise AgentConfigError(f"cannot build chat model {model!r}: {_short(exc)}") from None
 
 
-def make_agent(name: str, cfg: Config, model: str | None = None, chat_model: Any = None) -> Agent:
-    """The agent called ``name``; ``chat_model`` replaces the one built from ``model`` (tests)."""
-    from sttrl.policies import make_policy
+def _llm(cfg: Config, seed: int = 0, model: str | None = None, api_key: str | None = None, chat_model: Any = None,
+         **_: Any) -> LLMAgent:
+    chat = chat_model if chat_model is not None else build_chat_model(model or DEFAULT_MODEL, api_key, cfg)
+    return LLMAgent(chat, cfg)
 
-    if name in ("rule", "random", "static"):
-        try:
-            return PolicyAgent(make_policy(name, cfg.env.actions, seed=cfg.run.seed))
-        except ValueError as exc:
-            raise AgentConfigError(str(exc)) from None
-    if name == "llm":
-        return LLMAgent(chat_model if chat_model is not None else build_chat_model(model or DEFAULT_MODEL), cfg)
-    raise AgentConfigError(f"unknown agent {name!r}; valid: {', '.join(AGENTS)}")
+
+controllers.register(ControllerSpec(
+    "llm", "episode", _llm, "an LLM through structured output (--model provider:model)", needs_key="by provider",
+    packages=("langchain",), extra="graph", color="#d62728", offline=False))
+
+
+def agent_names() -> list[str]:
+    """Every registered episode controller (the --agent choices)."""
+    return controllers.names("episode")
+
+
+def make_agent(name: str, cfg: Config, model: str | None = None, chat_model: Any = None,
+               api_key: str | None = None) -> Agent:
+    """The episode controller called ``name``; ``chat_model`` replaces the one built from ``model`` (tests).
+    ``api_key`` is the LLM's key as resolved by the entry point (:func:`resolve_api_key`)."""
+    try:
+        return controllers.make_controller(name, cfg, seed=cfg.run.seed, model=model, chat_model=chat_model,
+                                           api_key=api_key)
+    except ConfigError as exc:
+        raise AgentConfigError(str(exc)) from None

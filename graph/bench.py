@@ -84,7 +84,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sttrl.actions import Action, Hyperparams, apply
-from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, secret
+from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.memory import limit_arenas, release_memory
 from sttrl.io import atomic_write_json
@@ -210,8 +210,9 @@ def encoder_layers(cfg: Config) -> int:
     from sttrl.model import resolve_model_dir
 
     src = resolve_model_dir(cfg.model, cfg.data.cache_dir, progress=False)
-    token = secret("HF_TOKEN") if cfg.model.source == "hub" else None
-    kw = {"revision": cfg.model.revision, "token": token} if cfg.model.source == "hub" else {}
+    from graph import live
+
+    kw = {"revision": cfg.model.revision, "token": live.hf_token()} if cfg.model.source == "hub" else {}
     return int(WhisperConfig.from_pretrained(src, **kw).encoder_layers)
 
 
@@ -251,7 +252,9 @@ def llm_unavailable(model: str) -> str | None:
     package, pip_name, key = PROVIDERS.get(provider, (None, None, None))
     if package and importlib.util.find_spec(package) is None:
         return f"the {pip_name} package is not installed (pip install {pip_name})"
-    if key and not secret(key):
+    from graph import live
+
+    if key and not live.resolve_once(f"api_key:{model}", key):
         return f"no {key} in the environment or .env (model {model})"
     return None
 
@@ -709,9 +712,10 @@ class Bench:
                                     on_update=lambda _u: clock.tick(force=True))
         finally:
             clock.tick(force=True)
-            from graph.runtimes import drop_runtime
+            from graph import live
 
-            drop_runtime(tid)
+            live.drop_episode_runtime(tid)
+            live.drop_controller(tid)
             release_memory(collect=True)
         if not values.get("judge"):
             raise SttrlError(f"thread {tid} ended without a judge result")

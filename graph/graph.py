@@ -31,7 +31,7 @@ def build_graph() -> StateGraph:
     builder.add_node("reward", nodes.reward)
     builder.add_node("judge", nodes.judge)
     builder.add_edge(START, "setup")
-    builder.add_edge("setup", "observe")
+    builder.add_conditional_edges("setup", nodes.route_after_setup)
     builder.add_conditional_edges("observe", nodes.route_after_observe)
     builder.add_conditional_edges("decide", nodes.route_after_decide)
     builder.add_edge("train", "evaluate")

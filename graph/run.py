@@ -39,7 +39,7 @@ EXAMPLES = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from graph.agents import AGENTS, DEFAULT_MODEL
+    from graph.agents import DEFAULT_MODEL, agent_names
 
     p = argparse.ArgumentParser(
         prog="python -m graph.run",
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p)
-    p.add_argument("--agent", default="rule", choices=AGENTS, help="who decides each step (default: rule, offline)")
+    p.add_argument("--agent", default="rule", choices=agent_names(),
+                   help="who decides each step: a registered controller (default: rule, offline)")
     p.add_argument("--model", metavar="PROVIDER:MODEL",
                    help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL})")
     p.add_argument("--max-actions", type=int, metavar="N", help="decisions per episode (env.max_actions)")
@@ -82,11 +83,18 @@ def resolve(args: argparse.Namespace) -> Config:
 
 
 def thread_status(values: dict[str, Any], next_nodes: tuple[str, ...]) -> str:
+    """``new``, ``finished`` (the judge has run) or ``unfinished (next: …)``. A thread killed after a node's
+    writes were saved but before the next checkpoint has no next node yet; it is unfinished all the same."""
     if not values and not next_nodes:
         return "new"
-    if not next_nodes:
-        return "finished" if values.get("judge") else "ended"
-    return f"unfinished (next: {', '.join(next_nodes)})"
+    if values.get("judge"):
+        return "finished"
+    return f"unfinished (next: {', '.join(next_nodes) or 'the saved writes of the last node'})"
+
+
+def setup_done(values: dict[str, Any]) -> bool:
+    """Whether the thread's setup finished (a run directory with a starting checkpoint exists)."""
+    return bool(values.get("run_id")) and values.get("step") is not None
 
 
 def list_threads(console: Console, compiled: Any, saver: Any) -> int:
@@ -144,10 +152,20 @@ def _open(stack: ExitStack, target: str) -> Any:
 
 
 def _check_agent(name: str, cfg: Config, model: str | None) -> None:
-    """Build the agent once so that a missing API key or package fails before any training."""
-    from graph.agents import make_agent
+    """Resolve the secrets this run needs (once, here at the entry point) and build the agent once, so that
+    a missing API key or package fails before any training."""
+    from graph import live
+    from graph.agents import DEFAULT_MODEL, make_agent, resolve_api_key
+    from sttrl.config import secret
 
-    make_agent(name, cfg, model)
+    if "hub" in (cfg.model.source, cfg.data.source):
+        live.set_secrets(hf_token=secret("HF_TOKEN"))
+    key = None
+    if name == "llm":
+        model = model or DEFAULT_MODEL
+        key = resolve_api_key(model)
+        live.set_api_key(model, key)
+    make_agent(name, cfg, model, api_key=key)
 
 
 def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
@@ -181,44 +199,111 @@ def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, ma
     return compiled.get_state({"configurable": {"thread_id": thread_id}}).values
 
 
-def run_thread(console: Console, compiled: Any, args: argparse.Namespace, cfg: Config, thread_id: str,
-               agent: Any) -> int:
+RESUME_IGNORES = ("--preset", "--config", "--set", "--agent", "--model", "--max-actions", "--steps-per-action",
+                  "--seed", "--run-dir")
+
+
+def ignored_options(argv: list[str]) -> list[str]:
+    """The options of ``argv`` a resumed thread ignores (it keeps the config, agent and run directory it
+    started with), as typed."""
+    out: list[str] = []
+    for i, tok in enumerate(argv):
+        flag = tok.split("=", 1)[0]
+        if flag in RESUME_IGNORES:
+            value = tok.split("=", 1)[1] if "=" in tok else (argv[i + 1] if i + 1 < len(argv) else "")
+            out.append(f"{flag} {value}".strip())
+    return out
+
+
+def _discard_failed_setup(saver: Any, thread_id: str, run_dir: Path | None) -> None:
+    """A setup that never trained leaves nothing behind: the thread is deleted, and the run directory too
+    unless it holds trained blocks."""
+    import shutil
+
+    try:
+        saver.delete_thread(thread_id)
+    except Exception:  # noqa: BLE001 - best effort: the error that ended setup is what the user needs
+        pass
+    if run_dir is not None and run_dir.is_dir():
+        ckpts = run_dir / "checkpoints"
+        trained = [p for p in ckpts.glob("block-*") if p.name != "block-0000"] if ckpts.is_dir() else []
+        if not trained:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Namespace, cfg: Config | None,
+               cfg_error: SttrlError | None, thread_id: str, agent: Any, argv: list[str]) -> int:
     """Start, resume or show ``thread_id``; stream its progress; print the summary."""
     from graph.display import ProgressDisplay
+    from sttrl import episode
     from sttrl.config import config_from_dict
 
     snap = compiled.get_state({"configurable": {"thread_id": thread_id}})
     values = snap.values or {}
     status = thread_status(values, snap.next)
-    if status in ("finished", "ended"):
+    if status == "finished":
         console.print(f"thread {thread_id} is {status}", highlight=False)
         print_summary(console, values)
         return 0
-    if status == "new":
+    restart = status != "new" and not setup_done(values)
+    if status == "new" or restart:
+        if cfg_error is not None:
+            raise cfg_error
+        assert cfg is not None
         inp: dict[str, Any] | None = episode_input(cfg, args.agent, args.model, args.run_dir)
         if agent is None:
             _check_agent(args.agent, cfg, args.model)
         max_actions = cfg.env.max_actions
-        console.print(f"thread {thread_id} (new episode; resume or show it with --thread-id {thread_id})",
+        how = "its setup never finished: starting it again with this command's config" if restart else "new episode"
+        console.print(f"thread {thread_id} ({how}; resume or show it with --thread-id {thread_id})",
                       highlight=False)
+        run_dir = Path(args.run_dir) if args.run_dir else Path(cfg.run.out_dir) / thread_id
     else:
         inp = None
-        if agent is None and values.get("config"):
-            _check_agent(values.get("agent") or "rule", config_from_dict(values["config"]), values.get("model"))
-        max_actions = values.get("max_actions") or cfg.env.max_actions
-        console.print(f"thread {thread_id} resumes at {', '.join(snap.next)} after step {values.get('step', 0)} of "
-                      f"{max_actions} (with the config it started with)", highlight=False)
+        thread_cfg = config_from_dict(values["config"])
+        if agent is None:
+            _check_agent(values.get("agent") or "rule", thread_cfg, values.get("model"))
+        max_actions = values.get("max_actions") or thread_cfg.env.max_actions
+        console.print(f"thread {thread_id} resumes at {', '.join(snap.next) or 'its last saved writes'} after step "
+                      f"{values.get('step', 0)} of {max_actions} (with the config it started with)", highlight=False)
+        ignored = ignored_options(argv)
+        if ignored:
+            console.print(f"ignored on resume: {', '.join(ignored)}", highlight=False, markup=False)
+        run_dir = Path(values["run_dir"])
+        episode.sync_trajectory(run_dir, values.get("records") or [])  # the state is the source of truth
     quiet_library_bars()
-    with ProgressDisplay(console, quiet=args.quiet) as display:
-        values = stream_episode(compiled, thread_id, inp, max_actions, agent=agent,
-                                progress=console.is_terminal and not args.quiet, on_event=display.event)
+    try:
+        with ProgressDisplay(console, quiet=args.quiet) as display:
+            values = stream_episode(compiled, thread_id, inp, max_actions, agent=agent,
+                                    progress=console.is_terminal and not args.quiet, on_event=display.event)
+    except SttrlError:
+        if inp is not None and not setup_done(compiled.get_state({"configurable": {"thread_id": thread_id}}).values
+                                              or {}):
+            _discard_failed_setup(saver, thread_id, run_dir)
+        raise
     print_summary(console, values)
     return 0
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """``run.out_dir`` as the command line sets it, read without validating the rest of the config."""
+    from sttrl.config import parse_override
+
+    out = Path("runs")
+    for item in args.overrides:
+        try:
+            value = parse_override(item).get("run", {}).get("out_dir")
+        except SttrlError:
+            continue
+        if value:
+            out = Path(str(value))
+    return out
 
 
 def main(argv: list[str] | None = None, agent: Any = None) -> int:
     """Run the CLI; ``agent`` (an object with ``decide(observation, history)``) replaces the named one."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.memory
     if args.model and args.agent != "llm":
@@ -229,21 +314,35 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     thread_id = args.thread_id or new_thread_id()
     hint = f"python -m graph.run --thread-id {thread_id}"
     try:
-        cfg = resolve(args)
+        cfg: Config | None = None
+        cfg_error: SttrlError | None = None
+        try:
+            cfg = resolve(args)
+        except SttrlError as exc:  # fatal for a new thread; ignored when resuming one (it keeps its own config)
+            if not args.thread_id or args.list:
+                raise
+            cfg_error = exc
         from graph.graph import GRAPH_NAME, build_graph
+        from graph.lease import thread_lease
 
+        out_dir = Path(cfg.run.out_dir) if cfg is not None else _out_dir(args)
+        target = args.checkpointer or str(out_dir / "checkpoints.sqlite")
         with ExitStack() as stack:
-            saver = _open(stack, args.checkpointer or str(Path(cfg.run.out_dir) / "checkpoints.sqlite"))
+            saver = _open(stack, target)
             compiled = build_graph().compile(checkpointer=saver, name=GRAPH_NAME)
             if args.list:
                 return list_threads(console, compiled, saver)
-            return run_thread(console, compiled, args, cfg, thread_id, agent)
+            stack.enter_context(thread_lease(target, thread_id))
+            return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False)
         return 2
     except KeyboardInterrupt:
         console.print(f"interrupted; resume with: {hint}", highlight=False)
         return 130
+    except MemoryError:
+        console.print(f"out of memory outside a training block; resume with: {hint}", highlight=False)
+        return 3
     except Exception:
         console.print(f"unexpected error (report it with the traceback below); resume with: {hint}", highlight=False)
         raise

@@ -1,7 +1,7 @@
 """Graph state of one episode: only serializable facts (plain dicts, lists, strings, numbers).
 
 The model, optimizer and data never enter the state; they live in a per-process runtime keyed by
-thread id (``graph.runtimes``) and are rebuilt from the run directory after a restart. The
+thread id (``graph.live``) and are rebuilt from the run directory after a restart. The
 LangGraph checkpointer persists this state after every node (``durability="sync"``), so a run
 killed at any moment resumes from its thread id.
 """
@@ -13,13 +13,15 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
+from sttrl.controllers import Controller
+
 
 class EpisodeInput(TypedDict, total=False):
     """What starts an episode (the CLI fills it; in Studio, type it in the input form).
 
     Either ``config`` (a resolved config as a dict) or ``preset`` + ``config_file`` + ``overrides``
-    (dotted ``key=value`` strings, as with ``--set``). ``agent`` is ``rule`` (default), ``random``,
-    ``static`` or ``llm``; ``model`` is the LLM's ``provider:model`` string. ``run_dir`` defaults to
+    (dotted ``key=value`` strings, as with ``--set``). ``agent`` is a registered episode controller
+    (``rule`` by default; ``random``, ``static``, ``llm``…); ``model`` is the LLM's ``provider:model`` string. ``run_dir`` defaults to
     ``run.out_dir/<thread id>``.
     """
 
@@ -38,7 +40,7 @@ class EpisodeState(EpisodeInput, total=False):
     - ``step``: decisions completed (trajectory records written); the pending step is ``step + 1``.
     - ``hp``: the hyperparameters in force (after a fault they stay as the action set them).
     - ``start``: the starting model's validation WER/CER and loss (block 0).
-    - ``observation``: the plain observation (``sttrl.env.observation_dict``) after the last block.
+    - ``observation``: the plain observation (``sttrl.episode.Observation``) after the last block.
     - ``decision``: the pending step's ``{step, action, rationale, source, attempts, errors,
       hp_before, hp_after, clamped, note, seconds}``; ``train``/``eval``: its results.
     - ``records``: one trajectory record per completed step (also in ``trajectory.jsonl``).
@@ -83,5 +85,5 @@ class EpisodeContext:
     """Per-invocation, per-process objects (never persisted): an injected agent that replaces the one
     named in the state (tests, custom controllers), and whether sttrl shows its own progress bars."""
 
-    agent: Any = None
+    agent: Controller | None = None
     progress: bool = False

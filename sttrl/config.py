@@ -19,12 +19,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sttrl.actions import ALL_ACTIONS, SEED_ACTIONS  # noqa: F401 - re-exported: derived from the action registry
 from sttrl.errors import ConfigError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
-ALL_ACTIONS = ("keep", "lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "stop")
-SEED_ACTIONS = ("lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "stop")
 
 
 class _Strict(BaseModel):
@@ -197,6 +196,16 @@ class EnvConfig(_Strict):
         return self
 
 
+class AgentConfig(_Strict):
+    """How an LLM controller is asked (hosted or local chat models)."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature of the chat model.")
+    timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="Per-request timeout of hosted chat models.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Structured-output attempts before the rule fallback.")
+    backoff_s: float = Field(2.0, ge=0.0, le=600.0, description="First back-off after a transient error; doubles.")
+    history_window: int = Field(8, ge=0, le=1000, description="Past steps shown in the prompt.")
+
+
 class RunConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     out_dir: Path = Path("runs")
@@ -212,6 +221,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     env: EnvConfig = Field(default_factory=EnvConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -11,58 +11,25 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sttrl.actions import Action, Hyperparams, apply, parse_action
+from sttrl.actions import Action, parse_action
 from sttrl.config import Config, load_config
+from sttrl.controllers import Decided
 from sttrl.data import SpeechData, build_speech_data
-from sttrl.reward import STATUSES, reward
+from sttrl.episode import Episode, Progress
+from sttrl.reward import STATUSES
 from sttrl.runtime import EpisodeRuntime, new_run_id
-from sttrl.trajectory import StepRecord, Trajectory
+from sttrl.trajectory import Trajectory
 
 _F = np.float32
-
-
-def observation_dict(
-    hp: Hyperparams,
-    max_freeze: int,
-    train_loss: float | None,
-    wer: float,
-    cer: float,
-    best_wer: float,
-    previous_wer: float,
-    memory_gb: float,
-    memory_device: str,
-    status: str,
-    step: int,
-    steps_left: int,
-    global_step: int,
-) -> dict[str, Any]:
-    """The plain observation that policies, prompts and trajectories use (JSON-serializable)."""
-    return {
-        "step": step,
-        "steps_left": steps_left,
-        "global_step": global_step,
-        "lr": hp.lr,
-        "batch_size": hp.batch_size,
-        "grad_accum": hp.grad_accum,
-        "freeze_layers": hp.freeze_layers,
-        "max_freeze_layers": max_freeze,
-        "train_loss": train_loss,
-        "wer": wer,
-        "cer": cer,
-        "best_wer": best_wer,
-        "previous_wer": previous_wer,
-        "memory_gb": memory_gb,
-        "memory_device": memory_device,
-        "status": status,
-    }
 
 
 class SttEnv(gym.Env):
     """Steer the fine-tuning of a Whisper model, one hyperparameter decision per step.
 
     ## Action Space
-    ``Discrete(len(config.env.actions))``: the index of an action in ``config.env.actions``, by default
-    ``keep, lr_up, lr_down, batch_up, batch_down, freeze_more, freeze_less, stop``. ``lr_up``/``lr_down``
+    ``Discrete(len(config.env.actions))``: the index of an action in ``config.env.actions``, by default every
+    registered action (``sttrl.actions.REGISTRY``): ``keep, lr_up, lr_down, batch_up, batch_down, freeze_more,
+    freeze_less, stop``. ``lr_up``/``lr_down``
     multiply/divide the learning rate by ``train.lr_factor`` (1.5); ``batch_up``/``batch_down`` by
     ``train.batch_factor`` (2); ``freeze_more``/``freeze_less`` change the number of frozen encoder layers
     by one; ``keep`` trains another block unchanged; ``stop`` ends the episode. Values are clamped to the
@@ -73,7 +40,10 @@ class SttEnv(gym.Env):
     ``train_loss`` (mean loss of the last block; at reset, the loss on the next batch), ``wer`` and ``cer``
     (validation), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or on CPU
     the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``.
-    ``info["observation"]`` holds the same as plain JSON with the device.
+    ``info["observation"]`` holds the same as plain JSON with the device (``sttrl.episode.Observation``).
+
+    Each step runs ``sttrl.episode`` (the same phases the LangGraph episode runs as nodes), so the two
+    paths write identical trajectories for the same seed and actions.
 
     ## Rewards
     ``(previous WER - current WER) - env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0),
@@ -94,7 +64,9 @@ class SttEnv(gym.Env):
         run_dir: str | Path | None = None,
         progress: bool = False,
         source: str = "policy",
+        hf_token: str | None = None,
     ) -> None:
+        """``hf_token``: resolved by the caller (an entry point) for hub models and data; never stored on disk."""
         self.cfg = load_config(config) if isinstance(config, str) else config
         self._run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
@@ -119,8 +91,11 @@ class SttEnv(gym.Env):
                 "steps_left": spaces.Discrete(e.max_actions + 1),
             }
         )
+        self._hf_token = hf_token
         self._data: SpeechData | None = None
         self.runtime: EpisodeRuntime | None = None
+        self.episode: Episode | None = None
+        self._done = False
         self.trajectory: Trajectory | None = None
         self._last_run_dir: Path | None = None
 
@@ -136,13 +111,15 @@ class SttEnv(gym.Env):
         out["steps_left"] = o["steps_left"]
         return out
 
-    def _make_plain(self, loss: float | None, wer: float, cer: float, mem: float, status: str) -> dict[str, Any]:
-        rt = self.runtime
-        assert rt is not None
-        return observation_dict(
-            self.hp, rt.max_freeze, loss, wer, cer, self.best_wer, self.previous_wer, mem, rt.device.type, status,
-            self.step_index, self.cfg.env.max_actions - self.step_index, rt.trainer.state.global_step,
-        )
+    @property
+    def _plain(self) -> dict[str, Any]:
+        assert self.episode is not None and self.episode.progress is not None
+        return self.episode.progress.observation
+
+    @property
+    def progress_state(self) -> Progress | None:
+        """The episode's serializable progress (hyperparameters in force, step, WERs, last observation)."""
+        return self.episode.progress if self.episode else None
 
     @property
     def run_dir(self) -> Path:
@@ -153,6 +130,7 @@ class SttEnv(gym.Env):
     def close(self) -> None:
         """Free the episode's model, optimizer and features (the run directory stays on disk)."""
         self.runtime = None
+        self.episode = None
         import gc
 
         gc.collect()
@@ -167,73 +145,40 @@ class SttEnv(gym.Env):
         run_id = options.get("run_id") or new_run_id()
         run_dir = Path(options.get("run_dir") or (self._run_dir / run_id if self._run_dir else cfg.run.out_dir / run_id))
         if self._data is None or self._data_cfg != cfg.data:
-            self._data = build_speech_data(cfg.data, progress=self.progress)
+            self._data = build_speech_data(cfg.data, progress=self.progress, token=self._hf_token)
             self._data_cfg = cfg.data
-        self.runtime = EpisodeRuntime(cfg, run_dir, progress=self.progress, data=self._data, run_id=run_id)
+        self.runtime = EpisodeRuntime(cfg, run_dir, progress=self.progress, data=self._data, run_id=run_id,
+                                      hf_token=self._hf_token)
         rt = self.runtime
         self._last_run_dir = rt.run_dir
         self.trajectory = Trajectory(rt.run_dir / "trajectory.jsonl")
-        self.hp = rt.initial_hp()
-        self.step_index = 0
+        self.episode = Episode(rt)
+        self._done = False
         t0 = time.perf_counter()
-        ev = rt.evaluate(0)
-        self.previous_wer = self.best_wer = ev.wer
-        loss = rt.probe_loss()
-        self._plain = self._make_plain(loss, ev.wer, ev.cer, 0.0, "ok")
-        self.done = False
+        _, _, ev = self.episode.start()
         info = {"observation": self._plain, "run_dir": str(rt.run_dir), "run_id": rt.run_id,
                 "eval": ev.to_dict(), "seconds": time.perf_counter() - t0}
         return self._obs(), info
 
     def step(self, action: int | str | Action, rationale: str = "", source: str | None = None):  # type: ignore[override]
-        if self.runtime is None:
+        if self.episode is None or self.episode.progress is None:
             raise RuntimeError("call reset() before step()")
-        if self.done:
+        if self._done:
             raise RuntimeError("the episode has ended; call reset()")
-        rt = self.runtime
         act = parse_action(int(action) if isinstance(action, (np.integer,)) else action, self.actions)
-        self.step_index += 1
-        before = self.hp
-        t0 = time.perf_counter()
-        info: dict[str, Any] = {"action": act.value}
-        timings: dict[str, float] = {}
-        if act is Action.STOP:
-            applied_note, clamped, status, r = "stop", False, "ok", 0.0
-            train_res = ev = None
-            self._plain = {**self._plain, "step": self.step_index,
-                           "steps_left": self.cfg.env.max_actions - self.step_index}
-        else:
-            applied = apply(self.hp, act, self.cfg.train, rt.max_freeze)
-            self.hp, clamped, applied_note = applied.hp, applied.clamped, applied.note
-            train_res = rt.train_block(self.step_index, self.hp)
-            t1 = time.perf_counter()
-            ev = rt.evaluate(self.step_index)
-            timings["train_seconds"] = t1 - t0
-            timings["eval_seconds"] = time.perf_counter() - t1
-            status = train_res.status
-            r = reward(self.previous_wer, ev.wer, status, self.cfg.env.reward)
-            self.best_wer = min(self.best_wer, ev.wer)
-            self._plain = self._make_plain(train_res.mean_loss, ev.wer, ev.cer, train_res.peak_memory_gb, status)
-            self.previous_wer = ev.wer
-        terminated = act is Action.STOP
-        truncated = not terminated and self.step_index >= self.cfg.env.max_actions
-        record = StepRecord(
-            run_id=rt.run_id, step=self.step_index, action=act.value, source=source or self.source,
-            rationale=rationale, clamped=clamped, hp_before=before.to_dict(), hp_after=self.hp.to_dict(),
-            status=status, reward=r, observation=self._plain,
-            train=train_res.to_dict() if train_res else None, eval=ev.to_dict() if ev else None,
-            timings={**timings, "step_seconds": time.perf_counter() - t0},
-        )
-        self.last_record = record
-        self.trajectory.append(record)  # type: ignore[union-attr]
-        # info stays deterministic for a seed (Gymnasium's checker compares it); timings and the process's
-        # RSS are in the trajectory record (``self.last_record``), not here.
-        info.update({"observation": self._plain, "clamped": clamped, "note": applied_note, "status": status,
-                     "losses": train_res.losses if train_res else [], "examples": ev.examples if ev else []})
-        if terminated or truncated:
-            self.done = True
-            info["final"] = rt.save_final()
-        return self._obs(), float(r), terminated, truncated, info
+        out = self.episode.step(Decided(act, rationale, source or self.source))
+        rec = out.record
+        self.last_record = rec
+        self._done = out.terminated or out.truncated
+        # info stays deterministic for a seed (Gymnasium's checker compares it); timings are in the
+        # trajectory record (``self.last_record``), not here.
+        info: dict[str, Any] = {"action": act.value, "observation": self._plain, "clamped": rec.clamped,
+                                "note": out.pending.note, "status": rec.status,
+                                "losses": out.train.losses if out.train else [],
+                                "examples": out.eval.examples if out.eval else []}
+        if out.final is not None:
+            info["final"] = out.final
+        return self._obs(), float(rec.reward), out.terminated, out.truncated, info
 
 
 def make_env(preset_or_config: str | Config = "cpu", **kwargs: Any) -> SttEnv:

@@ -47,8 +47,9 @@ def _manifest_checks(manifest_path: Path, hidden_domain: str) -> dict[str, Any]:
 
 
 @torch_thread  # the thread an episode trained on (see sttrl.memory)
-def judge(run_dir: str | Path, progress: bool = True, write: bool = True) -> dict[str, Any]:
-    """Check and score ``run_dir``'s final model on the hidden split; returns (and writes) the report."""
+def judge(run_dir: str | Path, progress: bool = True, write: bool = True, hf_token: str | None = None) -> dict[str, Any]:
+    """Check and score ``run_dir``'s final model on the hidden split; returns (and writes) the report.
+    ``hf_token`` (resolved by the entry point) is needed only for a hub dataset."""
     run_dir = Path(run_dir)
     record_path = run_dir / RUN_RECORD
     if not record_path.is_file():
@@ -93,7 +94,7 @@ def judge(run_dir: str | Path, progress: bool = True, write: bool = True) -> dic
     if scorable:
         device = resolve_device(cfg.run.device)
         loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
-        hidden = load_hidden_split(cfg.data, progress=progress)
+        hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token)
         if cfg.data.max_hidden_utterances:
             hidden = hidden[: cfg.data.max_hidden_utterances]
         store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.memory
     try:
-        report = judge(args.run_dir, progress=not args.quiet)
+        from sttrl.config import secret
+
+        report = judge(args.run_dir, progress=not args.quiet, hf_token=secret("HF_TOKEN"))
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,23 +1,20 @@
 """Classical controllers that read the observation: rule-based, random, and static (keep every step).
 
-A policy is ``decide(observation, history) -> (Action, rationale)``; ``history`` is the list of
-trajectory records so far (dicts with ``action``, ``status``, ``observation``…). Policies keep no
-hidden state, so an episode resumed from its trajectory decides exactly as an uninterrupted one.
+Each is an episode controller (``sttrl.controllers``): ``decide(observation, history) -> Decided``;
+``history`` is the list of trajectory records so far (dicts with ``action``, ``status``,
+``observation``…). Policies keep no hidden state, so an episode resumed from its trajectory decides
+exactly as an uninterrupted one. They register themselves at the bottom of this module.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from sttrl.actions import Action
-
-
-class Policy(Protocol):
-    name: str
-
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]: ...
+from sttrl.actions import ALL_ACTIONS, Action
+from sttrl.controllers import ControllerSpec, Decided, register
+from sttrl.errors import ConfigError
 
 
 def _allowed(actions: list[str] | tuple[str, ...], *wanted: Action) -> Action | None:
@@ -37,12 +34,16 @@ class RulePolicy:
     - otherwise keep.
     """
 
-    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    actions: tuple[str, ...] = ALL_ACTIONS
     min_delta: float = 0.01
     rise_tol: float = 0.02
     name: str = "rule"
 
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
+        action, why = self._choose(observation, history)
+        return Decided(action, why, self.name)
+
+    def _choose(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
         o = observation
         keep = _allowed(self.actions, Action.KEEP, Action.LR_DOWN) or Action(self.actions[0])
         status = o.get("status", "ok")
@@ -75,36 +76,38 @@ class RulePolicy:
 class RandomPolicy:
     """Uniform over the enabled actions except ``stop`` (so the budget is spent), seeded by step index."""
 
-    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    actions: tuple[str, ...] = ALL_ACTIONS
     seed: int = 0
     name: str = "random"
 
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
         rng = random.Random(self.seed * 100_003 + len(history))
         choices = [a for a in self.actions if a != Action.STOP.value] or list(self.actions)
         a = Action(rng.choice(choices))
-        return a, f"random choice among {len(choices)} actions"
+        return Decided(a, f"random choice among {len(choices)} actions", self.name)
 
 
 @dataclass
 class StaticPolicy:
     """The fixed schedule: the preset's starting hyperparameters, ``keep`` every step."""
 
-    actions: tuple[str, ...] = tuple(a.value for a in Action)
+    actions: tuple[str, ...] = ALL_ACTIONS
     name: str = "static"
 
-    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> tuple[Action, str]:
-        return Action.KEEP, "fixed schedule: keep the starting hyperparameters"
+    def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
+        return Decided(Action.KEEP, "fixed schedule: keep the starting hyperparameters", self.name)
 
 
-def make_policy(name: str, actions: list[str] | tuple[str, ...], seed: int = 0) -> Policy:
-    acts = tuple(actions)
-    if name == "rule":
-        return RulePolicy(acts)
-    if name == "random":
-        return RandomPolicy(acts, seed)
-    if name == "static":
-        if Action.KEEP.value not in acts:
-            raise ValueError("the static policy needs the 'keep' action; enable it in env.actions")
-        return StaticPolicy(acts)
-    raise ValueError(f"unknown policy {name!r}; valid: rule, random, static")
+def _static(cfg: Any, seed: int = 0, **_: Any) -> StaticPolicy:
+    acts = tuple(cfg.env.actions)
+    if Action.KEEP.value not in acts:
+        raise ConfigError("the static policy needs the 'keep' action; enable it in env.actions")
+    return StaticPolicy(acts)
+
+
+register(ControllerSpec("rule", "episode", lambda cfg, seed=0, **_: RulePolicy(tuple(cfg.env.actions)),
+                        "repair faults, cool the lr on a rise or plateau, stop when flat", color="#2ca02c"))
+register(ControllerSpec("random", "episode", lambda cfg, seed=0, **_: RandomPolicy(tuple(cfg.env.actions), seed),
+                        "a uniformly random action per step (never stop), seeded", color="#ff7f0e"))
+register(ControllerSpec("static", "episode", _static, "keep the starting hyperparameters every step",
+                        color="#1f77b4"))

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from sttrl.config import add_config_arguments, load_config
+from sttrl.config import add_config_arguments, load_config, secret
 from sttrl.errors import SttrlError
 from sttrl.memory import limit_arenas
 
@@ -23,7 +23,10 @@ from sttrl.memory import limit_arenas
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sttrl.run", description="Run one sttrl episode with a classical policy.")
     add_config_arguments(p)
-    p.add_argument("--policy", default="rule", choices=["rule", "random", "static"])
+    from sttrl.controllers import names
+
+    p.add_argument("--policy", default="rule", choices=names("episode"),
+                   help="a registered episode controller that needs no LangChain (default: rule)")
     p.add_argument("--seed", type=int, help="run.seed")
     p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
     p.add_argument("--no-judge", action="store_true", help="skip the hidden-split judge at the end")
@@ -38,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.preset, args.config, overrides)
+        from sttrl.controllers import make_controller
         from sttrl.env import SttEnv
         from sttrl.judge import judge
-        from sttrl.policies import make_policy
 
-        policy = make_policy(args.policy, cfg.env.actions, seed=cfg.run.seed)
-        env = SttEnv(cfg, progress=not args.quiet, source=args.policy)
+        hf_token = secret("HF_TOKEN") if "hub" in (cfg.model.source, cfg.data.source) else None  # resolved once, here
+        policy = make_controller(args.policy, cfg, seed=cfg.run.seed)
+        env = SttEnv(cfg, progress=not args.quiet, source=args.policy, hf_token=hf_token)
         t0 = time.perf_counter()
         opts = {"run_dir": str(args.run_dir)} if args.run_dir else {}
         _, info = env.reset(seed=cfg.run.seed, options=opts)
@@ -55,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             table.add_column(col, justify="right")
         done = False
         while not done:
-            action, why = policy.decide(obs, history)
-            _, r, term, trunc, info = env.step(action, rationale=why)
+            decided = policy.decide(obs, history)
+            action, why = decided.action, decided.rationale
+            _, r, term, trunc, info = env.step(action, rationale=why, source=decided.source)
             obs = info["observation"]
             history = env.trajectory.records()
             rec = history[-1]
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"sha256 {info['final']['sha256'][:12]}…")
         env.close()  # the judge loads the saved model from disk; free the live one first
         if not args.no_judge:
-            report = judge(env.run_dir, progress=not args.quiet)
+            report = judge(env.run_dir, progress=not args.quiet, hf_token=hf_token)
             for name, c in report["checks"].items():
                 console.print(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['reason']}")
             if report["scored"]:

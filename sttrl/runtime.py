@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from sttrl.actions import Hyperparams
-from sttrl.config import Config, config_from_dict, secret
+from sttrl.config import Config, config_from_dict
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.evaluate import EvalResult, evaluate
@@ -80,7 +80,9 @@ class EpisodeRuntime:
         progress: bool = True,
         data: SpeechData | None = None,
         run_id: str | None = None,
+        hf_token: str | None = None,
     ) -> None:
+        """``hf_token`` (resolved by the entry point, never stored) is needed for hub models and data only."""
         limit_arenas()  # before this run's threads allocate (see sttrl.memory); entry points call it earlier
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -97,10 +99,9 @@ class EpisodeRuntime:
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg.run.device)
         self.progress = progress
-        self.data = data if data is not None else build_speech_data(cfg.data, progress=progress)
-        token = secret("HF_TOKEN") if cfg.model.source == "hub" else None
+        self.data = data if data is not None else build_speech_data(cfg.data, progress=progress, token=hf_token)
         self.loaded: LoadedModel = load_model(
-            cfg.model, cfg.data.cache_dir, self.device, seed=cfg.run.seed, progress=progress, token=token
+            cfg.model, cfg.data.cache_dir, self.device, seed=cfg.run.seed, progress=progress, token=hf_token
         )
         max_tokens = cfg.model.max_target_tokens
         features = feature_cache_dir(cfg)
@@ -185,6 +186,15 @@ class EpisodeRuntime:
         self.block = block
         return meta
 
+    def checkpoint_info(self, block: int) -> dict:
+        """``{block, path, sha256}`` of block ``block``'s complete checkpoint (sha256 of its weights)."""
+        path = self.ckpt_dir / block_name(block)
+        return {"block": block, "path": str(path), "sha256": read_checkpoint_record(path)["hashes"]["model.safetensors"]}
+
+    def _block_hp(self, block: int) -> dict | None:
+        path = self.ckpt_dir / block_name(block)
+        return read_checkpoint_record(path)["meta"].get("hp") if (path / "state.json").is_file() else None
+
     def block_result(self, block: int) -> BlockResult | None:
         path = self.ckpt_dir / block_name(block)
         if not (path / "state.json").is_file():
@@ -202,10 +212,15 @@ class EpisodeRuntime:
         if block < 1:
             raise ValueError("blocks are numbered from 1")
         done = self.block_result(block)
-        if done is not None:
+        if done is not None and self._block_hp(block) == hp.to_dict():
             if self.block != block:
                 self._load_block(block)
             return done
+        if done is not None:  # trained with other hyperparameters (a different decision after a resume): redo
+            for later in self.completed_blocks():
+                if later >= block:
+                    shutil.rmtree(self.ckpt_dir / block_name(later), ignore_errors=True)
+                    (self.eval_dir / f"{block_name(later)}.json").unlink(missing_ok=True)
         if self.block != block - 1:
             self._load_block(block - 1)
         done_losses: list[float] = []
@@ -267,7 +282,7 @@ class EpisodeRuntime:
     def probe_loss(self) -> float:
         """Training loss of the current model on its next batch, without an update (the starting observation)."""
         hp = self.initial_hp()
-        idx = self.trainer._indices(self.trainer.state.cursor, hp.batch_size)
+        idx = self.trainer.batch_indices(self.trainer.state.cursor, hp.batch_size)
         batch = self.train_store.batch(idx).to(self.device)
         self.loaded.model.eval()
         out = self.loaded.model(

@@ -42,6 +42,7 @@ from sttrl.features import FeatureStore
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.memory import release_memory
 from sttrl.model import LoadedModel, set_frozen_layers
+from sttrl.reward import Status
 
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
 
@@ -60,7 +61,7 @@ class StepInfo:
 
 @dataclass
 class BlockResult:
-    status: str  # ok | oom | nan | diverged
+    status: Status
     steps: int  # optimizer steps kept (0 after a rollback)
     steps_attempted: int
     losses: list[float]
@@ -124,7 +125,8 @@ class Trainer:
         self._process = psutil.Process()
 
     # ----- data order -------------------------------------------------------------------------
-    def _indices(self, start: int, count: int) -> list[int]:
+    def batch_indices(self, start: int, count: int) -> list[int]:
+        """Training-set indices of ``count`` samples from cursor ``start`` (epoch-wise seeded permutations)."""
         n = len(self.store)
         out: list[int] = []
         pos = start
@@ -165,7 +167,8 @@ class Trainer:
                     total += v.numel() * v.element_size()
         return total
 
-    def _memory_gb(self, activations: int = 0) -> float:
+    def memory_gb(self, activations: int = 0) -> float:
+        """Training memory in GB: CUDA's peak allocation, or on CPU the state bytes plus ``activations``."""
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**30
         return (self._state_bytes() + activations) / 2**30
@@ -209,7 +212,7 @@ class Trainer:
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
                 loss = self._loss(batch)
-            return loss, self._memory_gb()
+            return loss, self.memory_gb()
         saved: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -221,7 +224,7 @@ class Trainer:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = self._loss(batch)
-        return loss, self._memory_gb(sum(saved.values()))
+        return loss, self.memory_gb(sum(saved.values()))
 
     def _step(self, hp: Hyperparams) -> tuple[float, float, float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (loss, grad norm, peak GB).
@@ -236,7 +239,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         peak = 0.0
         for _ in range(hp.grad_accum):
-            batch = self.store.batch(self._indices(self.state.cursor, hp.batch_size)).to(self.device)
+            batch = self.store.batch(self.batch_indices(self.state.cursor, hp.batch_size)).to(self.device)
             loss, micro_peak = self._forward(batch)
             peak = max(peak, micro_peak)
             self._check_budget(peak)
@@ -295,7 +298,7 @@ class Trainer:
                 if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc).lower():
                     raise
                 status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
-                peak = max(peak, self._memory_gb())
+                peak = max(peak, self.memory_gb())
                 break
             peak = max(peak, step_peak)
             if not math.isfinite(loss):

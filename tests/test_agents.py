@@ -20,6 +20,7 @@ from graph.agents import (
     failed_generation,
     is_transient,
     make_agent,
+    resolve_api_key,
     parse_decision_text,
 )
 from sttrl.actions import Action
@@ -207,15 +208,16 @@ def test_policy_agents_and_unknown_names(cfg):
     d = make_agent("rule", cfg).decide(obs(), [])
     assert d.source == "rule" and d.action is Action.KEEP
     assert make_agent("random", cfg).decide(obs(), []).source == "random"
-    with pytest.raises(AgentConfigError, match="unknown agent"):
+    with pytest.raises(AgentConfigError, match="unknown controller .genius.; valid: llm, random, rule, static"):
         make_agent("genius", cfg)
 
 
 def test_missing_api_key_is_a_clear_error(cfg, monkeypatch, tmp_path):
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
+    model = "groq:llama-3.3-70b-versatile"
     with pytest.raises(AgentConfigError, match="needs GROQ_API_KEY"):
-        make_agent("llm", cfg, "groq:llama-3.3-70b-versatile")
+        make_agent("llm", cfg, model, api_key=resolve_api_key(model))
     with pytest.raises(AgentConfigError, match="provider:model"):
         build_chat_model("llama-3.3-70b-versatile")
     with pytest.raises(AgentConfigError, match="pip install langchain-openai"):
@@ -224,6 +226,7 @@ def test_missing_api_key_is_a_clear_error(cfg, monkeypatch, tmp_path):
 
 def test_groq_model_builds_offline_with_a_key(cfg, monkeypatch):
     monkeypatch.setenv("GROQ_API_KEY", "gsk_fake_key_for_tests")
-    a = make_agent("llm", cfg, "groq:llama-3.3-70b-versatile")
+    model = "groq:llama-3.3-70b-versatile"
+    a = make_agent("llm", cfg, model, api_key=resolve_api_key(model))  # the entry point resolves the key once
     assert isinstance(a, LLMAgent)
     assert "gsk_fake_key_for_tests" not in repr(a.model)

@@ -26,8 +26,8 @@ def test_episode_with_rule_policy_and_judge(make_config):
     assert info["observation"]["wer"] > 0 and info["observation"]["train_loss"] > 0
     policy, history, done, rewards = RulePolicy(tuple(env.actions)), [], False, []
     while not done:
-        action, why = policy.decide(info["observation"], history)
-        obs, r, term, trunc, info = env.step(action, rationale=why)
+        d = policy.decide(info["observation"], history)
+        obs, r, term, trunc, info = env.step(d.action, rationale=d.rationale)
         history = env.trajectory.records()
         rewards.append(r)
         done = term or trunc
@@ -88,11 +88,21 @@ def test_judge_refuses_a_tampered_checkpoint(make_config):
 
 
 def test_different_action_sequences_end_apart(make_config):
-    finals = []
-    for actions in (["keep", "keep"], ["lr_down", "lr_down"]):
+    """Same actions, same seed -> identical losses; lower lr -> the recorded lr is lower and the losses differ."""
+    runs = {}
+    for key, actions in (("keep", ["keep", "keep"]), ("again", ["keep", "keep"]), ("lr_down", ["lr_down", "lr_down"])):
         env = SttEnv(make_config("env.max_actions=2"))
         env.reset(seed=0)
+        losses = []
         for a in actions:
             _, _, _, _, info = env.step(a)
-        finals.append(info["observation"]["train_loss"])
-    assert not np.isclose(finals[0], finals[1])
+            losses += info["losses"]
+        runs[key] = (losses, env.trajectory.records())
+    start_lr = runs["keep"][1][0]["hp_before"]["lr"]
+    assert runs["keep"][0] == runs["again"][0]  # deterministic: bit-equal losses
+    assert [r["hp_after"]["lr"] for r in runs["lr_down"][1]] == pytest.approx([start_lr / 1.5, start_lr / 1.5**2])
+    assert runs["lr_down"][1][-1]["train"]["losses"] == runs["lr_down"][0][-2:]
+    # the first optimizer step of both runs starts from the same weights and batch: the loss is equal;
+    # every later step differs because the lower learning rate moved the weights less
+    assert runs["lr_down"][0][0] == runs["keep"][0][0]
+    assert all(a != b for a, b in zip(runs["lr_down"][0][1:], runs["keep"][0][1:]))

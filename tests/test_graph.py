@@ -24,7 +24,8 @@ def test_module_graph_has_the_episode_shape():
     g = graph.get_graph()
     assert set(g.nodes) == {"__start__", "setup", "observe", "decide", "train", "evaluate", "reward", "judge", "__end__"}
     edges = {(e.source, e.target, e.conditional) for e in g.edges}
-    assert ("setup", "observe", False) in edges and ("reward", "observe", False) in edges
+    assert ("setup", "observe", True) in edges and ("setup", "__end__", True) in edges
+    assert ("reward", "observe", False) in edges
     assert {("observe", "decide", True), ("observe", "judge", True), ("decide", "train", True),
             ("decide", "judge", True), ("judge", "__end__", False)} <= edges
     assert graph.checkpointer is None and graph.name == "sttrl-episode"
@@ -83,13 +84,14 @@ def test_debug_episode_with_the_rule_agent(make_config, tmp_path):
     report = json.loads((run_dir / "judge.json").read_text())
     assert values["judge"]["scored"] and values["judge"]["wer"] == report["wer"] and report["passed_all_checks"]
     assert (run_dir / "plot.png").stat().st_size > 10_000 and (run_dir / "config.yaml").is_file()
-    # checkpoints in the state name real files with their hashes
+    # checkpoints in the state are exactly those env.keep_checkpoints kept on disk, with their hashes
     from sttrl.io import sha256_file
 
     trained = [r for r in records if r["action"] != "stop"]
-    assert [c["block"] for c in values["checkpoints"]] == list(range(0, len(trained) + 1))
-    last = values["checkpoints"][-1]
-    assert sha256_file(Path(last["path"]) / "model.safetensors") == last["sha256"]
+    on_disk = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("block-*"))
+    assert [c["block"] for c in values["checkpoints"]] == on_disk == list(range(len(trained) + 1))[-2:]
+    for c in values["checkpoints"]:
+        assert sha256_file(Path(c["path"]) / "model.safetensors") == c["sha256"]
     assert values["final"]["sha256"] == sha256_file(run_dir / "final" / "model.safetensors")
     # progress arrived through the stream writer
     kinds = [e["type"] for e in events]
@@ -166,3 +168,24 @@ def test_importing_the_studio_graph_is_cheap_and_side_effect_free(tmp_path):
                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"] and list(tmp_path.iterdir()) == []
+
+
+def test_input_sent_again_on_a_thread_with_progress_resumes_it(make_config, tmp_path):
+    """Issue item 14: Studio's form sends the input again on a cancelled thread; it resumes, never sticks, and a
+    different config in the new input does not replace the thread's own."""
+    cfg = make_config("env.steps_per_action=1", "env.max_actions=3")
+    inp = {"config": cfg.to_dict(), "agent": "static"}
+    other = make_config("env.steps_per_action=1", "env.max_actions=3", "train.lr=5e-4")
+    run = {"configurable": {"thread_id": "again"}, "recursion_limit": 50}
+    with SqliteSaver.from_conn_string(str(tmp_path / "cp.sqlite")) as saver:
+        g = build_graph().compile(checkpointer=saver, interrupt_after=["reward"])
+        g.invoke(inp, run, durability="sync")  # stops after step 1, like a cancelled run
+        assert g.get_state(run).values["step"] == 1
+        g2 = build_graph().compile(checkpointer=saver)
+        values = g2.invoke({**inp, "config": other.to_dict()}, run, durability="sync")  # the form, sent again
+        assert values["judge"]["scored"] and [r["step"] for r in values["records"]] == [1, 2, 3]
+        assert g2.get_state(run).values["config"]["train"]["lr"] == cfg.train.lr  # the thread kept the config it started with
+        assert {r["hp_after"]["lr"] for r in values["records"]} == {cfg.train.lr}
+        g2.invoke(inp, run, durability="sync")  # a finished thread: nothing runs again
+        again = g2.get_state(run).values
+        assert again["records"] == values["records"] and again["judge"] == values["judge"] and not again.get("train")

@@ -40,10 +40,8 @@ if mode == "slow-train":  # each optimizer step waits first, so a kill lands bet
     T.Trainer._step = slow_step
 elif mode.startswith("slow-decide:"):  # block inside the decision of step `at`
     at, seed = (int(x) for x in mode.split(":")[1:])
-    from graph.agents import PolicyAgent
-    from sttrl.config import ALL_ACTIONS
-    from sttrl.policies import make_policy
-    inner = PolicyAgent(make_policy("random", ALL_ACTIONS, seed=seed))
+    from sttrl.policies import RandomPolicy
+    inner = RandomPolicy(seed=seed)
     class SlowDecide:
         name = "random"
         def decide(self, observation, history):
@@ -52,6 +50,17 @@ elif mode.startswith("slow-decide:"):  # block inside the decision of step `at`
                 time.sleep(600)
             return inner.decide(observation, history)
     agent = SlowDecide()
+elif mode.startswith("die-after-writes:"):  # exit like SIGKILL right after a node's writes are saved, before
+    channel, at = mode.split(":")[1], int(mode.split(":")[2])  # the next checkpoint (the window of a real kill)
+    import os
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    real_put_writes = SqliteSaver.put_writes
+    def put_writes(self, config, writes, task_id, task_path=""):
+        real_put_writes(self, config, writes, task_id, task_path)
+        if any(c == channel and isinstance(v, dict) and v.get("step") == at for c, v in writes):
+            print(f"MARK died after the writes of {channel} {at}", flush=True)
+            os._exit(137)
+    SqliteSaver.put_writes = put_writes
 elif mode == "slow-judge":  # block inside the judge, after the final model is saved
     import sttrl.judge as J
     def slow_evaluate(*args, **kwargs):
@@ -219,6 +228,57 @@ def test_kill_during_train_decide_and_judge_then_resume(data_cache, reference, t
     text = Child("plain", ["--list", "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
     assert tid in text and "finished" in text and "3/3" in text
     print(f"\nkill/resume chain (4 processes): {timings['total']:.1f} s")
+
+
+def test_kill_between_a_nodes_writes_and_the_next_checkpoint_then_resume(data_cache, reference, tmp_path):
+    """Issue items 1, 2 and 5: the kill window after a node's writes are saved; a cut trajectory file; options
+    a resume ignores (an invalid one among them) are named and do not block it."""
+    out, tid = tmp_path / "runs", "between"
+    run_dir = out / tid
+    c = Child("die-after-writes:decision:2", cli_args(data_cache, out, tid), cwd=tmp_path)
+    c.proc.wait(240)
+    c.reader.join(5)
+    assert c.proc.returncode == 137 and "MARK died after the writes of decision 2" in c.text, c.text
+    listing = Child("plain", ["--list", "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
+    assert tid in listing and "unfinished" in listing and "ended" not in listing
+    # a crash also cut the trajectory mid-line: the state is the source of truth
+    path = run_dir / "trajectory.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    resumed = Child("plain", ["--thread-id", tid, "--set", f"run.out_dir={out}", "--preset", "cpu",
+                              "--set", "train.lr=-1"], cwd=tmp_path).finish()
+    assert "resumes at its last saved writes after step 1 of 3" in resumed, resumed
+    assert "ignored on resume: --preset cpu, --set run.out_dir=" in resumed and "--set train.lr=-1" in resumed
+    same_as_reference(run_dir, reference)
+
+
+def test_one_process_per_thread(data_cache, reference, tmp_path):
+    """Issue item 3: a second process on a running thread is refused with one line; the first is untouched."""
+    out, tid = tmp_path / "runs", "leased"
+    first = Child("slow-train", cli_args(data_cache, out, tid), cwd=tmp_path)
+    first.wait_for(lambda: "train block 1 step 2/4" in first.text)
+    second = Child("plain", cli_args(data_cache, out, tid), cwd=tmp_path)
+    second.proc.wait(120)
+    second.reader.join(5)
+    assert second.proc.returncode == 2, second.text
+    assert f"thread {tid} is running in process {first.proc.pid}" in second.text and "Traceback" not in second.text
+    first.finish()
+    same_as_reference(out / tid, reference)
+
+
+def test_a_failed_setup_leaves_no_thread_and_can_be_rerun(data_cache, tmp_path):
+    """Issue item 4: a config that passes the schema but fails at setup leaves no thread and no run directory."""
+    out, tid = tmp_path / "runs", "badvoice"
+    args = cli_args(data_cache, out, tid)
+    bad = Child("plain", [*args, "--set", "data.voices=[zz]"], cwd=tmp_path)
+    bad.proc.wait(120)
+    bad.reader.join(5)
+    assert bad.proc.returncode == 2 and "zz" in bad.text and "Traceback" not in bad.text, bad.text
+    assert not (out / tid).exists()
+    listing = Child("plain", ["--list", "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
+    assert tid not in listing
+    text = Child("plain", [*args, "--max-actions", "1"], cwd=tmp_path).finish()  # corrected: a new episode
+    assert f"thread {tid} (new episode" in text and (out / tid / "judge.json").is_file()
 
 
 # ----- PostgreSQL --------------------------------------------------------------------------------

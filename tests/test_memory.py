@@ -52,5 +52,33 @@ def test_main_thread_calls_run_inline():
 def test_allocator_settings_apply_on_glibc_only():
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert limit_arenas() is glibc and limit_arenas() is glibc  # idempotent; a no-op elsewhere
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="malloc_trim is glibc's")
+def test_release_memory_returns_freed_heap_to_the_os():
+    """Free 200 MB of heap blocks pinned apart by live ones: glibc cannot give them back by itself (no free
+    top of heap), and they stay resident until release_memory() trims the heap's free pages."""
+    import ctypes
+
+    import psutil
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    proc = psutil.Process()
+    size, n = 64 * 1024, 3200  # below the mmap threshold: the blocks live in the heap
+    blocks, pins = [], []
+    for _ in range(n):
+        blocks.append(libc.malloc(size))
+        ctypes.memset(blocks[-1], 1, size)  # touch every page: resident
+        pins.append(libc.malloc(4096))
+        ctypes.memset(pins[-1], 1, 4096)
+    for b in blocks:
+        libc.free(b)
+    before = proc.memory_info().rss
     release_memory()
-    release_memory(collect=True)
+    after = proc.memory_info().rss
+    for q in pins:
+        libc.free(q)
+    assert before - after > 150 * 2**20, f"RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MB"

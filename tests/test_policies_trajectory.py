@@ -1,5 +1,7 @@
 from sttrl.actions import Action
-from sttrl.policies import RandomPolicy, RulePolicy, StaticPolicy, make_policy
+from sttrl.config import load_config
+from sttrl.controllers import make_controller
+from sttrl.policies import RandomPolicy, RulePolicy, StaticPolicy
 from sttrl.trajectory import StepRecord, Trajectory
 
 
@@ -13,25 +15,27 @@ def obs(**kw):
 
 def test_rule_policy_reads_the_observation():
     p = RulePolicy()
-    assert p.decide(obs(status="nan"), [{}])[0] is Action.LR_DOWN
-    assert p.decide(obs(status="diverged"), [{}])[0] is Action.LR_DOWN
-    assert p.decide(obs(status="oom"), [{}])[0] is Action.BATCH_DOWN
-    assert p.decide(obs(status="oom", batch_size=1), [{}])[0] is Action.FREEZE_MORE
-    assert p.decide(obs(), [])[0] is Action.KEEP
-    assert p.decide(obs(wer=0.4, previous_wer=0.5), [{"action": "keep", "status": "ok"}])[0] is Action.KEEP
-    assert p.decide(obs(wer=0.6, previous_wer=0.5), [{"action": "keep", "status": "ok"}])[0] is Action.LR_DOWN
+    assert p.decide(obs(status="nan"), [{}]).action is Action.LR_DOWN
+    assert p.decide(obs(status="diverged"), [{}]).action is Action.LR_DOWN
+    assert p.decide(obs(status="oom"), [{}]).action is Action.BATCH_DOWN
+    assert p.decide(obs(status="oom", batch_size=1), [{}]).action is Action.FREEZE_MORE
+    assert p.decide(obs(), []).action is Action.KEEP
+    assert p.decide(obs(wer=0.4, previous_wer=0.5), [{"action": "keep", "status": "ok"}]).action is Action.KEEP
+    assert p.decide(obs(wer=0.6, previous_wer=0.5), [{"action": "keep", "status": "ok"}]).action is Action.LR_DOWN
     flat = obs(wer=0.5, previous_wer=0.505)
-    assert p.decide(flat, [{"action": "keep", "status": "ok"}])[0] is Action.LR_DOWN
-    assert p.decide(flat, [{"action": "lr_down", "status": "ok"}])[0] is Action.STOP
+    assert p.decide(flat, [{"action": "keep", "status": "ok"}]).action is Action.LR_DOWN
+    assert p.decide(flat, [{"action": "lr_down", "status": "ok"}]).action is Action.STOP
 
 
 def test_random_and_static():
     r = RandomPolicy(seed=3)
-    seq = [r.decide(obs(), [{}] * i)[0] for i in range(20)]
-    assert seq == [RandomPolicy(seed=3).decide(obs(), [{}] * i)[0] for i in range(20)]
+    seq = [r.decide(obs(), [{}] * i).action for i in range(20)]
+    assert seq == [RandomPolicy(seed=3).decide(obs(), [{}] * i).action for i in range(20)]
     assert Action.STOP not in seq and len(set(seq)) > 2
-    assert StaticPolicy().decide(obs(), [])[0] is Action.KEEP
-    assert make_policy("rule", ["keep", "stop"]).decide(obs(status="nan"), [{}])[0] is Action.KEEP
+    assert StaticPolicy().decide(obs(), []).action is Action.KEEP
+    cfg = load_config("debug", overrides=["env.actions=[keep, stop]"])
+    rule = make_controller("rule", cfg)
+    assert rule.decide(obs(status="nan"), [{}]).action is Action.KEEP and rule.decide(obs(), []).source == "rule"
 
 
 def test_trajectory_is_append_only_and_idempotent(tmp_path):

@@ -13,9 +13,12 @@ def test_schemas_hide_the_injected_run():
     assert set(train_props) == {"block", "lr", "batch_size", "grad_accum", "freeze_layers"}
     assert set(evaluate.tool_call_schema.model_json_schema()["properties"]) == {"block"}
     assert train_props["block"]["minimum"] == 1 and train_props["lr"]["exclusiveMinimum"] == 0
-    for t in (train_block, evaluate):  # the docstring is the contract
-        assert "Returns" in t.description and "Idempotent" in train_block.description
-        assert "runtime" not in t.tool_call_schema.model_json_schema()["properties"]
+    # the docstring is the contract: each tool states what it returns and its own idempotence rule
+    contracts = [(train_block, ("Returns", "Idempotent", "rolls the model back")), (evaluate, ("Returns", "Cached on disk"))]
+    for t, phrases in contracts:
+        missing = [p for p in phrases if p not in t.description]
+        assert not missing, f"{t.name}'s description lacks {missing}"
+        assert "episode" not in t.tool_call_schema.model_json_schema()["properties"]
 
 
 def test_arguments_are_validated():
@@ -23,9 +26,9 @@ def test_arguments_are_validated():
 
     with pytest.raises(ValidationError):
         train_block.invoke({"block": 0, "lr": 1e-3, "batch_size": 4, "grad_accum": 1, "freeze_layers": 0,
-                            "runtime": object()})
+                            "episode": object()})
     with pytest.raises(ValidationError):
-        evaluate.invoke({"block": -1, "runtime": object()})
+        evaluate.invoke({"block": -1, "episode": object()})
 
 
 class ToolRuns(BaseCallbackHandler):
@@ -47,14 +50,14 @@ def test_tools_train_and_evaluate_for_real(make_config, tmp_path):
     hp = rt.initial_hp().to_dict()
     steps: list = []
     runs = ToolRuns()
-    out = train_block.invoke({"block": 1, **hp, "runtime": rt, "on_step": steps.append}, config={"callbacks": [runs]})
+    out = train_block.invoke({"block": 1, **hp, "episode": rt, "on_step": steps.append}, config={"callbacks": [runs]})
     res, ckpt = out["result"], out["checkpoint"]
     assert res["status"] == "ok" and res["steps"] == rt.cfg.env.steps_per_action == len(steps)
     assert all(s.loss > 0 and s.samples_per_s > 0 for s in steps) and res["global_step"] == 2
     assert ckpt["block"] == 1 and len(ckpt["sha256"]) == 64 and (tmp_path / "run" / "checkpoints" / "block-0001").is_dir()
-    again = train_block.invoke({"block": 1, **hp, "runtime": rt, "on_step": steps.append})
+    again = train_block.invoke({"block": 1, **hp, "episode": rt, "on_step": steps.append})
     assert again == out and len(steps) == 2  # loaded, not trained again
-    ev = evaluate.invoke({"block": 1, "runtime": rt}, config={"callbacks": [runs]})
+    ev = evaluate.invoke({"block": 1, "episode": rt}, config={"callbacks": [runs]})
     assert 0 <= ev["cer"] and ev["wer"] >= 0 and ev["n"] == rt.cfg.train.max_eval_utterances
-    assert evaluate.invoke({"block": 1, "runtime": rt}) == ev  # cached per block
+    assert evaluate.invoke({"block": 1, "episode": rt}) == ev  # cached per block
     assert runs.started == ["train_block", "evaluate"] and len(runs.ended) == 2

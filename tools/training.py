@@ -2,8 +2,9 @@
 
 The graph's train and evaluate nodes invoke them, so each call shows up as a tool run in traces
 (LangSmith, Studio). Arguments a model could see are the block index and the hyperparameters; the
-run itself (``runtime``: an ``sttrl.runtime.EpisodeRuntime`` with its config, data and model) and
+episode itself (``episode``: an ``sttrl.runtime.EpisodeRuntime`` with its config, data and model) and
 the progress callback are injected with ``InjectedToolArg`` and never appear in the tool-call schema.
+The tools hold no logic of their own: each is one call into the runtime.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from typing import Annotated, Any
 
 from langchain_core.tools import InjectedToolArg, tool
 from pydantic import BaseModel, ConfigDict, Field
+
+from sttrl.actions import Hyperparams
+
+EpisodeRuntime = Any  # sttrl.runtime.EpisodeRuntime; not imported here so that importing the tools loads no torch
 
 
 class TrainBlockArgs(BaseModel):
@@ -25,7 +30,7 @@ class TrainBlockArgs(BaseModel):
     batch_size: int = Field(ge=1, description="Utterances per micro-batch.")
     grad_accum: int = Field(ge=1, description="Micro-batches per optimizer step.")
     freeze_layers: int = Field(ge=0, description="Number of leading encoder layers (and the conv stem) kept frozen.")
-    runtime: Annotated[Any, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
+    episode: Annotated[EpisodeRuntime, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
     on_step: Annotated[Any, InjectedToolArg] = Field(
         None, description="Called with each optimizer step's sttrl.trainer.StepInfo (injected)."
     )
@@ -37,7 +42,7 @@ class EvaluateArgs(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     block: int = Field(ge=0, description="Evaluate the model as it was after this block (0 = the starting model).")
-    runtime: Annotated[Any, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
+    episode: Annotated[EpisodeRuntime, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
 
 
 @tool("train_block", args_schema=TrainBlockArgs)
@@ -47,7 +52,7 @@ def train_block(
     batch_size: int,
     grad_accum: int,
     freeze_layers: int,
-    runtime: Any,
+    episode: EpisodeRuntime,
     on_step: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train block ``block`` of the episode with the given hyperparameters: ``env.steps_per_action``
@@ -62,22 +67,13 @@ def train_block(
     peak_memory_gb, global_step, ...), "checkpoint": {"block", "path", "sha256"}}`` where
     ``checkpoint`` names the block checkpoint written for this block and its weights' SHA-256.
     """
-    from sttrl.actions import Hyperparams
-    from sttrl.runtime import block_name
-    from sttrl.trainer import read_checkpoint_record
-
     hp = Hyperparams(lr=lr, batch_size=batch_size, grad_accum=grad_accum, freeze_layers=freeze_layers)
-    result = runtime.train_block(block, hp, on_step=on_step)
-    path = runtime.ckpt_dir / block_name(block)
-    record = read_checkpoint_record(path)
-    return {
-        "result": result.to_dict(),
-        "checkpoint": {"block": block, "path": str(path), "sha256": record["hashes"]["model.safetensors"]},
-    }
+    result = episode.train_block(block, hp, on_step=on_step)
+    return {"result": result.to_dict(), "checkpoint": episode.checkpoint_info(block)}
 
 
 @tool("evaluate", args_schema=EvaluateArgs)
-def evaluate(block: int, runtime: Any) -> dict[str, Any]:
+def evaluate(block: int, episode: EpisodeRuntime) -> dict[str, Any]:
     """Score the model as it was after block ``block`` on the validation split (training domains
     only; the hidden domain is never loaded here): greedy decoding, WER and CER after the declared
     text normalizer.
@@ -86,4 +82,4 @@ def evaluate(block: int, runtime: Any) -> dict[str, Any]:
     without decoding again. Returns an EvalResult as a dict: ``wer``, ``cer``, ``n`` (utterances),
     ``seconds``, ``utterances_per_s`` and a few ``examples`` (validation reference/hypothesis pairs).
     """
-    return runtime.evaluate(block).to_dict()
+    return episode.evaluate(block).to_dict()

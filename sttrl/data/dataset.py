@@ -69,7 +69,7 @@ def _summary(utterances: Sequence[Utterance]) -> dict[str, Any]:
     return {"count": len(utterances), "hours": round(hours, 4), "domains": domains}
 
 
-def build_speech_data(cfg: DataConfig, progress: bool = True) -> SpeechData:
+def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None = None) -> SpeechData:
     """Build (or load from cache) train and validation; write the manifest. Never synthesizes, downloads or reads hidden audio.
 
     For the synthetic source the hidden domain's sentence ids and text hashes are computed (text only, in memory)
@@ -96,7 +96,7 @@ def build_speech_data(cfg: DataConfig, progress: bool = True) -> SpeechData:
         hidden_ids = [p.uid for p in hidden_plan]
         hidden_hashes = [sha256_text(p.text.lower()) for p in hidden_plan]
     else:
-        splits = {name: hub.load_hub_split(cfg, name, progress) for name in EPISODE_SPLITS}
+        splits = {name: hub.load_hub_split(cfg, name, progress, token) for name in EPISODE_SPLITS}
         hidden_section = {"domain": cfg.hidden_domain, "listed": False,
                           "note": "hub hidden split is read only by the judge (load_hidden_split)"}
         hidden_ids, hidden_hashes = [], []
@@ -130,7 +130,7 @@ def _merge_synth_stats(parts: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def load_hidden_split(cfg: DataConfig, progress: bool = True) -> list[Utterance]:
+def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None = None) -> list[Utterance]:
     """The hidden test split (judge only): synthesizes or loads the hidden domain and checks it against the manifest."""
     fingerprint = _fingerprint(cfg)
     if cfg.source == "synthetic":
@@ -138,7 +138,7 @@ def load_hidden_split(cfg: DataConfig, progress: bool = True) -> list[Utterance]
         _verify_against_manifest(cfg, fingerprint, [(p.uid, sha256_text(p.text)) for p in plan])
         utterances, _ = synthetic.synthesize_planned(plan, cfg, cfg.voices, progress, "synthesizing hidden")
     else:
-        utterances = hub.load_hub_split(cfg, "hidden", progress)
+        utterances = hub.load_hub_split(cfg, "hidden", progress, token)
         _verify_against_manifest(cfg, fingerprint, [(u.uid, sha256_text(u.text)) for u in utterances])
     if not utterances:
         raise DataError(f"hidden split ({cfg.hidden_domain}) is empty after the duration filter")

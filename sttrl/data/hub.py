@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Literal
 
-from sttrl.config import DataConfig, secret
+from sttrl.config import DataConfig
 from sttrl.data.audio import SAMPLE_RATE, decode_bytes, wav_duration, write_wav
 from sttrl.data.progress import progress_bar
 from sttrl.data.splits import cache_root, cap, hash_order
@@ -50,13 +50,14 @@ def _cache_root(cfg: DataConfig) -> Path:
     return cache_root(cfg) / "hub" / f"{hub.layout}-{tag}"
 
 
-def load_hub_split(cfg: DataConfig, role: Role, progress: bool = True) -> list[Utterance]:
-    """Utterances of one role, decoded and cached, filtered to min/max_seconds, hash-ordered and capped."""
+def load_hub_split(cfg: DataConfig, role: Role, progress: bool = True, token: str | None = None) -> list[Utterance]:
+    """Utterances of one role, decoded and cached, filtered to min/max_seconds, hash-ordered and capped.
+    ``token`` is the HF token the entry point resolved (gated datasets need one)."""
     split, domains, limit = _role_plan(cfg, role)
     if cfg.hub.layout == "afrivoice":
-        items = _load_afrivoice(cfg, split, domains, progress)
+        items = _load_afrivoice(cfg, split, domains, progress, token)
     else:
-        items = _load_columns(cfg, split, domains, progress)
+        items = _load_columns(cfg, split, domains, progress, token)
     kept = [u for u in items if cfg.min_seconds <= u.duration <= cfg.max_seconds]
     return cap(hash_order(kept, key=lambda u: u.uid), limit)
 
@@ -67,11 +68,11 @@ def load_hub_split(cfg: DataConfig, role: Role, progress: bool = True) -> list[U
 class _Files:
     """Lists and fetches files of the hub repo, or of ``hub.local_dir`` when set (no network)."""
 
-    def __init__(self, cfg: DataConfig) -> None:
+    def __init__(self, cfg: DataConfig, token: str | None) -> None:
         self.cfg = cfg
         self.local = Path(cfg.hub.local_dir) if cfg.hub.local_dir is not None else None
         self.where = str(self.local) if self.local else f"hub dataset {cfg.hub.repo}"
-        self._token = None if self.local else secret("HF_TOKEN")
+        self._token = None if self.local else token
 
     def list(self) -> list[str]:
         if self.local is not None:
@@ -209,8 +210,9 @@ def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) ->
     return utterances
 
 
-def _load_afrivoice(cfg: DataConfig, split: str, domains: list[str], progress: bool) -> list[Utterance]:
-    files = _Files(cfg)
+def _load_afrivoice(cfg: DataConfig, split: str, domains: list[str], progress: bool,
+                    token: str | None) -> list[Utterance]:
+    files = _Files(cfg, token)
     shards = _find_shards(files.list(), domains, split, files.where, cfg.hub.max_shards_per_split)
     root = _cache_root(cfg)
     results: list[Utterance] = []
@@ -227,13 +229,13 @@ def _load_afrivoice(cfg: DataConfig, split: str, domains: list[str], progress: b
 # ---------------------------------------------------------------- columns layout
 
 
-def _open_columns(cfg: DataConfig, split: str) -> Any:
+def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
     import datasets
 
     hub = cfg.hub
     if hub.local_dir is None:
         try:
-            return datasets.load_dataset(hub.repo, split=split, revision=hub.revision, token=secret("HF_TOKEN"))
+            return datasets.load_dataset(hub.repo, split=split, revision=hub.revision, token=token)
         except Exception as exc:
             raise DataError(f"cannot load split {split!r} of hub dataset {hub.repo}: {type(exc).__name__}: {exc}") from exc
     root = Path(hub.local_dir)
@@ -250,11 +252,12 @@ def _open_columns(cfg: DataConfig, split: str) -> Any:
     )
 
 
-def _load_columns(cfg: DataConfig, split: str, domains: list[str], progress: bool) -> list[Utterance]:
+def _load_columns(cfg: DataConfig, split: str, domains: list[str], progress: bool,
+                  token: str | None) -> list[Utterance]:
     import datasets
 
     hub = cfg.hub
-    ds = _open_columns(cfg, split)
+    ds = _open_columns(cfg, split, token)
     where = str(hub.local_dir) if hub.local_dir is not None else f"hub dataset {hub.repo}"
     needed = {"data.hub.audio_column": hub.audio_column, "data.hub.text_column": hub.text_column,
               "data.hub.domain_column": hub.domain_column}
