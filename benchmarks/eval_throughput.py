@@ -14,8 +14,14 @@ WER (jiwer over sttrl's normalizer), so the work is the same:
   model=..., tokenizer=..., feature_extractor=..., batch_size=B)`` fed ``{"raw": array, "sampling_rate":
   16000}`` (no ffmpeg) + the same WER computation.
 
-The comparable pair is ``sttrl_cold`` vs ``pipeline`` (both start from audio files); the cached row shows
-what the feature cache buys. Also reported: how many of the transcripts are identical between the two.
+- ``ct2_cold`` / ``ct2_cached``: the same evaluation with ``train.eval_engine=ct2`` (CTranslate2 float32,
+  sttrl.engines): every round converts the current weights in memory again (the cache of converted models
+  is cleared), as an episode must after each training block, so conversion is included.
+- ``ct2_int8_cached``: the same with ``train.eval_compute_type=int8``.
+
+The comparable pairs are ``sttrl_cold`` / ``ct2_cold`` vs ``pipeline`` (all start from audio files); the
+cached rows show what the feature cache buys. Also reported: how many transcripts are identical between
+sttrl and the pipeline, and between each CTranslate2 compute type and transformers, with the WER difference.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--utterances", type=int, default=None,
                    help="validation utterances decoded per round (default: train.max_eval_utterances)")
     p.add_argument("--batch", type=int, default=None, help="decoding batch size (default: train.eval_batch_size)")
+    p.add_argument("--no-ct2", action="store_true", help="leave out the CTranslate2 contestants")
     p.add_argument("--weights", type=Path, default=None, metavar="DIR",
                    help="load DIR/model.safetensors into the preset's model first, e.g. a run's final/ "
                         "(a fine-tuned model decodes transcripts of varied length; the start model mostly "
@@ -111,6 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         return {"wall_s": wall, "utterances_per_s": n / wall, "wer": wer}
 
     contestants = {"sttrl_cold": sttrl_cold, "sttrl_cached": sttrl_cached, "pipeline": hf_pipeline}
+    if not args.no_ct2:
+        from sttrl import engines
+
+        def ct2_round(cache_dir: Path, compute: str) -> dict[str, float]:
+            engines._CACHE.clear()  # convert again, as after every training block
+            store = FeatureStore(loaded, utts, max_tokens, cache_dir)
+            over = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+                "eval_engine": "ct2", "eval_compute_type": compute, "eval_batch_size": batch})})
+            wall, res = common.timed(lambda: engines.evaluate_with(over, store, device), device)
+            return {"wall_s": wall, "utterances_per_s": n / wall, "wer": res.wer, "convert_s": res.convert_seconds}
+
+        contestants |= {
+            "ct2_cold": lambda: ct2_round(work / f"cold-{next(cold_rounds)}", "auto"),
+            "ct2_cached": lambda: ct2_round(cached_dir, "auto"),
+            "ct2_int8_cached": lambda: ct2_round(cached_dir, "int8"),
+        }
     results = common.interleaved(contestants, reps, args.warmup)
 
     # Same transcripts? (outside the timings)
@@ -121,21 +144,42 @@ def main(argv: list[str] | None = None) -> int:
     normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs))
     diffs = [{"id": utts[i].uid, "sttrl": a, "pipeline": b} for i, (a, b) in enumerate(zip(ours, theirs))
              if a.strip() != b.strip()][:5]
+    agreement: dict[str, dict] = {}
+    if not args.no_ct2:
+        from sttrl.engines import load_ct2
+
+        wer_hf = error_rates(refs, ours)[0]
+        for compute in ("float32", "int8"):
+            ct = load_ct2(loaded, device, compute, st["threads"])
+            hyps = transcribe(warm_store, list(range(n)), batch, max_new, device, ct.decode)
+            wer_ct = error_rates(refs, hyps)[0]
+            agreement[compute] = {
+                "identical": sum(a == b for a, b in zip(ours, hyps)), "n": n, "wer_transformers": wer_hf,
+                "wer_ct2": wer_ct, "delta_wer": wer_ct - wer_hf, "convert_s": ct.convert_seconds,
+                "differences": [{"id": utts[i].uid, "transformers": a, "ct2": b}
+                                for i, (a, b) in enumerate(zip(ours, hyps)) if a != b][:5]}
 
     summary = {name: {k: common.summarize(common.column(rows, k)) for k in rows[0]} for name, rows in results.items()}
     ratios = {
         "sttrl_cold/pipeline": common.paired_ratio(results["sttrl_cold"], results["pipeline"], "utterances_per_s"),
         "sttrl_cached/pipeline": common.paired_ratio(results["sttrl_cached"], results["pipeline"], "utterances_per_s"),
     }
+    for name in results:
+        if name.startswith("ct2"):
+            ratios[f"{name}/pipeline"] = common.paired_ratio(results[name], results["pipeline"], "utterances_per_s")
     rows = []
     for name in results:
         s = summary[name]
         r = ratios.get(f"{name}/pipeline")
         rows.append([name, s["utterances_per_s"]["median"], s["wall_s"]["median"], s["wer"]["median"],
-                     f"{r['median']:.3f}" if r else "-", "≥ 1.0" if name == "sttrl_cold" else "-"])
+                     f"{r['median']:.3f}" if r else "-",
+                     {"sttrl_cold": "≥ 1.0", "ct2_cold": "≥ 2.0"}.get(name, "-")])
     table = common.markdown_table(["contestant", "utterances/s", "s per evaluation", "WER", "÷ pipeline", "target"], rows)
     table += (f"\n\nidentical transcripts sttrl vs pipeline: {exact}/{n} exact, {stripped}/{n} after strip(), "
               f"{normalized}/{n} after sttrl's normalizer.")
+    for compute, a in agreement.items():
+        table += (f"\nct2 {compute} vs transformers: {a['identical']}/{n} identical transcripts, WER {a['wer_ct2']:.4f} "
+                  f"vs {a['wer_transformers']:.4f} (ΔWER {a['delta_wer']:+.4f}), conversion {a['convert_s']:.2f} s.")
     table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}"
               f"{f', weights {args.weights}' if args.weights else ', start weights'}, {n} utterances, batch {batch}, "
               f"max_new_tokens {max_new}, median of {reps} interleaved rounds after {args.warmup} warm-up; "
@@ -145,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                "max_new_tokens": max_new, "generate_kwargs": loaded.generate_kwargs, "reps": reps,
                "warmup": args.warmup, "summary": summary, "ratios": ratios, "target": {"sttrl_cold/pipeline": 1.0},
                "identical": {"exact": exact, "stripped": stripped, "normalized": normalized, "n": n},
-               "differences": diffs, "rounds": results}
+               "differences": diffs, "ct2_agreement": agreement, "rounds": results}
     if diffs:
         print("first differing transcripts:")
         for d in diffs:

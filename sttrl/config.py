@@ -154,6 +154,14 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(16, ge=1, le=1024)
     max_eval_utterances: int | None = Field(None, ge=1, description="Validation utterances scored per evaluation.")
     example_transcripts: int = Field(3, ge=0, le=50)
+    eval_engine: Literal["transformers", "ct2"] = Field(
+        "transformers",
+        description="Decoder of evaluations and the judge: transformers generate(), or CTranslate2 (the current "
+        "weights converted in memory; same prompt, length limit and normalizer). See README 'Evaluation engines'.",
+    )
+    eval_compute_type: Literal["auto", "float32", "int8", "int8_float32", "float16", "int8_float16", "bfloat16"] = Field(
+        "auto", description="CTranslate2 compute type (eval_engine=ct2): auto = float32 on CPU, float16 on CUDA."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

@@ -16,7 +16,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
 import numpy as np
 
@@ -147,28 +147,33 @@ def _string(s: str) -> bytes:
     return struct.pack("<H", len(raw)) + raw
 
 
+def dump_ct2(fh: BinaryIO, model: Ct2Model) -> None:
+    """Serialize ``model`` to the open binary stream ``fh`` in the layout :func:`read_ct2` parses."""
+    fh.write(struct.pack("<I", model.binary_version) + _string(model.spec_name))
+    fh.write(struct.pack("<II", model.spec_revision, len(model.variables)))
+    for name, value in model.variables.items():
+        arr = np.asarray(value)
+        key = arr.dtype.str.lstrip("<|=")
+        if arr.dtype.byteorder == ">" or key not in _DTYPE_IDS:
+            raise ModelError(f"variable {name!r} has dtype {arr.dtype}; valid: float32, int8, int16, int32, "
+                             "float16, uint16 (= bfloat16 bits), little-endian")
+        if arr.ndim > _MAX_RANK:
+            raise ModelError(f"variable {name!r} has rank {arr.ndim}; at most {_MAX_RANK} is valid")
+        raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)  # no copy of the bytes
+        fh.write(_string(name) + struct.pack("<B", arr.ndim))
+        fh.write(struct.pack(f"<{arr.ndim}I", *arr.shape))
+        fh.write(struct.pack("<BI", _DTYPE_IDS[key], raw.nbytes))
+        fh.write(raw)
+    fh.write(struct.pack("<I", len(model.aliases)))
+    for alias, target in model.aliases.items():
+        fh.write(_string(alias) + _string(target))
+
+
 def write_ct2(path: str | Path, model: Ct2Model) -> Path:
     """Write ``model`` in the layout :func:`read_ct2` parses (temp file + rename)."""
     path = Path(path)
     with atomic_writer(path) as fh:
-        fh.write(struct.pack("<I", model.binary_version) + _string(model.spec_name))
-        fh.write(struct.pack("<II", model.spec_revision, len(model.variables)))
-        for name, value in model.variables.items():
-            arr = np.asarray(value)
-            key = arr.dtype.str.lstrip("<|=")
-            if arr.dtype.byteorder == ">" or key not in _DTYPE_IDS:
-                raise ModelError(f"variable {name!r} has dtype {arr.dtype}; valid: float32, int8, int16, int32, "
-                                 "float16, uint16 (= bfloat16 bits), little-endian")
-            if arr.ndim > _MAX_RANK:
-                raise ModelError(f"variable {name!r} has rank {arr.ndim}; at most {_MAX_RANK} is valid")
-            raw = np.ascontiguousarray(arr).tobytes()
-            fh.write(_string(name) + struct.pack("<B", arr.ndim))
-            fh.write(struct.pack(f"<{arr.ndim}I", *arr.shape))
-            fh.write(struct.pack("<BI", _DTYPE_IDS[key], len(raw)))
-            fh.write(raw)
-        fh.write(struct.pack("<I", len(model.aliases)))
-        for alias, target in model.aliases.items():
-            fh.write(_string(alias) + _string(target))
+        dump_ct2(fh, model)
     return path
 
 

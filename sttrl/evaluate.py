@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import jiwer
@@ -34,6 +35,8 @@ class EvalResult:
     seconds: float
     utterances_per_s: float
     examples: list[dict] = field(default_factory=list)  # a few {"id", "reference", "hypothesis"}
+    engine: str = "transformers"  # the decoder: "transformers" or "ct2/<compute type>"
+    convert_seconds: float = 0.0  # of ``seconds``: writing the weights for the engine (ct2 only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,12 +56,24 @@ def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, fl
     return float(wer), float(cer)
 
 
+# A batch decoder: (log-mel features (B, mels, frames) on the CPU, max new tokens) -> token ids per utterance.
+DecodeBatch = Callable[[torch.Tensor, int], list[list[int]]]
+
+
 @torch.inference_mode()
-def transcribe(store: FeatureStore, indices: list[int], batch_size: int, max_new_tokens: int, device: torch.device) -> list[str]:
+def transcribe(
+    store: FeatureStore,
+    indices: list[int],
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device,
+    decode: DecodeBatch | None = None,
+) -> list[str]:
     """Greedy transcripts of ``store``'s utterances at ``indices`` (in that order), in batches.
 
     Batches are formed longest audio first, so that utterances with transcripts of similar length
-    decode together and a batch stops soon after its last sequence ends."""
+    decode together and a batch stops soon after its last sequence ends. ``decode`` replaces
+    transformers' ``generate`` (e.g. CTranslate2, see sttrl.engines); the text is decoded the same way."""
     loaded = store.loaded
     model = loaded.model
     was_training = model.training
@@ -68,14 +83,17 @@ def transcribe(store: FeatureStore, indices: list[int], batch_size: int, max_new
     try:
         for start in range(0, len(order), batch_size):
             ks = order[start : start + batch_size]
-            feats = store.features([indices[k] for k in ks]).to(device)
-            ids = model.generate(
-                input_features=feats,
-                max_new_tokens=max_new_tokens,
-                num_beams=1,
-                do_sample=False,
-                **loaded.generate_kwargs,
-            )
+            feats = store.features([indices[k] for k in ks])
+            if decode is not None:
+                ids = decode(feats, max_new_tokens)
+            else:
+                ids = model.generate(
+                    input_features=feats.to(device),
+                    max_new_tokens=max_new_tokens,
+                    num_beams=1,
+                    do_sample=False,
+                    **loaded.generate_kwargs,
+                )
             for k, text in zip(ks, loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)):
                 out[k] = text
     finally:
@@ -89,19 +107,30 @@ def evaluate(
     batch_size: int = 16,
     max_utterances: int | None = None,
     n_examples: int = 3,
+    decode: DecodeBatch | None = None,
+    engine: str = "transformers",
+    convert_seconds: float = 0.0,
 ) -> EvalResult:
-    """WER/CER of the model on the first ``max_utterances`` of ``store`` (all by default)."""
+    """WER/CER of the model on the first ``max_utterances`` of ``store`` (all by default).
+
+    ``decode``/``engine``: another batch decoder and its name (see sttrl.engines); ``convert_seconds``
+    (already spent preparing it) is added to the reported time."""
     n = len(store) if max_utterances is None else min(max_utterances, len(store))
     indices = list(range(n))
-    loaded = store.loaded
-    limit = int(loaded.model.config.max_target_positions) - len(loaded.prefix_ids)
-    max_new = min(int(store.longest_label() * 1.5) + 8, store.max_tokens, limit)
-    start = time.perf_counter()
-    hyps = transcribe(store, indices, batch_size, max_new, device)
+    max_new = max_new_tokens(store)
+    start = time.perf_counter() - convert_seconds
+    hyps = transcribe(store, indices, batch_size, max_new, device, decode)
     seconds = time.perf_counter() - start
     refs = [store.utterances[i].text for i in indices]
     wer, cer = error_rates(refs, hyps)
     examples = [
         {"id": store.utterances[i].uid, "reference": refs[i], "hypothesis": hyps[i]} for i in indices[:n_examples]
     ]
-    return EvalResult(wer, cer, n, seconds, n / seconds if seconds > 0 else 0.0, examples)
+    return EvalResult(wer, cer, n, seconds, n / seconds if seconds > 0 else 0.0, examples, engine, convert_seconds)
+
+
+def max_new_tokens(store: FeatureStore) -> int:
+    """The generation limit of an evaluation: 1.5x the longest label + 8, within the model's positions."""
+    loaded = store.loaded
+    limit = int(loaded.model.config.max_target_positions) - len(loaded.prefix_ids)
+    return min(int(store.longest_label() * 1.5) + 8, store.max_tokens, limit)

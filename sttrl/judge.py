@@ -18,7 +18,7 @@ from typing import Any
 from sttrl.config import config_from_dict
 from sttrl.data import load_hidden_split
 from sttrl.errors import SttrlError
-from sttrl.evaluate import evaluate
+from sttrl.engines import ENGINES, evaluate_with
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
 from sttrl.memory import limit_arenas, torch_thread
@@ -47,8 +47,11 @@ def _manifest_checks(manifest_path: Path, hidden_domain: str) -> dict[str, Any]:
 
 
 @torch_thread  # the thread an episode trained on (see sttrl.memory)
-def judge(run_dir: str | Path, progress: bool = True, write: bool = True, hf_token: str | None = None) -> dict[str, Any]:
+def judge(run_dir: str | Path, progress: bool = True, write: bool = True, engine: str | None = None,
+          hf_token: str | None = None) -> dict[str, Any]:
     """Check and score ``run_dir``'s final model on the hidden split; returns (and writes) the report.
+
+    ``engine`` (transformers | ct2) overrides the run's ``train.eval_engine``; the report names the one used.
     ``hf_token`` (resolved by the entry point) is needed only for a hub dataset."""
     run_dir = Path(run_dir)
     record_path = run_dir / RUN_RECORD
@@ -99,7 +102,7 @@ def judge(run_dir: str | Path, progress: bool = True, write: bool = True, hf_tok
             hidden = hidden[: cfg.data.max_hidden_utterances]
         store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
         t0 = time.perf_counter()
-        res = evaluate(store, device, batch_size=cfg.train.eval_batch_size, n_examples=cfg.train.example_transcripts)
+        res = evaluate_with(cfg, store, device, engine)
         report.update(
             scored=True,
             wer=res.wer,
@@ -107,6 +110,7 @@ def judge(run_dir: str | Path, progress: bool = True, write: bool = True, hf_tok
             score=float(min(100.0, max(0.0, 100.0 * (1.0 - res.wer)))),
             n_utterances=res.n,
             seconds=time.perf_counter() - t0,
+            engine=res.engine,
             examples=res.examples,
         )
     report["passed_all_checks"] = all(c["passed"] for c in checks.values())
@@ -119,19 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sttrl.judge", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory holding run.json and final/")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--engine", choices=ENGINES, default=None,
+                        help="decoder for scoring (default: the run's train.eval_engine)")
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.memory
     try:
         from sttrl.config import secret
 
-        report = judge(args.run_dir, progress=not args.quiet, hf_token=secret("HF_TOKEN"))
+        report = judge(args.run_dir, progress=not args.quiet, engine=args.engine, hf_token=secret("HF_TOKEN"))
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for name, c in report["checks"].items():
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {name}: {c['reason']}")
     if report["scored"]:
-        print(f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  score {report['score']:.1f}")
+        print(f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  score {report['score']:.1f}"
+              f"  ({report['n_utterances']} utterances in {report['seconds']:.1f} s, {report['engine']})")
         return 0
     print("not scored: the final checkpoint failed its integrity checks", file=sys.stderr)
     return 1

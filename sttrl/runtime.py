@@ -31,7 +31,8 @@ from sttrl.actions import Hyperparams
 from sttrl.config import Config, config_from_dict
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
-from sttrl.evaluate import EvalResult, evaluate
+from sttrl.engines import engine_label, evaluate_with
+from sttrl.evaluate import EvalResult
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_write_json, sha256_file
 from sttrl.memory import limit_arenas, release_memory, torch_thread
@@ -137,6 +138,7 @@ class EpisodeRuntime:
             "initial_weights_sha256": sha256_file(path / "model.safetensors"),
             "data_manifest": str(self.data.manifest_path),
             "opened_splits": [],
+            "eval_engine": engine_label(self.cfg, self.device),
             "final": None,
         }
         self._record_opened_splits()
@@ -267,12 +269,7 @@ class EpisodeRuntime:
                 res = EvalResult(**json.loads(previous.read_text()))
                 atomic_write_json(path, res.to_dict())
                 return res
-        res = evaluate(
-            self.val_store,
-            self.device,
-            batch_size=self.cfg.train.eval_batch_size,
-            n_examples=self.cfg.train.example_transcripts,
-        )
+        res = evaluate_with(self.cfg, self.val_store, self.device)  # engine: train.eval_engine
         atomic_write_json(path, res.to_dict())
         release_memory()  # generation buffers go back to the OS
         return res

@@ -66,7 +66,7 @@ elif mode == "slow-judge":  # block inside the judge, after the final model is s
     def slow_evaluate(*args, **kwargs):
         print("MARK judging", flush=True)
         time.sleep(600)
-    J.evaluate = slow_evaluate
+    J.evaluate_with = slow_evaluate
 from graph.run import main
 sys.exit(main(argv, agent=agent))
 """
