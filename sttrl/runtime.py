@@ -127,6 +127,7 @@ class EpisodeRuntime:
     def _start_record(self) -> None:
         self.cfg.save(self.run_dir / "config.yaml")
         self.loaded.processor.save_pretrained(self.run_dir / "processor")
+        self.trainer.state.reference_loss = self.probe_loss()  # a first block's divergence reference (sttrl.trainer)
         path = self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None})
         self.record = {
             "run_id": self.run_id,
