@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
                 return list_threads(console, compiled, saver)
             return run_thread(console, compiled, args, cfg, thread_id, agent)
     except SttrlError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print(f"interrupted; resume with: {hint}", highlight=False)

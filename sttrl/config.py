@@ -84,6 +84,11 @@ class HubDataConfig(_Strict):
     validation_split: str = Field("dev", description="Hub split used for validation (avoids speaker leakage).")
     hidden_split: str = "test"
     max_shards_per_split: int | None = Field(None, ge=1)
+    strict: bool = Field(
+        False,
+        description="A manifest row whose audio file is missing from its archive is an error (default: the row is "
+        "dropped and every load reports the count and the first ids).",
+    )
 
 
 class DataConfig(_Strict):

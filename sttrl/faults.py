@@ -8,9 +8,14 @@ text is matched only for the ``RuntimeError`` that torch gives no type for.
 
 Inside a training block an allocation failure is an ``oom`` transition with rollback (sttrl.trainer).
 Anywhere else the process cannot go on safely: the entry points print :func:`resume_line` and exit.
+:func:`ensure_writable_dir` turns an unwritable run directory into one line instead of a traceback.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -37,5 +42,23 @@ def allocation_message(exc: BaseException) -> str:
 
 
 def resume_line(exc: BaseException, resume: str) -> str:
-    """One line for an allocation failure outside a training block: what failed and how to resume."""
-    return f"out of memory outside a training block ({allocation_message(exc)}); free memory, then resume with: {resume}"
+    """One line for an allocation failure the episode cannot turn into a transition: what failed, how to resume."""
+    return f"out of memory where the episode cannot continue ({allocation_message(exc)}); free memory, then resume with: {resume}"
+
+
+def ensure_writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it writable (a temp file made and removed), or raise one clear line."""
+    from sttrl.errors import RunDirectoryError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RunDirectoryError(
+            f"run directory {path} is not writable ({reason}: {exc.filename or path}); choose another with --run-dir "
+            "or run.out_dir, or fix its permissions"
+        ) from None
+    return path

@@ -32,7 +32,9 @@ from sttrl.config import Config, config_from_dict, secret
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.evaluate import EvalResult, evaluate
+from sttrl.faults import ensure_writable_dir
 from sttrl.features import FeatureStore
+from sttrl.integrity import final_file_hashes, sign_record
 from sttrl.io import atomic_write_json, sha256_file
 from sttrl.memory import limit_arenas, release_memory, torch_thread
 from sttrl.model import LoadedModel, load_model
@@ -82,8 +84,7 @@ class EpisodeRuntime:
         run_id: str | None = None,
     ) -> None:
         limit_arenas()  # before this run's threads allocate (see sttrl.memory); entry points call it earlier
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = ensure_writable_dir(Path(run_dir))  # one clear line when it is read-only or not a directory
         record_path = self.run_dir / RUN_RECORD
         if record_path.is_file():  # resume: the config the run started with wins
             record = json.loads(record_path.read_text())
@@ -146,6 +147,7 @@ class EpisodeRuntime:
         self.write_record()
 
     def write_record(self) -> None:
+        self.record["signature"] = sign_record(self.record)  # the judge verifies it with a key outside run_dir
         atomic_write_json(self.run_dir / RUN_RECORD, self.record)
 
     def initial_hp(self) -> Hyperparams:
@@ -292,6 +294,8 @@ class EpisodeRuntime:
             "sha256": sha256_file(final / "model.safetensors"),
             "block": self.block,
             "global_step": self.trainer.state.global_step,
+            "files": final_file_hashes(final),  # config.json too: the judge loads it
+            "saved": time.time(),  # ends the window in which a hidden-split access fails the judge
         }
         self.record["final"] = info
         self._record_opened_splits()

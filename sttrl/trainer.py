@@ -313,6 +313,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            release_memory(collect=status == "oom")  # a failed step's buffers go back before the reload allocates
             rollback()
             kept = 0
         else:
