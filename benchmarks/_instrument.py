@@ -42,7 +42,6 @@ STTRL_TARGETS = [
     ("sttrl.runtime", "EpisodeRuntime.save_final", "final.save"),
     ("sttrl.judge", "judge", "judge"),
     ("sttrl.trainer", "Trainer.train_block", "core.train_loop"),
-    ("sttrl.trainer", "Trainer.snapshot", "core.snapshot"),
     ("sttrl.trainer", "Trainer.save_checkpoint", "core.save_checkpoint"),
     ("sttrl.trainer", "Trainer.load_checkpoint", "core.load_checkpoint"),
     ("sttrl.evaluate", "evaluate", "core.evaluate"),

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     store = st["stores"]["train"]
     trainer = Trainer(loaded, store, cfg.train, cfg.run.seed, device, cfg.run.dtype)
     hp = Hyperparams.from_config(cfg.train, loaded.encoder_layers)
-    res = trainer.train_block(hp, 1)  # fills the AdamW moments
+    res = trainer.train_block(hp, 1, rollback=common.disk_rollback(trainer, Path(tempfile.mkdtemp()) / "start"))
+    # one block fills the AdamW moments
     n_params, n_trainable = count_parameters(loaded.model)
     info = common.machine_info(device)
     print(f"{NAME}: preset {st['preset']}, {n_params / 1e6:.1f} M parameters, first block {res.status}; "

@@ -283,3 +283,10 @@ def warm_features(store: Any, indices: Sequence[int] | None = None, chunk: int =
     for s in range(0, len(idx), chunk):
         store.features(idx[s: s + chunk])
     return time.perf_counter() - t0
+
+
+def disk_rollback(trainer: Any, directory: Path) -> Callable[[], None]:
+    """Save ``trainer``'s model, optimizer, RNG and cursor to ``directory`` now and return a rollback that
+    reloads them: what an episode does on a fault (it reloads the previous block's checkpoint from disk)."""
+    trainer.save_checkpoint(Path(directory), {"benchmark": "rollback point"})
+    return lambda: trainer.load_checkpoint(Path(directory))

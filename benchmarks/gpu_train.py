@@ -11,7 +11,7 @@ cache (``sttrl.pretrained.ensure_pretrained("whisper-base", cache_dir)``) or ``-
 one, its tokenizer and a 30 s feature extractor make the processor, and the prefix ids come from it.
 
 Part 1, speed (per batch size, default 16 and 32): interleaved rounds of one K-step block each of
-- ``sttrl``: ``Trainer.train_block`` (snapshot for rollback, per-step checks),
+- ``sttrl``: ``Trainer.train_block`` (rollback from a checkpoint on disk, per-step checks),
 - ``bare``: batch -> autocast forward -> backward -> clip -> AdamW (PyTorch's default, foreach on CUDA),
 - ``bare_forloop`` (CUDA only, a diagnostic): the same with ``AdamW(foreach=False)``, the optimizer
   setting sttrl's Trainer uses, to show how much of any gap the optimizer explains.
@@ -30,6 +30,7 @@ from __future__ import annotations
 import gc
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, aut
     return block
 
 
-def make_sttrl(trainer: Any, lr: float, device: Any):
+def make_sttrl(trainer: Any, lr: float, device: Any, rollback: Any):
     import torch
 
     from sttrl.actions import Hyperparams
@@ -220,7 +221,8 @@ def make_sttrl(trainer: Any, lr: float, device: Any):
         infos: list[Any] = []
         common.sync(device)
         base = gpu_mem(device)
-        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append), device)
+        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback),
+                                 device)
         steps = [batch / i.samples_per_s for i in infos]
         step = statistics.median(steps) if steps else float("nan")
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else base
@@ -246,7 +248,8 @@ def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str
         state_before = (trainer.state.global_step, trainer.state.cursor)
         hp = Hyperparams(args.lr, batch, 1, 0)
         t0 = time.perf_counter()
-        res = trainer.train_block(hp, args.oom_steps)
+        rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-oom-")) / "start")
+        res = trainer.train_block(hp, args.oom_steps, rollback=rollback)
         dt = time.perf_counter() - t0
         entry = {"batch": batch, "status": res.status, "steps_kept": res.steps, "seconds": dt,
                  "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb, "note": res.note,
@@ -273,7 +276,8 @@ def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str
     if "oom_batch" in result and last_ok is not None:
         gc.collect()
         allocated_before = common.gb(resident(device))
-        res = trainer.train_block(Hyperparams(args.lr, last_ok, 1, 0), args.oom_steps)
+        rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-oom-")) / "start")
+        res = trainer.train_block(Hyperparams(args.lr, last_ok, 1, 0), args.oom_steps, rollback=rollback)
         result["recovery"] = {"batch": last_ok, "status": res.status, "steps_kept": res.steps,
                               "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb,
                               "allocated_before_gb": allocated_before, "allocated_after_gb": common.gb(resident(device)),
@@ -323,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import copy
 
-    contestants = {"sttrl": make_sttrl(trainer, args.lr, device)}
+    rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-rollback-")) / "start")
+    contestants = {"sttrl": make_sttrl(trainer, args.lr, device, rollback)}
     bare_models = {"bare": copy.deepcopy(model)}
     if device.type == "cuda":
         bare_models["bare_forloop"] = copy.deepcopy(model)

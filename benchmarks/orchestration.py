@@ -10,7 +10,7 @@ measures it two ways:
    made). Between two consecutive records lies exactly one step, so for steps 2..N
    ``overhead = (time_k - time_{k-1}) - train.seconds - eval.seconds``. This counts *everything* outside
    sttrl's loops as overhead: the graph, checkpointer, trajectory and plot, but also sttrl's own block
-   snapshot and block checkpoint writes.
+   block checkpoint writes.
 2. With timers (default; ``--no-instrument`` turns them off): the episode runs under
    ``benchmarks/_instrument.py``, which times sttrl's tool-level calls (``EpisodeRuntime.train_block`` /
    ``.evaluate``, what the LangChain tools call), setup, the final save and the judge, and the
@@ -142,8 +142,8 @@ def analyse_timers(timings: dict[str, Any]) -> dict[str, Any]:
     startup, teardown = first, total - last
     loop = total - startup - teardown - setup - judge
     core = {k: inner_sums.get(k, {}).get("seconds", 0.0) for k in
-            ("core.train_loop", "core.snapshot", "core.save_checkpoint", "core.load_checkpoint", "core.evaluate")}
-    safety = core["core.snapshot"] + core["core.save_checkpoint"]
+            ("core.train_loop", "core.save_checkpoint", "core.load_checkpoint", "core.evaluate")}
+    safety = core["core.save_checkpoint"]
     return {
         "total_s": total,
         "startup_s": startup,
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             ["  stepping loop", t["loop_s"], "100 %", pct(t["loop_s"] / t["total_s"])],
             ["    train tool (EpisodeRuntime.train_block)", t["train_tool_s"], pct(t["train_tool_s"] / t["loop_s"]), ""],
             ["      of which training loop", t["core_s"]["core.train_loop"], "", ""],
-            ["      of which snapshot + block checkpoint (sttrl crash safety)", t["sttrl_crash_safety_s"],
+            ["      of which block checkpoints (sttrl crash safety)", t["sttrl_crash_safety_s"],
              pct(t["sttrl_crash_safety_share_of_loop"]), ""],
             ["    eval tool (EpisodeRuntime.evaluate, incl. block 0)", t["eval_tool_s"], pct(t["eval_tool_s"] / t["loop_s"]), ""],
             ["    final save", t["final_save_s"], pct(t["final_save_s"] / t["loop_s"]), ""],
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if "outside_share" in traj:
         table += (f"\n\nFrom trajectory.jsonl alone (steps 2..{traj['records']}): {traj['intervals_s']:.1f} s between "
                   f"records, of which {traj['outside_s']:.2f} s outside train.seconds + eval.seconds = "
-                  f"{pct(traj['outside_share'])} (this also counts sttrl's snapshot and block checkpoints).")
+                  f"{pct(traj['outside_share'])} (this also counts sttrl's block checkpoints).")
     elif "error" in traj:
         table += f"\n\ntrajectory: {traj['error']}"
     share = timers.get("orchestration_share_of_loop") if timers else None

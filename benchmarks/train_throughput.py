@@ -5,8 +5,9 @@ same batches in the same order (sttrl's data order: ``Trainer.batch_indices``), 
 implementation (torch's fused kernel, what sttrl uses on CPU and CUDA) at the same lr, weight decay and
 gradient clipping, batch size and no evaluation or saving:
 
-- ``sttrl``: ``Trainer.train_block(hp, K)``, the call an episode makes per action (it snapshots model
-  + optimizer at the start for rollback, checks every loss and gradient norm, tracks memory).
+- ``sttrl``: ``Trainer.train_block(hp, K)``, the call an episode makes per action (it checks every loss
+  and gradient norm and tracks memory; a fault reloads the block's start from a checkpoint on disk,
+  written here once before the rounds, outside the timings).
 - ``bare``: the shortest correct loop: batch -> ``model(..., labels=...).loss`` -> backward -> clip -> AdamW
   step. (sttrl's loss projects only the labelled decoder positions onto the vocabulary: the same
   value with less work; the difference is part of what the ratio measures.)
@@ -16,9 +17,9 @@ gradient clipping, batch size and no evaluation or saving:
 
 One round = one block of K optimizer steps per contestant, in rotating order; warm-up rounds are
 excluded; figures are medians over rounds. Two figures per contestant: ``block`` samples/s (wall time of
-the whole call: sttrl's snapshot, HF's per-call setup included) and ``step`` samples/s (median time of
-one optimizer step inside the block: the steady-state cost). sttrl's snapshot overhead is the block wall
-time minus its training loop (``BlockResult.seconds``), reported separately.
+the whole call: HF's per-call setup included) and ``step`` samples/s (median time of one optimizer step
+inside the block: the steady-state cost). sttrl's block overhead is the block wall time minus its
+training loop (``BlockResult.seconds``), reported separately.
 
 ``--profile`` adds cProfile and torch.profiler tables of one sttrl block and one bare block
 (``benchmarks/out/train_throughput-profile.txt``).
@@ -100,10 +101,11 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
     return block
 
 
-def make_sttrl(trainer, hp, device):
+def make_sttrl(trainer, hp, device, rollback):
     def block(k_steps: int) -> dict[str, Any]:
         infos = []
-        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append), device)
+        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback),
+                                 device)
         steps = [hp.batch_size * hp.grad_accum / i.samples_per_s for i in infos]
         step = statistics.median(steps) if steps else float("nan")
         return {"wall_s": wall, "samples_per_s_block": res.samples / wall if wall else 0.0,
@@ -245,18 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  features of {len(set(needed))} training utterances cached in {t_feat:.1f} s (outside the timings)")
 
     tmp = tempfile.TemporaryDirectory(prefix="sttrl-bench-hf-")
-    contestants = {"sttrl": make_sttrl(trainer, hp, device),
+    rollback = common.disk_rollback(trainer, Path(tmp.name) / "sttrl-rollback")
+    contestants = {"sttrl": make_sttrl(trainer, hp, device, rollback),
                    "bare": make_bare(bare_model, trainer, store, hp, device, autocast, clip)}
     if hf_model is not None:
         contestants["hf"] = make_hf(hf_model, trainer, store, hp, device, dtype, clip, tmp.name)
     results = common.interleaved({n: (lambda f=f: f(k_steps)) for n, f in contestants.items()}, reps, args.warmup)
-
-    # Snapshot alone (what train_block pays before its loop), timed after the rounds.
-    snap_times = []
-    for _ in range(max(3, reps)):
-        dt, snap = common.timed(trainer.snapshot, device)
-        snap_times.append(dt)
-        del snap
 
     summary: dict[str, Any] = {}
     for name, rows in results.items():
@@ -268,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
             "step": common.paired_ratio(results["sttrl"], results[other], "samples_per_s_step"),
         }
     statuses = [r.get("status") for r in results["sttrl"]]
-    snap = common.summarize(snap_times)
     block_wall = summary["sttrl"]["wall_s"]["median"]
     overhead = summary["sttrl"]["overhead_s"]["median"]
 
@@ -284,9 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     table = common.markdown_table(
         ["contestant", "block samples/s", "step samples/s", "s/step", "sttrl ÷ this (block)", "sttrl ÷ this (step)",
          "target"], rows)
-    table += (f"\n\nsttrl block overhead (wall − training loop: snapshot of model + optimizer, freezing, "
-              f"divergence check): {overhead:.3f} s per {k_steps}-step block = {100 * overhead / block_wall:.1f} % of the "
-              f"block; `Trainer.snapshot()` alone: {snap['median']:.3f} s (median of {snap['n']}).")
+    table += (f"\n\nsttrl block overhead (wall − training loop: freezing, divergence check): {overhead:.3f} s per "
+              f"{k_steps}-step block = {100 * overhead / block_wall:.1f} % of the block.")
     table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, batch {hp.batch_size}, {k_steps} steps/block, "
               f"median of {reps} interleaved rounds after {args.warmup} warm-up; {common.describe_machine(info)}.")
     if any(s != "ok" for s in statuses):
@@ -295,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"machine": info, "preset": st["preset"], "device": str(device), "dtype": dtype,
                "hyperparams": hp.to_dict(), "steps_per_block": k_steps, "reps": reps, "warmup": args.warmup,
                "summary": summary, "ratios": ratios, "targets": targets, "sttrl_statuses": statuses,
-               "snapshot_seconds": snap, "sttrl_block_overhead_seconds": overhead,
+               "sttrl_block_overhead_seconds": overhead,
                "sttrl_block_overhead_share": overhead / block_wall, "rounds": results}
     if args.profile:
         ppath = common.out_path(args, NAME).with_name(f"{NAME}{'-quick' if quick else ''}-profile.txt")

@@ -129,5 +129,7 @@ def judge_lines(report: dict[str, Any] | None) -> list[str]:
         lines.append(f"judge (hidden domain {report.get('hidden_domain')}): WER {_f(report['wer'])} "
                      f"CER {_f(report['cer'])} score {report['score']:.1f}")
     else:
-        lines.append("judge: not scored (the final checkpoint failed its integrity checks)")
+        failed = [name for name, c in (report.get("checks") or {}).items() if not c["passed"]]
+        measured = f", WER {_f(report['wer'])} measured but not trustworthy" if report.get("wer") is not None else ""
+        lines.append(f"judge: not scored (failed: {', '.join(failed) or 'unknown'}{measured})")
     return lines

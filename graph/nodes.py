@@ -219,7 +219,11 @@ def judge(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     live.drop_episode_runtime(state["thread_id"])
     live.drop_controller(state["thread_id"])
     release_memory(collect=True)
-    report = judge_mod.judge(run_dir, progress=_ctx(runtime).progress, hf_token=live.hf_token())
+    from sttrl.integrity import expected_from_state
+
+    # the judge checks the run directory against what it cannot rewrite: this state's hashes and records
+    expected = expected_from_state({**state, "final": final, "records": records})
+    report = judge_mod.judge(run_dir, progress=_ctx(runtime).progress, expected=expected, hf_token=live.hf_token())
     _plot(state, records)
     summary = {k: report.get(k) for k in JUDGE_SUMMARY_KEYS}
     _emit({"type": "judge", "wer": report["wer"], "cer": report["cer"], "score": report["score"],

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
             stack.enter_context(thread_lease(target, thread_id))
             return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
     except SttrlError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print(f"interrupted; resume with: {hint}", highlight=False)

@@ -83,6 +83,11 @@ class HubDataConfig(_Strict):
     validation_split: str = Field("dev", description="Hub split used for validation (avoids speaker leakage).")
     hidden_split: str = "test"
     max_shards_per_split: int | None = Field(None, ge=1)
+    strict: bool = Field(
+        False,
+        description="A manifest row whose audio file is missing from its archive is an error (default: the row is "
+        "dropped and every load reports the count and the first ids).",
+    )
 
 
 class DataConfig(_Strict):
@@ -146,10 +151,14 @@ class TrainConfig(_Strict):
         2.0,
         gt=1.0,
         description="A block diverges when the mean loss of its last quarter exceeds this times the "
-        "reference loss (the previous good block's mean, else the first quarter of this block).",
+        "reference loss (the previous good block's mean, else the starting loss measured at setup).",
     )
     memory_budget_gb: float | None = Field(
-        None, gt=0.0, description="CPU: a measured peak RSS above this is an OOM transition. GPU: real OOM."
+        None,
+        gt=0.0,
+        description="CPU: a training-memory peak above this many GB is an OOM transition; the peak counts tensor "
+        "bytes (parameters, gradients, optimizer state and the activations saved for backward), not process RSS, "
+        "so a resume replays it exactly. A real allocation failure is an OOM transition too. GPU: real OOM only.",
     )
     eval_batch_size: int = Field(16, ge=1, le=1024)
     max_eval_utterances: int | None = Field(None, ge=1, description="Validation utterances scored per evaluation.")

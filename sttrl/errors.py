@@ -1,9 +1,14 @@
-"""Typed exceptions raised by sttrl. The CLIs turn each into one clear line and a non-zero exit."""
+"""Typed exceptions raised by sttrl. The CLIs turn each into one clear line and a non-zero exit.
+
+Every user-facing error derives from ``ValueError``: the LangGraph server passes the message of
+built-in exception types through to its clients and hides any other class behind
+"An internal error occurred".
+"""
 
 from __future__ import annotations
 
 
-class SttrlError(Exception):
+class SttrlError(ValueError):
     """Base class of every error sttrl raises on purpose."""
 
 
@@ -33,3 +38,11 @@ class CheckpointError(SttrlError):
 
 class HiddenSplitAccessError(SttrlError):
     """Code other than the judge tried to open the hidden split."""
+
+
+class RunDirectoryError(SttrlError):
+    """A run directory cannot be created or written (read-only, no permission, not a directory)."""
+
+
+class OutOfMemoryError(SttrlError):
+    """The process ran out of memory outside a training block and cannot continue; the message says how to resume."""

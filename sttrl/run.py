@@ -82,9 +82,20 @@ def main(argv: list[str] | None = None) -> int:
             if report["scored"]:
                 console.print(f"judge ({report['hidden_domain']}, hidden): WER {report['wer']:.3f} CER {report['cer']:.3f} "
                               f"score {report['score']:.1f}")
+            else:  # any failed check: the WER is not trustworthy (sttrl.judge)
+                console.print("judge: not scored (a check failed)")
+                return 1
     except SttrlError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocation failure outside a training block: one line
+        from sttrl.faults import is_allocation_failure, resume_line
+
+        if not is_allocation_failure(exc):
+            raise
+        again = f"python -m sttrl.run {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+        print(resume_line(exc, again + ("" if args.run_dir else " --run-dir <the run directory above>")), file=sys.stderr)
+        return 3
     return 0
 
 

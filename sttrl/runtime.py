@@ -33,7 +33,9 @@ from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.engines import engine_label, evaluate_with
 from sttrl.evaluate import EvalResult
+from sttrl.faults import ensure_writable_dir
 from sttrl.features import FeatureStore
+from sttrl.integrity import final_file_hashes, sign_record
 from sttrl.io import atomic_write_json, sha256_file
 from sttrl.memory import limit_arenas, release_memory, torch_thread
 from sttrl.model import LoadedModel, load_model
@@ -85,8 +87,7 @@ class EpisodeRuntime:
     ) -> None:
         """``hf_token`` (resolved by the entry point, never stored) is needed for hub models and data only."""
         limit_arenas()  # before this run's threads allocate (see sttrl.memory); entry points call it earlier
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = ensure_writable_dir(Path(run_dir))  # one clear line when it is read-only or not a directory
         record_path = self.run_dir / RUN_RECORD
         if record_path.is_file():  # resume: the config the run started with wins
             record = json.loads(record_path.read_text())
@@ -129,6 +130,7 @@ class EpisodeRuntime:
     def _start_record(self) -> None:
         self.cfg.save(self.run_dir / "config.yaml")
         self.loaded.processor.save_pretrained(self.run_dir / "processor")
+        self.trainer.state.reference_loss = self.probe_loss()  # a first block's divergence reference (sttrl.trainer)
         path = self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None})
         self.record = {
             "run_id": self.run_id,
@@ -148,6 +150,7 @@ class EpisodeRuntime:
         self.write_record()
 
     def write_record(self) -> None:
+        self.record["signature"] = sign_record(self.record)  # the judge verifies it with a key outside run_dir
         atomic_write_json(self.run_dir / RUN_RECORD, self.record)
 
     def initial_hp(self) -> Hyperparams:
@@ -303,6 +306,8 @@ class EpisodeRuntime:
             "sha256": sha256_file(final / "model.safetensors"),
             "block": self.block,
             "global_step": self.trainer.state.global_step,
+            "files": final_file_hashes(final),  # config.json too: the judge loads it
+            "saved": time.time(),  # ends the window in which a hidden-split access fails the judge
         }
         self.record["final"] = info
         self._record_opened_splits()

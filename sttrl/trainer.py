@@ -13,7 +13,10 @@ at its peak (after the forward pass): parameters, gradients, optimizer state and
 autograd saved for backward, counted through ``saved_tensors_hooks``. Unlike process RSS, this is
 the same in a resumed process, so OOM transitions replay exactly.
 - ``diverged``: the mean loss of the block's last quarter exceeds ``train.divergence_ratio`` times
-  the reference loss: the previous good block's mean loss, or (first block) this block's first quarter.
+  the reference loss: the previous good block's mean loss, or (first block) the starting loss measured
+  at setup (``TrainerState.reference_loss``, saved in block 0's checkpoint so a resume decides the same).
+- ``oom`` also covers a real allocation failure on CPU: torch's ``DefaultCPUAllocator`` error (a plain
+  ``RuntimeError``; torch has no CPU out-of-memory type) or Python's ``MemoryError`` (see sttrl.faults).
 
 Data order derives from (seed, cursor): epoch ``e`` is ``default_rng([seed, e]).permutation(N)``
 and the cursor counts samples consumed, so a resumed run draws exactly the same batches.
@@ -21,12 +24,11 @@ and the cursor counts samples consumed, so a resumed run draws exactly the same 
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from sttrl.actions import Hyperparams
 from sttrl.config import TrainConfig
 from sttrl.errors import CheckpointError, IntegrityError
+from sttrl.faults import allocation_message, is_allocation_failure
 from sttrl.features import FeatureStore
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.memory import release_memory
@@ -82,8 +85,7 @@ class BlockResult:
 class TrainerState:
     global_step: int = 0
     cursor: int = 0  # training samples consumed
-    reference_loss: float | None = None  # the last good block's mean loss (divergence rule)
-    extra: dict = field(default_factory=dict)
+    reference_loss: float | None = None  # divergence rule: the last good block's mean loss, else the starting loss
 
 
 class _MemoryBudgetExceeded(Exception):
@@ -137,21 +139,6 @@ class Trainer:
             out.extend(int(i) for i in perm[offset : offset + take])
             pos += take
         return out
-
-    # ----- rollback ---------------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        return {
-            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "state": copy.deepcopy(self.state),
-            "rng": torch.get_rng_state(),
-        }
-
-    def restore(self, snap: dict) -> None:
-        self.model.load_state_dict(snap["model"])
-        self.optimizer.load_state_dict(snap["optimizer"])
-        self.state = copy.deepcopy(snap["state"])
-        torch.set_rng_state(snap["rng"])
 
     # ----- memory -----------------------------------------------------------------------------
     def _state_bytes(self) -> int:
@@ -264,21 +251,20 @@ class Trainer:
         hp: Hyperparams,
         n_steps: int,
         on_step: Callable[[StepInfo], None] | None = None,
-        snapshot: dict | None = None,
-        rollback: Callable[[], None] | None = None,
+        *,
+        rollback: Callable[[], None],
         done_losses: list[float] | None = None,
         on_checkpoint: Callable[[list[float]], None] | None = None,
         checkpoint_every: int = 0,
     ) -> BlockResult:
-        """Train ``n_steps`` optimizer steps; on a fault, call ``rollback`` (e.g. reload the previous
-        checkpoint from disk) or restore ``snapshot`` (default: an in-memory copy taken now).
+        """Train ``n_steps`` optimizer steps; on a fault, call ``rollback`` (reload the block's starting
+        checkpoint from disk: model, optimizer, RNG and cursor).
 
         ``done_losses`` are the losses of steps already trained in this block before a restart;
         ``on_checkpoint(losses)`` is called every ``checkpoint_every`` steps to save progress.
         """
         self.model.train()
         set_frozen_layers(self.model, hp.freeze_layers)
-        snap = None if rollback is not None else (snapshot if snapshot is not None else self.snapshot())
         losses = list(done_losses or [])
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -294,10 +280,10 @@ class Trainer:
             except _MemoryBudgetExceeded as exc:
                 status, note, peak = "oom", str(exc), max(peak, exc.peak)
                 break
-            except (torch.OutOfMemoryError, RuntimeError) as exc:
-                if not isinstance(exc, torch.OutOfMemoryError) and "out of memory" not in str(exc).lower():
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+                if not is_allocation_failure(exc):
                     raise
-                status, note = "oom", f"out of memory: {str(exc).splitlines()[0][:200]}"
+                status, note = "oom", f"out of memory: {allocation_message(exc)}"
                 peak = max(peak, self.memory_gb())
                 break
             peak = max(peak, step_peak)
@@ -316,6 +302,7 @@ class Trainer:
                 on_checkpoint(losses)
         if status == "ok" and losses:
             q = max(1, len(losses) // 4)
+            # a trainer used without a runtime (benchmarks) has no starting loss: fall back to the first quarter
             ref = self.state.reference_loss if self.state.reference_loss is not None else float(np.mean(losses[:q]))
             tail = float(np.mean(losses[-q:]))
             if len(losses) >= 2 or self.state.reference_loss is not None:
@@ -329,10 +316,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if rollback is not None:
-                rollback()
-            else:
-                self.restore(snap)
+            release_memory(collect=status == "oom")  # a failed step's buffers go back before the reload allocates
+            rollback()
             kept = 0
         else:
             kept = len(losses)
@@ -388,7 +373,7 @@ class Trainer:
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         t = record["trainer"]
-        self.state = TrainerState(t["global_step"], t["cursor"], t["reference_loss"], t.get("extra", {}))
+        self.state = TrainerState(t["global_step"], t["cursor"], t["reference_loss"])
         return record["meta"]
 
 

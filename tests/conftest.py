@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ import torch
 from sttrl.config import Config, load_config
 
 torch.set_num_threads(2)
+
+# The judge key and the hidden-split access log live outside run directories (sttrl.integrity): tests use a
+# folder of their own, never the developer's ~/.local/share/sttrl; subprocesses inherit it.
+os.environ["STTRL_HOME"] = tempfile.mkdtemp(prefix="sttrl-home-")
+os.environ.pop("STTRL_JUDGE_KEY", None)
 
 
 @pytest.fixture(scope="session")

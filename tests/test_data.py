@@ -27,6 +27,7 @@ from sttrl.data import grammar, synth, synthetic
 from sttrl.data.corpus import templates, vocabulary, words
 from sttrl.data.splits import is_validation, read_manifest
 from sttrl.errors import DataError, HiddenSplitAccessError, IntegrityError, SystemDependencyError
+from sttrl.io import sha256_text
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
 
@@ -181,7 +182,7 @@ def test_manifest_lists_hashes_but_no_hidden_text(built: tuple[DataConfig, Speec
     cfg, data, _ = built
     manifest = read_manifest(data.manifest_path)
     raw = data.manifest_path.read_text()
-    hidden_texts = [p.text for p in synthetic.plan_hidden(cfg)]
+    hidden_texts = [p.text for p in synthetic.plan_hidden(cfg, "test")]
     assert not any(text in raw for text in hidden_texts)
     hidden = manifest["splits"]["hidden"]
     assert hidden["domain"] == "government" and hidden["count"] == 6
@@ -218,9 +219,10 @@ def test_hidden_split_mismatch_with_manifest_is_an_integrity_error(built: tuple[
 
 def test_splits_are_deterministic_disjoint_and_capped() -> None:
     cfg = DataConfig(sentences_per_domain=200)
-    hidden = synthetic.plan_hidden(cfg)
-    first = synthetic.plan_episode(cfg, {p.text.lower() for p in hidden})
-    again = synthetic.plan_episode(cfg, {p.text.lower() for p in hidden})
+    hidden = synthetic.plan_hidden(cfg, "test")
+    lowered = {sha256_text(p.text.lower()) for p in hidden}
+    first = synthetic.plan_episode(cfg, lowered)
+    again = synthetic.plan_episode(cfg, lowered)
     assert first == again
     ids = {name: [p.uid for p in items] for name, items in first.items()}
     check_disjoint({**ids, "hidden": [p.uid for p in hidden]})
@@ -241,7 +243,7 @@ def test_relative_cache_dir_and_general_data(tmp_path: Path, monkeypatch: pytest
     assert len(general) == 4 and {u.domain for u in general} == {"general"}
     assert {u.speaker for u in general} <= {"sw+f2", "sw+m3"}
     assert all(u.audio_path.is_absolute() and u.audio_path.is_relative_to(tmp_path / "rel-cache") for u in general)
-    hidden_texts = {p.text for p in synthetic.plan_hidden(cfg)}
+    hidden_texts = {p.text for p in synthetic.plan_hidden(cfg, "test")}
     assert not {u.text for u in general} & hidden_texts
     with pytest.raises(DataError, match="unknown espeak-ng voice"):
         build_general_data(cfg, 2, ["sw+bogus"], progress=False)

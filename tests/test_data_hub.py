@@ -145,6 +145,36 @@ def test_afrivoice_missing_field_folder_and_archive(afrivoice: tuple[Path, dict[
         load_hidden_split(_cfg(broken, tmp_path / "c3"), progress=False)
 
 
+def test_missing_audio_rows_are_reported_on_every_load_and_strict_makes_them_an_error(
+        afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    repo, _ = afrivoice
+    gappy = tmp_path / "gappy"
+    shutil.copytree(repo, gappy)
+    manifest = gappy / "health_swahili_train" / "manifest_1.jsonl"
+    row = {"audio_filepath": "recordings/sw/heatrain999.webm", "transcription": "Hakuna sauti hapa kabisa.",
+           "key": "heatrain999", "duration": 2.0, "category": "health", "locale": "sw_KE"}
+    manifest.write_text(manifest.read_text() + json.dumps(row) + "\n")
+    cfg = _cfg(gappy, tmp_path / "cache")
+    for _ in range(2):  # decoded, then from the cache: reported both times
+        data = build_speech_data(cfg, progress=False)
+        err = capfd.readouterr().err
+        assert "1 manifest row(s) have no audio in their archive, first: health-heatrain999" in err, err
+        assert "health-heatrain999" not in {u.uid for u in data.split("train") + data.split("validation")}
+    with pytest.raises(DataError, match=r"1 manifest row\(s\) have no audio .* health-heatrain999 .*data.hub.strict=true"):
+        build_speech_data(_cfg(gappy, tmp_path / "cache", strict=True), progress=False)
+
+
+def test_replaced_archive_is_not_served_from_the_cache(afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    repo, _ = afrivoice
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    cfg = _cfg(copy, tmp_path / "cache")
+    build_speech_data(cfg, progress=False)
+    (copy / "health_swahili_train" / "audio" / "audio_1.tar.xz").write_bytes(b"not an xz archive any more")
+    with pytest.raises(DataError, match=r"health_swahili_train/audio/audio_1.tar.xz: not a readable .tar.xz archive"):
+        build_speech_data(cfg, progress=False)
+
+
 # ------------------------------------------------------------------ column layout
 
 

@@ -98,3 +98,26 @@ def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_ca
     assert json.loads((run_dir / "judge.json").read_text())["wer"] == values["judge"]["wer"]
     assert len((run_dir / "trajectory.jsonl").read_text().splitlines()) == values["step"]
     print(f"\nStudio server episode: {seconds:.1f} s, {len(custom)} custom events, thread {thread['thread_id']}")
+
+
+def test_server_clients_see_sttrl_error_messages(server, data_cache, tmp_path):
+    """Invalid input through langgraph-sdk: the client gets sttrl's one-line message, not "An internal error occurred"."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    base = [f"data.cache_dir={data_cache}", f"run.out_dir={tmp_path / 'runs'}"]
+    cases = {
+        "preset": ({"preset": "nope", "overrides": base}, "nope"),
+        "lr": ({"preset": "debug", "overrides": [*base, "train.lr=-1"]}, "train.lr"),
+        "agent": ({"preset": "debug", "agent": "nope", "overrides": base}, "unknown agent"),
+        "config file": ({"preset": "debug", "config_file": str(tmp_path / "missing.yaml"), "overrides": base},
+                        "missing.yaml"),
+    }
+    for name, (inp, expected) in cases.items():
+        thread = client.threads.create()
+        errors = [part.data for part in client.runs.stream(thread["thread_id"], "sttrl", input=inp,
+                                                           stream_mode=["updates"]) if part.event == "error"]
+        assert len(errors) == 1, (name, errors)
+        err = errors[0]
+        assert "internal error" not in err["message"].lower(), (name, err)
+        assert expected in err["message"], (name, err)

@@ -151,3 +151,16 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(make_config, tmp_path, d
     assert second["sha"] == straight["sha"]
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert record["opened_splits"] == ["train", "validation"]
+
+
+def test_collapse_in_the_first_block_is_detected_against_the_starting_loss(make_config, tmp_path):
+    """lr 0.2 on debug: the loss jumps from 4.4 to 16 within two steps; the block's own first quarter already
+    holds the collapse, the starting loss measured at setup does not."""
+    rt = EpisodeRuntime(make_config("train.lr=0.2", "train.lr_max=1.0", "env.steps_per_action=8"), tmp_path / "run",
+                        progress=False)
+    start = read_checkpoint_record(tmp_path / "run" / "checkpoints" / "block-0000")["trainer"]["reference_loss"]
+    assert start == pytest.approx(rt.probe_loss())  # measured at setup, saved with block 0 (resume decides the same)
+    before = weights(rt.loaded.model)
+    res = rt.train_block(1, rt.initial_hp())
+    assert res.status == "diverged" and f"reference {start:.3f}" in res.note
+    assert same(before, weights(rt.loaded.model)) and rt.trainer.state.global_step == 0

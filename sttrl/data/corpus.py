@@ -233,16 +233,17 @@ def fill_template(domain: str, template: str, rng: random.Random) -> str:
     return _tidy(_Filler(_sections(domain), rng, tense, domain).fill(body))
 
 
-def generate_sentences(domain: str, n: int, seed: int = 0) -> list[str]:
+def generate_sentences(domain: str, n: int, seed: int = 0, *, salt: str = "") -> list[str]:
     """``n`` distinct sentences of ``domain`` (4–14 words, numbers in words), deterministic in ``seed``.
 
-    Templates are used in shuffled rounds, so every template contributes about equally.
+    Templates are used in shuffled rounds, so every template contributes about equally. ``salt`` (the hidden
+    split's, derived from the judge key: sttrl.data.hidden) draws a stream public arguments cannot reach.
     """
     if n < 0:
         raise DataError(f"generate_sentences: n must be >= 0, got {n}")
     sections = _sections(domain)
     pool = [e.text for e in sections["templates"]]
-    rng = random.Random(f"sttrl-corpus:{domain}:{seed}")
+    rng = random.Random(f"sttrl-corpus:{domain}:{seed}" + (f":{salt}" if salt else ""))
     out: list[str] = []
     seen: set[str] = set()
     order: list[str] = []

@@ -8,9 +8,11 @@ from typing import Any, Literal, Sequence
 from sttrl.config import DataConfig
 from sttrl.data import hub, synthetic
 from sttrl.data.corpus import lexicon_fingerprint
+from sttrl.data.hidden import record_access
 from sttrl.data.splits import check_disjoint, config_fingerprint, manifest_path, read_manifest, write_manifest
 from sttrl.data.types import Utterance
 from sttrl.errors import DataError, HiddenSplitAccessError, IntegrityError
+from sttrl.integrity import key_fingerprint
 from sttrl.io import atomic_write_json, sha256_text
 
 EPISODE_SPLITS = ("train", "validation")
@@ -48,9 +50,13 @@ class SpeechData:
         return f"SpeechData({sizes}, manifest={self.manifest_path})"
 
 
-def _fingerprint(cfg: DataConfig) -> str:
-    extra = {"lexicon": lexicon_fingerprint()} if cfg.source == "synthetic" else {}
+def data_fingerprint(cfg: DataConfig) -> str:
+    """What decides the data's content; the synthetic hidden sentences depend on the judge key's fingerprint."""
+    extra = {"lexicon": lexicon_fingerprint(), "judge_key": key_fingerprint()} if cfg.source == "synthetic" else {}
     return config_fingerprint(cfg, extra)
+
+
+_fingerprint = data_fingerprint
 
 
 def _rows(utterances: Sequence[Utterance]) -> list[dict[str, Any]]:
@@ -78,8 +84,8 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
     fingerprint = _fingerprint(cfg)
     stats: dict[str, Any] = {"source": cfg.source, "fingerprint": fingerprint}
     if cfg.source == "synthetic":
-        hidden_plan = synthetic.plan_hidden(cfg)
-        plan = synthetic.plan_episode(cfg, {p.text.lower() for p in hidden_plan})
+        hidden_plan = synthetic.hidden_listing(cfg)
+        plan = synthetic.plan_episode(cfg, {lower for _, _, lower in hidden_plan})
         splits: dict[str, list[Utterance]] = {}
         synth_stats = []
         for name in EPISODE_SPLITS:
@@ -90,11 +96,11 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
             "listed": True,
             "note": "ids and text hashes before the duration filter; no text, no audio",
             "count": len(hidden_plan),
-            "utterances": [{"id": p.uid, "text_sha256": sha256_text(p.text)} for p in hidden_plan],
+            "utterances": [{"id": uid, "text_sha256": text_hash} for uid, text_hash, _ in hidden_plan],
         }
         stats["synthesis"] = _merge_synth_stats(synth_stats)
-        hidden_ids = [p.uid for p in hidden_plan]
-        hidden_hashes = [sha256_text(p.text.lower()) for p in hidden_plan]
+        hidden_ids = [uid for uid, _, _ in hidden_plan]
+        hidden_hashes = [lower for _, _, lower in hidden_plan]
     else:
         splits = {name: hub.load_hub_split(cfg, name, progress, token) for name in EPISODE_SPLITS}
         hidden_section = {"domain": cfg.hidden_domain, "listed": False,
@@ -131,13 +137,18 @@ def _merge_synth_stats(parts: list[dict[str, float]]) -> dict[str, float]:
 
 
 def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None = None) -> list[Utterance]:
-    """The hidden test split (judge only): synthesizes or loads the hidden domain and checks it against the manifest."""
+    """The hidden test split (judge only): synthesizes or loads the hidden domain and checks it against the manifest.
+    ``token``: the HF token the entry point resolved (hub data only).
+
+    Every call is logged beside the judge key (sttrl.data.hidden); outside ``judge_access`` it fails the
+    judge's ``hidden_split_untouched`` for any run of the same data live at that moment."""
     fingerprint = _fingerprint(cfg)
     if cfg.source == "synthetic":
-        plan = synthetic.plan_hidden(cfg)
+        plan = synthetic.plan_hidden(cfg, fingerprint)  # logged: see sttrl.data.hidden
         _verify_against_manifest(cfg, fingerprint, [(p.uid, sha256_text(p.text)) for p in plan])
         utterances, _ = synthetic.synthesize_planned(plan, cfg, cfg.voices, progress, "synthesizing hidden")
     else:
+        record_access(fingerprint, "hidden split loaded")
         utterances = hub.load_hub_split(cfg, "hidden", progress, token)
         _verify_against_manifest(cfg, fingerprint, [(u.uid, sha256_text(u.text)) for u in utterances])
     if not utterances:
@@ -170,7 +181,7 @@ def build_general_data(cfg: DataConfig, n: int, voices: list[str], progress: boo
     """``n`` general-domain utterances (everyday speech) for pretraining a base model; never hidden sentences."""
     if n < 1:
         raise DataError(f"build_general_data: n must be >= 1, got {n}")
-    hidden_texts = {p.text.lower() for p in synthetic.plan_hidden(cfg)} if cfg.source == "synthetic" else set()
-    plan = synthetic.general_sentences(n, cfg.seed, hidden_texts)
+    hidden = {lower for _, _, lower in synthetic.hidden_listing(cfg)} if cfg.source == "synthetic" else set()
+    plan = synthetic.general_sentences(n, cfg.seed, hidden)
     utterances, _ = synthetic.synthesize_planned(plan, cfg, voices, progress, "synthesizing general")
     return utterances

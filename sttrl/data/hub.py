@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from sttrl.errors import DataError
 from sttrl.io import atomic_write_json, sha256_file
 
 Role = Literal["train", "validation", "hidden"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: archive identity in the key, missing rows by id
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -52,14 +53,29 @@ def _cache_root(cfg: DataConfig) -> Path:
 
 def load_hub_split(cfg: DataConfig, role: Role, progress: bool = True, token: str | None = None) -> list[Utterance]:
     """Utterances of one role, decoded and cached, filtered to min/max_seconds, hash-ordered and capped.
-    ``token`` is the HF token the entry point resolved (gated datasets need one)."""
+    ``token`` is the HF token the entry point resolved (gated datasets need one).
+
+    Manifest rows whose audio is missing from their archive are reported on every load (count and first ids,
+    one line on stderr) and dropped, or raise a DataError with ``data.hub.strict``."""
     split, domains, limit = _role_plan(cfg, role)
     if cfg.hub.layout == "afrivoice":
-        items = _load_afrivoice(cfg, split, domains, progress, token)
+        items, missing = _load_afrivoice(cfg, split, domains, progress, token)
+        _report_missing(cfg, split, missing)
     else:
         items = _load_columns(cfg, split, domains, progress, token)
     kept = [u for u in items if cfg.min_seconds <= u.duration <= cfg.max_seconds]
     return cap(hash_order(kept, key=lambda u: u.uid), limit)
+
+
+def _report_missing(cfg: DataConfig, split: str, missing: list[str]) -> None:
+    if not missing:
+        return
+    where = str(cfg.hub.local_dir) if cfg.hub.local_dir is not None else f"hub dataset {cfg.hub.repo}"
+    text = (f"{where} split {split!r}: {len(missing)} manifest row(s) have no audio in their archive, first: "
+            f"{', '.join(missing[:5])}")
+    if cfg.hub.strict:
+        raise DataError(f"{text} (data.hub.strict=true; set it to false to drop them)")
+    print(f"warning: {text}; dropped (data.hub.strict=true makes this an error)", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- afrivoice layout
@@ -166,16 +182,26 @@ def _speaker(record: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) -> list[Utterance]:
+def _identity(path: Path) -> list[int]:
+    """An archive's identity in the cache key: size and modification time (ns); a replaced file changes it."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) -> tuple[list[Utterance], list[str]]:
+    """The shard's utterances and the ids of manifest rows whose audio is missing from the archive."""
     manifest_path = files.fetch(shard.manifest)
     manifest_hash = sha256_file(manifest_path)
+    archive = files.fetch(shard.archive)
+    archive_id = _identity(archive)
     out_dir = root / shard.folder
     window = [cfg.min_seconds, cfg.max_seconds, cfg.hub.text_column]
     marker = out_dir / f"shard_{shard.index}.json"
+    key = (manifest_hash, archive_id, CACHE_VERSION, window)
     if marker.is_file():
         cached = json.loads(marker.read_text())
-        if (cached.get("manifest_sha256"), cached.get("version"), cached.get("window")) == (manifest_hash, CACHE_VERSION, window):
-            return [Utterance.from_json(u) for u in cached["utterances"]]
+        if (cached.get("manifest_sha256"), cached.get("archive"), cached.get("version"), cached.get("window")) == key:
+            return [Utterance.from_json(u) for u in cached["utterances"]], list(cached.get("missing_audio", []))
     label = f"{files.where}/{shard.manifest}"
     text_field = cfg.hub.text_column
     records = _read_manifest(manifest_path, label, text_field)
@@ -187,7 +213,6 @@ def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) ->
         if str(record[text_field]).strip():
             by_name[PurePosixPath(str(record["audio_filepath"])).name] = record
     utterances: list[Utterance] = []
-    archive = files.fetch(shard.archive)
     try:
         with tarfile.open(archive, mode="r:xz") as tar:
             for member in tar:
@@ -204,26 +229,29 @@ def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) ->
                                             audio.size / SAMPLE_RATE, sha256_file(path), _speaker(record)))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{files.where}/{shard.archive}: not a readable .tar.xz archive: {exc}") from exc
-    atomic_write_json(marker, {"version": CACHE_VERSION, "manifest_sha256": manifest_hash, "window": window,
-                               "missing_audio": sorted(by_name),
+    missing = sorted(_uid(shard.domain, record) for record in by_name.values())
+    atomic_write_json(marker, {"version": CACHE_VERSION, "manifest_sha256": manifest_hash, "archive": archive_id,
+                               "window": window, "missing_audio": missing,
                                "utterances": [u.to_json() for u in utterances]})
-    return utterances
+    return utterances, missing
 
 
 def _load_afrivoice(cfg: DataConfig, split: str, domains: list[str], progress: bool,
-                    token: str | None) -> list[Utterance]:
+                    token: str | None) -> tuple[list[Utterance], list[str]]:
     files = _Files(cfg, token)
     shards = _find_shards(files.list(), domains, split, files.where, cfg.hub.max_shards_per_split)
     root = _cache_root(cfg)
     results: list[Utterance] = []
+    missing: list[str] = []
     with progress_bar(f"decoding {split} shards", total=len(shards), enabled=progress) as advance:
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            for part in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
+            for part, gone in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
                 results.extend(part)
+                missing.extend(gone)
                 advance()
     if not results:
         raise DataError(f"{files.where}: split {split!r} of domains {domains} yielded no usable clips")
-    return results
+    return results, missing
 
 
 # ---------------------------------------------------------------- columns layout

@@ -1,0 +1,96 @@
+"""Real allocation failures on CPU (an address-space limit on a real episode process) and an unwritable run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sttrl.faults import is_allocation_failure
+
+REPO = Path(__file__).resolve().parents[1]
+PEAK = r"""
+import runpy, sys
+sys.argv = ["sttrl.run", *sys.argv[1:]]
+try:
+    runpy.run_module("sttrl.run", run_name="__main__")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmPeak")][0])
+"""
+
+
+def _episode(tmp: Path, cache: Path, name: str, batch: int) -> list[str]:
+    return ["--preset", "debug", "--quiet", "--no-judge", "--run-dir", str(tmp / name),
+            "--set", f"data.cache_dir={cache}", "--set", f"run.out_dir={tmp}", "--set", "env.max_actions=2",
+            "--set", f"train.batch_size={batch}", "--set", "train.batch_max=64"]
+
+
+def _limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    def cap() -> None:  # what `prlimit --as=N` does, for this child only
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "sttrl.run", *args], cwd=REPO, capture_output=True, text=True,
+                          preexec_fn=cap, timeout=300)
+
+
+def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(10**13)  # 40 TB
+    assert type(info.value) is RuntimeError and is_allocation_failure(info.value)
+    assert is_allocation_failure(MemoryError()) and is_allocation_failure(torch.OutOfMemoryError("x"))
+    assert not is_allocation_failure(RuntimeError("shape mismatch")) and not is_allocation_failure(ValueError("x"))
+
+
+def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache, tmp_path):
+    """Calibrate: the address-space peak of a whole batch-4 episode. Under that peak + 160 MiB, batch 64's
+    activations cannot be allocated: the block is an ``oom`` transition, rolled back, and the episode ends
+    normally (measured here: batch 64 fails at 1100 MiB, a batch-4 episode peaks near 860 MiB)."""
+    calib = subprocess.run([sys.executable, "-c", PEAK, *_episode(tmp_path, data_cache, "calib", 4)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert calib.returncode == 0, calib.stderr[-2000:]
+    peak = int(calib.stdout.split()[-1]) * 1024
+    proc = _limited(_episode(tmp_path, data_cache, "limited", 64), peak + 160 * 2**20)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "limited" / "trajectory.jsonl").read_text().splitlines()]
+    first = records[0]
+    assert first["status"] == "oom" and "can't allocate memory" in first["train"]["note"], first["train"]
+    assert first["train"]["steps"] == 0 and first["reward"] < -1.0  # rolled back, penalised
+    assert (tmp_path / "limited" / "final" / "model.safetensors").is_file()
+
+    # Lower, an allocation fails where no transition is possible (evaluation, or the rollback's own reload):
+    # one line with the resume command and exit 3, no traceback (measured: batch 64 at 900 MiB).
+    for mib in (40, 0, -40):
+        low = _limited(_episode(tmp_path, data_cache, f"low{mib}", 64), peak + mib * 2**20)
+        if low.returncode == 0:
+            continue  # still enough memory for every transition: go lower
+        lines = [line for line in (low.stdout + low.stderr).splitlines() if line.strip()]
+        assert low.returncode == 3 and "Traceback" not in low.stderr, (low.stdout + low.stderr)[-3000:]
+        assert lines[-1].startswith("out of memory") and "resume with: python -m sttrl.run" in lines[-1], lines[-3:]
+        break
+    else:
+        pytest.fail("no limit down to the batch-4 peak - 40 MiB made the episode fail")
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "sysfs"])
+def test_unwritable_run_directory_is_one_line(data_cache, tmp_path, where):
+    """Both CLIs: exit 2 and one line naming the directory (tests run as root here, so chmod cannot make a
+    directory read-only: a path below a regular file, and sysfs, which refuses new entries even to root)."""
+    (tmp_path / "a-file").write_text("x")
+    run_dir = tmp_path / "a-file" / "run" if where == "under-a-file" else Path("/sys/sttrl-test-run")
+    common = ["--preset", "debug", "--quiet", "--set", f"data.cache_dir={data_cache}", "--set",
+              f"run.out_dir={tmp_path / 'runs'}"]
+    for cmd in (["sttrl.run", *common, "--run-dir", str(run_dir)],
+                ["graph.run", *common, "--run-dir", str(run_dir), "--thread-id", f"ro-{where}"]):
+        proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, capture_output=True, text=True, timeout=300)
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, (cmd[0], lines[-20:])
+        error = [line for line in lines if line.startswith("error")]
+        assert len(error) == 1 and "not writable" in error[0] and str(run_dir) in error[0], (cmd[0], lines)
