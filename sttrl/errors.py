@@ -33,3 +33,7 @@ class CheckpointError(SttrlError):
 
 class HiddenSplitAccessError(SttrlError):
     """Code other than the judge tried to open the hidden split."""
+
+
+class SinkError(SttrlError):
+    """A sink (object store, pre-signed URL) cannot be reached or written; the message never holds a credential."""

@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             if report["scored"]:
                 console.print(f"judge ({report['hidden_domain']}, hidden): WER {report['wer']:.3f} CER {report['cer']:.3f} "
                               f"score {report['score']:.1f}")
+        from sttrl.publish import publish_run, summary_line  # outward: sink + tracker, outcome in run.json
+
+        if line := summary_line(publish_run(env.run_dir)):
+            console.print(line, highlight=False, markup=False)
     except SttrlError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
