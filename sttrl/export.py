@@ -58,10 +58,10 @@ def run_metadata(run_record: dict[str, Any] | None, judge: dict[str, Any] | None
     sources = Counter(s.get("source") for s in steps if s.get("action") != "stop")
     model = cfg.get("model") or {}
     judge = judge or meta.get("judge") or {}
+    inst = meta.get("instance")
     return {
         "preset": meta.get("preset", cfg.get("preset")),
-        "instance": meta.get("instance") if meta.get("instance") is None else json.dumps(meta["instance"])
-        if not isinstance(meta.get("instance"), str) else meta["instance"],
+        "instance": inst if inst is None or isinstance(inst, str) else json.dumps(inst),  # instance sets: nullable
         "controller": meta.get("controller") or (sources.most_common(1)[0][0] if sources else None),
         "seed": meta.get("seed", (cfg.get("run") or {}).get("seed")),
         "model": meta.get("model") or (f"{model.get('source')}:{model.get('name') or 'builtin'}" if model else None),

@@ -278,12 +278,19 @@ def summary_line(status: dict[str, Any] | None) -> str | None:
         if sink.get("ok"):
             parts.append(f"sink {sink.get('url')}: {sink.get('uploaded', 0)} uploads, all sent")
         else:
-            parts.append(f"sink {sink.get('url')}: {sink.get('pending', '?')} uploads pending ({sink.get('last_error')}); "
+            why = str(sink.get("last_error") or "not sent in time").removeprefix(f"sink {sink.get('url')}: ")
+            parts.append(f"sink {sink.get('url')}: {sink.get('pending', '?')} uploads pending ({why}); "
                          "run python -m sttrl.sync RUN_DIR to catch up")
     tr = status.get("tracker")
     if tr:
         parts.append(f"tracker {tr['name']}: " + ("ok" if tr.get("ok") else f"failed ({tr.get('error')})"))
     return "; ".join(parts) or None
+
+
+def outward_line(run_dir: str | Path) -> str | None:
+    """The summary line of the outcome recorded in ``run_dir/run.json`` (None when nothing was configured)."""
+    record = _read_json(Path(run_dir) / "run.json") or {}
+    return summary_line(record.get("outward"))
 
 
 @atexit.register

@@ -13,7 +13,6 @@ carries a signature is given as ``env:VAR``. :func:`redact` is the only form of 
 from __future__ import annotations
 
 import json
-import os
 import re
 import urllib.error
 import urllib.parse
@@ -64,8 +63,10 @@ def check_sink_settings(url: str | None, options: dict[str, Any]) -> None:
 def resolve_url(url: str) -> str:
     """``env:VAR`` -> the variable's value; any other URL as given."""
     if url.startswith("env:"):
+        from sttrl.config import secret
+
         name = url[4:]
-        value = os.environ.get(name)
+        value = secret(name)  # the environment, else .env
         if not value:
             raise ConfigError(f"run.sink={url}: the environment variable {name} is not set")
         return value
