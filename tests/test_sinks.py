@@ -140,3 +140,17 @@ def test_sync_and_export_file_sink(make_config, tmp_path):
         assert ds.features["wer"].dtype == "float64" and ds[0]["lr_before"] > 0
         assert json.loads((out / "sttrl_export.json").read_text())["rows"] == n
     assert export_main([str(tmp_path / "nothing-here"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_sttrl_run_cli_publishes_and_prints_the_outcome(data_cache, tmp_path, capsys):
+    from sttrl.run import main
+
+    store = tmp_path / "store"
+    rc = main(["--preset", "debug", "--quiet", "--set", f"data.cache_dir={data_cache}", "--set",
+               f"run.out_dir={tmp_path / 'runs'}", "--set", f"run.sink={store.as_uri()}"])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"sink {store.as_uri()}: " in out and "all sent" in out
+    (run_id,) = [p.name for p in store.iterdir()]
+    assert {p.name for p in (store / run_id).iterdir()} >= {"steps", "judge.json", "trajectory.jsonl", "config.yaml",
+                                                            "run.json"}
+    assert json.loads((store / run_id / "run.json").read_text())["outward"]["sink"]["ok"]
