@@ -98,6 +98,8 @@ class ProgressDisplay:
             self.line(f"judge: WER {_f(ev['wer'])} CER {_f(ev['cer'])} score {ev['score']:.1f}")
         elif kind == "warning":
             self.line(f"warning: {ev['message']}")
+        elif kind == "outward":
+            self.line(ev["message"])
 
 
 def summary_table(values: dict[str, Any]) -> Table:

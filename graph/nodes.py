@@ -88,6 +88,14 @@ def _plot(state: EpisodeState, records: list[dict[str, Any]]) -> None:
         _emit({"type": "warning", "message": f"plot not written: {type(exc).__name__}: {exc}"})
 
 
+def _outward(run_dir: Path) -> None:
+    from sttrl.publish import publish_run, summary_line
+
+    line = summary_line(publish_run(run_dir))
+    if line:
+        _emit({"type": "warning" if "pending" in line or "failed" in line else "outward", "message": line})
+
+
 # ----- nodes -----------------------------------------------------------------------------------
 def setup(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
     """Resolve the config, check the agent (API key) before any training, build or restore the runtime,
@@ -225,6 +233,7 @@ def judge(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     expected = expected_from_state({**state, "final": final, "records": records})
     report = judge_mod.judge(run_dir, progress=_ctx(runtime).progress, expected=expected, hf_token=live.hf_token())
     _plot(state, records)
+    _outward(run_dir)  # sink + tracker: send the artifacts, record the outcome in run.json
     summary = {k: report.get(k) for k in JUDGE_SUMMARY_KEYS}
     _emit({"type": "judge", "wer": report["wer"], "cer": report["cer"], "score": report["score"],
            "scored": report["scored"], "passed_all_checks": report["passed_all_checks"]})

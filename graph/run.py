@@ -133,6 +133,10 @@ def print_summary(console: Console, values: dict[str, Any]) -> None:
     if run_dir:
         console.print(f"files: {run_dir}/trajectory.jsonl, judge.json, plot.png, config.yaml", highlight=False,
                       markup=False)
+        from sttrl.publish import outward_line  # sink / tracker outcome recorded in run.json
+
+        if line := outward_line(run_dir):
+            console.print(line, highlight=False, markup=False)
 
 
 def quiet_library_bars() -> None:

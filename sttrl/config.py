@@ -224,11 +224,40 @@ class AgentConfig(_Strict):
 
 
 class RunConfig(_Strict):
+    """Seed, output, device, and where trajectories go outward (sink, tracker)."""
+
     seed: int = Field(0, ge=0, le=2**31 - 1)
     out_dir: Path = Path("runs")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype (bf16 autocast on CUDA).")
     threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads; null = torch's default.")
+    # Trajectories outward (sttrl.sinks, sttrl.tracking): see README "Sinks" and "Experiment tracking".
+    sink: str | None = Field(
+        None,
+        description="Where step records and run artifacts are uploaded: any fsspec URL (s3://bucket/prefix, gs://…, "
+        "file:///dir, memory://prefix), a pre-signed HTTP PUT URL template, or env:VAR to read the URL from an "
+        "environment variable (for URLs that carry a signature). null = no upload.",
+    )
+    sink_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options without secrets (e.g. {client_kwargs: {endpoint_url: …}}); credentials "
+        "come from the environment (AWS_ACCESS_KEY_ID…).",
+    )
+    sink_flush_seconds: float = Field(60.0, ge=0.0, le=3600.0,
+                                      description="How long the end of a run waits for pending uploads.")
+    tracker: Literal["none", "wandb", "mlflow"] = Field("none", description="Experiment tracker for steps and artifacts.")
+    tracker_uri: str | None = Field(
+        None, description="mlflow: the tracking URI (http://host:port, sqlite:///…); wandb: the directory for its files."
+    )
+    tracker_project: str = Field("sttrl", min_length=1, description="W&B project / MLflow experiment name.")
+    wandb_mode: Literal["offline", "online"] = Field("offline", description="online needs WANDB_API_KEY in the environment.")
+
+    @model_validator(mode="after")
+    def _check_outward(self) -> "RunConfig":
+        from sttrl.sinks import check_sink_settings
+
+        check_sink_settings(self.sink, self.sink_options)
+        return self
 
 
 class Config(_Strict):

@@ -46,3 +46,7 @@ class RunDirectoryError(SttrlError):
 
 class OutOfMemoryError(SttrlError):
     """The process ran out of memory outside a training block and cannot continue; the message says how to resume."""
+
+
+class SinkError(SttrlError):
+    """A sink (object store, pre-signed URL) cannot be reached or written; the message never holds a credential."""

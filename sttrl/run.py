@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.memory
     console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
+    rc = 0
     try:
         overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.preset, args.config, overrides)
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                               f"score {report['score']:.1f}")
             else:  # any failed check: the WER is not trustworthy (sttrl.judge)
                 console.print("judge: not scored (a check failed)")
-                return 1
+                rc = 1
+        from sttrl.publish import publish_run, summary_line  # outward: sink + tracker, outcome in run.json
+
+        if line := summary_line(publish_run(env.run_dir)):
+            console.print(line, highlight=False, markup=False)
     except SttrlError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         return 2
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         again = f"python -m sttrl.run {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
         print(resume_line(exc, again + ("" if args.run_dir else " --run-dir <the run directory above>")), file=sys.stderr)
         return 3
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sttrl.publish import publish_step
+
 SCHEMA = "sttrl.step/1"
 
 
@@ -73,4 +75,5 @@ class Trajectory:
             fh.write(record.to_json() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        publish_step(self.path.parent, record)  # outward (sink, tracker): returns at once, never raises
         return True

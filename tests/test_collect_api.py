@@ -1,0 +1,156 @@
+"""The LangGraph server with sttrl's custom routes (``langgraph dev`` on a free loopback port, ``langgraph.json``'s
+``http.app``): the collect API (valid, invalid, duplicate, conflicting, unauthenticated, oversized) and the server's
+own assistants/threads/runs API as the job API (start, poll, cancel, resume, read the trajectory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "test-collect-key-123"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("collect")
+    store = tmp / "store"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
+    env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false",
+               STTRL_COLLECT_API_KEY=KEY, STTRL_COLLECT_SINK=store.as_uri(), STTRL_COLLECT_MAX_BYTES="65536")
+    log = open(tmp / "server.log", "w")
+    cli = Path(sys.executable).parent / "langgraph"
+    proc = subprocess.Popen(
+        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
+         "--config", str(REPO / "langgraph.json")],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/ok", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"langgraph dev did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield {"url": url, "store": store, "tmp": tmp}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def _step(run_id: str, step: int, **kw) -> dict:
+    hp = {"lr": 1e-3, "batch_size": 4, "grad_accum": 1, "freeze_layers": 0}
+    rec = {"schema": "sttrl.step/1", "run_id": run_id, "step": step, "action": "lr_up", "source": "outside",
+           "hp_before": hp, "hp_after": {**hp, "lr": 1.5e-3}, "status": "ok", "reward": 0.1,
+           "observation": {"wer": 0.9, "cer": 0.5}, "eval": {"wer": 0.9, "cer": 0.5}, "time": 1.0}
+    rec.update(kw)
+    return rec
+
+
+def test_collect_api(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server["url"], timeout=30) as c:
+        # unauthenticated / wrong key
+        assert c.post("/rl/collect", json=_step("ext-1", 1)).status_code == 401
+        assert c.post("/rl/collect", json=_step("ext-1", 1), headers={"X-API-Key": "nope"}).status_code == 401
+        assert c.get("/rl/episodes").status_code == 401
+        # a valid step, then the same step again (idempotent), then a different record for it (conflict)
+        r = c.post("/rl/collect", json=_step("ext-1", 1), headers=h)
+        assert r.status_code == 201 and r.json()["stored"] == [1], r.text
+        r = c.post("/rl/collect", json=_step("ext-1", 1, time=2.0), headers={"X-API-Key": KEY})
+        assert r.status_code == 200 and r.json()["unchanged"] == [1]
+        r = c.post("/rl/collect", json=_step("ext-1", 1, reward=9.0), headers=h)
+        assert r.status_code == 409 and r.json()["conflicts"] == [1]
+        # an episode with metadata: steps 1 (already there) and 2
+        ep = {"run_id": "ext-1", "steps": [_step("ext-1", 1), _step("ext-1", 2, action="batch_up")],
+              "metadata": {"preset": "cpu", "controller": "my-tuner", "seed": 7, "judge": {"scored": True, "wer": 0.5}}}
+        r = c.post("/rl/collect", json=ep, headers=h)
+        assert r.status_code == 201 and r.json() == {"run_id": "ext-1", "stored": [2], "unchanged": [1]}
+        # invalid: field errors named
+        bad = _step("ext-2", 0)
+        del bad["reward"]
+        r = c.post("/rl/collect", json=bad, headers=h)
+        assert r.status_code == 422
+        locs = {e["loc"] for e in r.json()["errors"]}
+        assert {"step", "reward"} <= locs, r.json()
+        r = c.post("/rl/collect", json={"run_id": "ext-3", "steps": [_step("other", 1)]}, headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "steps.0.run_id"
+        r = c.post("/rl/collect", json=_step("../escape", 1), headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "run_id"
+        assert c.post("/rl/collect", content=b"{not json", headers=h).status_code == 400
+        # oversized (the test server allows 64 KiB)
+        big = _step("ext-4", 1, rationale="x" * 70_000)
+        r = c.post("/rl/collect", json=big, headers=h)
+        assert r.status_code == 413 and "STTRL_COLLECT_MAX_BYTES" in r.json()["detail"]
+        # listing and reading back
+        eps = c.get("/rl/episodes", headers=h).json()["episodes"]
+        one = next(e for e in eps if e["run_id"] == "ext-1")
+        assert one["steps"] == 2 and one["metadata"]["controller"] == "my-tuner" and one["judge"]["wer"] == 0.5
+        got = c.get("/rl/episodes/ext-1", headers=h).json()
+        assert [s["step"] for s in got["records"]] == [1, 2] and got["records"][1]["action"] == "batch_up"
+        assert c.get("/rl/episodes/nothing", headers=h).status_code == 404
+    assert sorted(p.name for p in (server["store"] / "ext-1" / "steps").iterdir()) == ["000001.json", "000002.json"]
+
+
+def test_jobs_start_poll_cancel_resume_read(server, data_cache):
+    """The server's assistants/threads/runs API is the job API; the run's sink is the collect store, so the
+    episode is also readable through GET /rl/episodes/{run_id}."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server["url"])
+    thread = client.threads.create()
+    tid = thread["thread_id"]
+    out = server["tmp"] / "runs"
+    inp = {"preset": "debug", "agent": "rule",
+           "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=4",
+                         f"run.sink={server['store'].as_uri()}"]}
+    run = client.runs.create(tid, "sttrl", input=inp)
+    traj = out / tid / "trajectory.jsonl"
+    end = time.monotonic() + 300
+    while not (traj.is_file() and traj.read_text().strip()):  # poll until the first step is recorded
+        status = client.runs.get(tid, run["run_id"])["status"]
+        assert status in ("pending", "running"), status
+        assert time.monotonic() < end, "no step recorded in time"
+        time.sleep(0.3)
+    client.runs.cancel(tid, run["run_id"], wait=True)
+    assert client.runs.get(tid, run["run_id"])["status"] == "interrupted"
+    assert client.threads.get_state(tid)["next"]  # unfinished: resumable
+    resumed = client.runs.create(tid, "sttrl", input=None)
+    client.runs.join(tid, resumed["run_id"])
+    assert client.runs.get(tid, resumed["run_id"])["status"] == "success"
+    values = client.threads.get_state(tid)["values"]
+    steps = [json.loads(line)["step"] for line in traj.read_text().splitlines()]
+    assert steps == list(range(1, values["step"] + 1)) and values["judge"]["scored"]
+    assert [r["step"] for r in values["records"]] == steps
+    got = httpx.get(f"{server['url']}/rl/episodes/{values['run_id']}", headers={"X-API-Key": KEY}, timeout=30).json()
+    assert [r["step"] for r in got["records"]] == steps and got["judge"]["scored"]
+    assert got["metadata"]["preset"] == "debug"

@@ -1,0 +1,133 @@
+"""Experiment trackers, offline: W&B in offline mode (its files checked), MLflow against a tracking server started on
+a free loopback port; a tracker that fails never fails the episode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_sinks import run_debug_episode  # pytest puts tests/ on sys.path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "mlflow.log", "w")
+    cli = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen([str(cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                             "--artifacts-destination", str(tmp_path / "mlartifacts")],
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"mlflow server did not start:\n{(tmp_path / 'mlflow.log').read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def test_mlflow_tracker_logs_steps_and_artifacts(make_config, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    run_dir, status = run_debug_episode(make_config, "run.tracker=mlflow", f"run.tracker_uri={mlflow_server}",
+                                        "run.tracker_project=sttrl-test")
+    assert status["tracker"] == {"name": "mlflow", "ok": True, "error": None}
+    n = len((run_dir / "trajectory.jsonl").read_text().splitlines())
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("sttrl-test")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`sttrl.run_id` = '{run_id}'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    mid = runs[0].info.run_id
+    wer = client.get_metric_history(mid, "wer")
+    assert sorted(m.step for m in wer) == list(range(1, n + 1)) and len(client.get_metric_history(mid, "reward")) == n
+    assert client.get_metric_history(mid, "hp.lr") and runs[0].data.params["train.lr"] == "0.001"
+    names = {a.path for a in client.list_artifacts(mid)}
+    assert {"trajectory.jsonl", "config.yaml", "run.json", "samples"} <= names, names
+
+
+def test_wandb_offline_writes_its_run_files(make_config, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    wdir = tmp_path / "wandb-files"
+    run_dir, status = run_debug_episode(make_config, "run.tracker=wandb", f"run.tracker_uri={wdir}")
+    assert status["tracker"]["ok"], status
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    runs = list((wdir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1, list((wdir / "wandb").iterdir())
+    assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
+    history, artifacts = _wandb_records(runs[0] / f"run-{run_id}.wandb")
+    local = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
+    assert [int(h["_step"]) for h in history] == [r["step"] for r in local]
+    assert [float(h["reward"]) for h in history] == pytest.approx([r["reward"] for r in local])
+    assert all("wer" in h and "hp/lr" in h for h in history) and "samples/path" in history[0]
+    assert artifacts[f"run-{run_id}"] >= {"trajectory.jsonl", "config.yaml", "run.json"}
+
+
+def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
+    """History rows and artifact manifests from W&B's offline ``.wandb`` file (a LevelDB-style log of protobuf
+    records: a 7-byte file header, then 32 KiB blocks of chunks with a 7-byte crc/length/type header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, chunks, buf = path.read_bytes(), 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST chunk
+            chunks.append(buf)
+            buf = b""
+    history, artifacts = [], {}
+    for chunk in chunks:
+        rec = pb.Record()
+        rec.ParseFromString(chunk)
+        if rec.WhichOneof("record_type") == "history":
+            history.append({("/".join(i.nested_key) or i.key): json.loads(i.value_json) for i in rec.history.item})
+        elif rec.WhichOneof("record_type") == "artifact":
+            artifacts[rec.artifact.name] = {m.path for m in rec.artifact.manifest.contents}
+    return history, artifacts
+
+
+def test_a_failing_tracker_never_fails_the_episode(make_config, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    run_dir, status = run_debug_episode(make_config, "run.tracker=mlflow", f"run.tracker_uri={dead}")
+    assert (run_dir / "final").is_dir() and len((run_dir / "trajectory.jsonl").read_text().splitlines()) >= 1
+    assert not status["tracker"]["ok"] and status["tracker"]["error"].startswith("mlflow: ")
+    assert json.loads((run_dir / "run.json").read_text())["outward"]["tracker"]["ok"] is False
