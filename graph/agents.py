@@ -44,6 +44,7 @@ PROVIDERS: dict[str, tuple[str, str, str | None]] = {
     "mistralai": ("langchain_mistralai", "langchain-mistralai", "MISTRAL_API_KEY"),
     "google_genai": ("langchain_google_genai", "langchain-google-genai", "GOOGLE_API_KEY"),
     "ollama": ("langchain_ollama", "langchain-ollama", None),
+    "local": ("lmformatenforcer", "lm-format-enforcer", None),  # graph/local_llm.py: offline, no key
 }
 
 
@@ -370,6 +371,10 @@ def build_chat_model(model: str = DEFAULT_MODEL) -> Any:
                 f"(or choose --agent rule for an offline run)"
             )
         kwargs["api_key"] = key
+    if provider == "local":  # a model on this machine (graph/local_llm.py), loaded now
+        from graph.local_llm import build_local_chat_model
+
+        return build_local_chat_model(model.split(":", 1)[1])
     if provider in ("groq", "openai", "anthropic"):
         kwargs["timeout"] = 60.0
     from langchain.chat_models import init_chat_model
