@@ -128,10 +128,6 @@ def load_model(source: ModelSource) -> LoadedModel:
             kwargs["gguf_file"] = source.gguf_file
         if not source.is_hub:
             kwargs["local_files_only"] = True
-        from transformers.utils import logging as hf_logging
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # GGUF de-quantization draws one per tensor group
         start = time.perf_counter()
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)
@@ -139,9 +135,6 @@ def load_model(source: ModelSource) -> LoadedModel:
         except Exception as exc:  # noqa: BLE001 - corrupt or incomplete files: one clear line
             what = f"{source.location}/{source.gguf_file}" if source.gguf_file else source.location
             raise ModelError(f"cannot load local model {source.name!r} from {what}: {_one_line(exc)}") from None
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
