@@ -140,6 +140,8 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
     """System and per-step messages from the prompt files; only validation-side facts are shown."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
+    from graph.prompt_facts import render_facts
+
     t, e = cfg.train, cfg.env
     menu_src = yaml.safe_load(load_prompt("actions.yaml"))
     max_freeze = observation.get("max_freeze_layers", 0)
@@ -156,6 +158,7 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
     human = load_prompt("step").format(
         step=step, max_actions=e.max_actions, steps_left=e.max_actions - step + 1,
         observation=render_observation(observation), history=render_history(history, window),
+        facts=render_facts(observation, history, cfg),  # graph/prompt_facts.py
     )
     return [SystemMessage(system), HumanMessage(human)]
 
