@@ -44,6 +44,7 @@ PROVIDERS: dict[str, tuple[str, str, str | None]] = {
     "mistralai": ("langchain_mistralai", "langchain-mistralai", "MISTRAL_API_KEY"),
     "google_genai": ("langchain_google_genai", "langchain-google-genai", "GOOGLE_API_KEY"),
     "ollama": ("langchain_ollama", "langchain-ollama", None),
+    "local": ("lmformatenforcer", "lm-format-enforcer", None),  # graph/local_llm.py: offline, no key
 }
 
 
@@ -132,6 +133,8 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
     """System and per-step messages from the prompt files; only validation-side facts are shown."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
+    from graph.prompt_facts import render_facts
+
     t, e = cfg.train, cfg.env
     menu_src = load_menu()
     max_freeze = observation.get("max_freeze_layers", 0)
@@ -148,6 +151,7 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
     human = load_prompt("step").format(
         step=step, max_actions=e.max_actions, steps_left=e.max_actions - step + 1,
         observation=render_observation(observation), history=render_history(history, window),
+        facts=render_facts(observation, history, cfg),  # graph/prompt_facts.py
     )
     return [SystemMessage(system), HumanMessage(human)]
 
@@ -364,6 +368,10 @@ def build_chat_model(model: str = DEFAULT_MODEL, api_key: str | None = None, cfg
                 f"(or choose --agent rule for an offline run)"
             )
         kwargs["api_key"] = api_key
+    if provider == "local":  # a model on this machine (graph/local_llm.py), loaded now
+        from graph.local_llm import build_local_chat_model
+
+        return build_local_chat_model(model.split(":", 1)[1])
     if provider in ("groq", "openai", "anthropic"):
         kwargs["timeout"] = settings.timeout_s
     from langchain.chat_models import init_chat_model

