@@ -12,6 +12,11 @@ from sttrl import controllers as registry
 MARKERS = ("s--", "^:", "o-", "D-.", "v-", "P-", "X--", "*:")  # tell overlapping lines apart
 
 
+def _colors(names: list[str]) -> dict[str, str]:
+    registry.names()  # loads the built-in controllers first
+    return dict(registry.colors(names))
+
+
 def _style(c: str, order: list[str]) -> str:
     return MARKERS[order.index(c) % len(MARKERS)]
 
@@ -26,7 +31,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
     from graph.plot import save_figure
 
     names = list(summary)
-    colors = registry.colors(names)
+    colors = _colors(names)
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for c, s in summary.items():
         cv = s["curve"]
@@ -61,7 +66,7 @@ def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, 
     ref = paired["reference"]
     wer = {(r["controller"], r["seed"]): r["hidden_wer"] for r in runs
            if r.get("status") == "finished" and r.get("hidden_wer") is not None}
-    colors = registry.colors(list(per))
+    colors = _colors(list(per))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(per)))
     for i, (c, s) in enumerate(per.items()):
         diffs = [(seed, w - wer[(ref, seed)]) for (cc, seed), w in wer.items() if cc == c and (ref, seed) in wer]

@@ -155,6 +155,9 @@ def claims(stats: Mapping[str, Any], reference: str, n: int, alpha: float = ALPH
         lines.append(f"n={n} paired instances: the Wilcoxon signed-rank test cannot reach p < {alpha} at this n "
                      f"(its smallest two-sided p is {smallest_p:.3g}; n >= 6 is needed), so no difference "
                      "below can be called significant.")
+    if n < 10:
+        lines.append(f"n={n}: a percentile bootstrap over so few instances has few distinct resamples and its "
+                     "95 % CIs are too narrow; read them as descriptive, not as tests.")
     for c, s in stats.items():
         if c == reference or "diff_mean" not in s or s["diff_mean"] is None:
             continue
