@@ -260,6 +260,13 @@ class RunConfig(_Strict):
         return self
 
 
+class BenchConfig(_Strict):
+    """Settings of the controller benchmark's search peers (``python -m graph.bench``)."""
+
+    tpe_lr_max: float | None = Field(None, gt=0.0, description="Upper end of the TPE/search lr range (below "
+                                     "values known to collapse the model); null = what an episode can reach.")
+
+
 class Config(_Strict):
     preset: str = "default"
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -268,6 +275,7 @@ class Config(_Strict):
     env: EnvConfig = Field(default_factory=EnvConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

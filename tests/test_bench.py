@@ -18,6 +18,7 @@ import pytest
 
 from graph import bench
 from graph.agents import LLMAgent
+from sttrl import controllers as registry
 from sttrl.runtime import EpisodeRuntime
 from test_agents import FakeToolCallingModel, call
 
@@ -97,7 +98,7 @@ class Interrupting:
 
 
 def test_debug_bench_every_controller_interrupted_resumed_and_skipped(make_config, tmp_path, monkeypatch, capsys):
-    assert bench.optuna_unavailable() is None, "the bench extra is missing: pip install -e '.[bench]'"
+    assert not registry.get("optuna").missing_packages(), "the bench extra is missing: pip install -e '.[bench]'"
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     # one torch thread: the debug model is too small to gain from two, and a shared machine makes two
     # threads wait on each other (decoding slows down tenfold under load)

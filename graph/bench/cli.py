@@ -1,0 +1,105 @@
+"""``python -m graph.bench``: the command line. Secrets (the HF token, an LLM's API key) are resolved here,
+once, through ``graph.live``; errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from graph.bench.core import Bench, check_controllers
+from graph.bench.episodes import AgentFactory
+from sttrl import controllers as registry
+from sttrl.config import add_config_arguments, load_config
+from sttrl.errors import ConfigError, SttrlError
+from sttrl.memory import limit_arenas
+
+DEFAULT_CONTROLLERS = "static,random,rule,llm,tpe"
+EXAMPLES = """examples:
+  python -m graph.bench --preset debug --controllers static,random,rule,tpe --seeds 3 --out runs/bench-debug
+  python -m graph.bench --preset cpu --seeds 3 --out runs/bench-cpu          all controllers (llm needs a key)
+  python -m graph.bench --preset cpu --seeds 3 --out runs/bench-cpu          again: resumes, skips finished runs
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import graph.bench.core  # noqa: F401 - registers every controller before they are listed
+
+    p = argparse.ArgumentParser(
+        prog="python -m graph.bench",
+        description="Compare controllers on the same training-step and evaluation budget; the judge's\n"
+        "hidden-domain WER is the outcome, paired by seed against a reference controller. Writes\n"
+        "DIR/bench.json, DIR/bench.png and DIR/bench-paired.png and prints a table. Run the same command\n"
+        "again to resume.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_arguments(p)
+    p.add_argument("--controllers", default=DEFAULT_CONTROLLERS,
+                   help=f"comma-separated, from {', '.join(registry.names())} (default: {DEFAULT_CONTROLLERS})")
+    p.add_argument("--reference", metavar="NAME",
+                   help="paired differences are taken against it (default: schedule, else static, else the first)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per controller (default: 3)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S", help="seeds are S .. S+N-1 (default: 0)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="benchmark directory (default: <run.out_dir>/bench-<preset>)")
+    p.add_argument("--model", metavar="PROVIDER:MODEL", help="chat model of the llm controller")
+    p.add_argument("--optuna-trials", "--trials", type=int, metavar="K", dest="optuna_trials",
+                   help="trials of a trials controller (tpe) sharing the episode's training steps "
+                        "(default: env.max_actions)")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="local (one run after another here) or ray (each run a Ray task; needs the ray extra)")
+    p.add_argument("--address", metavar="ADDR", help="with --executor ray: an existing cluster (default: start one)")
+    p.add_argument("--cpus-per-episode", type=float, metavar="N", help="Ray CPUs per run (default: run.threads or 1)")
+    p.add_argument("--gpus-per-episode", type=float, default=0, metavar="F",
+                   help="Ray GPUs per run, fractional on GPU machines, e.g. 0.25 (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="print only skipped controllers and the final table")
+    return p
+
+
+def _resolve_secrets(controllers: list[str], model: str | None) -> None:
+    """Resolve the secrets this run can need, once per process (never logged or written)."""
+    from graph import live
+    from graph.agents import DEFAULT_MODEL, api_key_name
+
+    live.hf_token()
+    if "llm" in controllers:
+        m = model or DEFAULT_MODEL
+        live.resolve_once(f"api_key:{m}", api_key_name(m))
+
+
+def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.memory
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))
+    try:
+        cfg = load_config(args.preset, args.config, args.overrides)
+        controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
+        if not controllers:
+            raise ConfigError(f"--controllers is empty; valid: {', '.join(registry.names())}")
+        check_controllers(controllers)
+        if args.seeds < 1:
+            raise ConfigError("--seeds must be at least 1")
+        _resolve_secrets(controllers, args.model)
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        out = args.out or Path(cfg.run.out_dir) / f"bench-{cfg.preset}"
+        bench = Bench(cfg, controllers, seeds, out, model=args.model, optuna_trials=args.optuna_trials,
+                      agent_factory=agent_factory, console=console, quiet=args.quiet, reference=args.reference,
+                      executor=args.executor, address=args.address, cpus_per_episode=args.cpus_per_episode,
+                      gpus_per_episode=args.gpus_per_episode)
+        doc = bench.run()
+    except SttrlError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; run the same command again to resume (finished runs are skipped)",
+                      highlight=False, markup=False)
+        return 130
+    console.print(doc["table"], highlight=False, markup=False, soft_wrap=True)
+    console.print(f"files: {Path(out) / 'bench.json'}, {Path(out) / 'bench.png'}", highlight=False, markup=False)
+    failed = [r for r in doc["runs"] if r.get("status") != "finished"]
+    for r in failed:
+        console.print(f"run {r['thread_id']} failed: {r.get('error')}", highlight=False, markup=False)
+    return 1 if failed else 0

@@ -1,0 +1,222 @@
+"""``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds), runs, resumes
+or skips each through one interface per controller kind, and writes bench.json, the figures and the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import graph.agents  # noqa: F401 - registers llm
+import graph.bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)
+from graph.bench.budget import budget_of
+from graph.bench.common import SCHEMA, config_differences, llm_unavailable, thread_id
+from graph.bench.episodes import AgentFactory, run_episode
+from graph.bench.executors import check_executor, error_result, run_on_ray
+from graph.bench.plot import write_bench_plot, write_paired_plot
+from graph.bench.progress import BenchProgress
+from graph.bench.results import markdown_table, paired_stats, summarize
+from graph.bench.trials import BenchContext
+from sttrl import controllers as registry
+from sttrl.config import Config
+from sttrl.errors import ConfigError, SttrlError
+from sttrl.io import atomic_write_json
+
+
+def check_controllers(controllers: Sequence[str]) -> None:
+    """A one-line ConfigError for names that are not registered, listing the registered ones."""
+    unknown = [c for c in controllers if c not in registry.names()]
+    if unknown:
+        raise ConfigError(f"unknown controllers {unknown}; valid: {', '.join(registry.names())}")
+
+
+def default_reference(controllers: Sequence[str]) -> str:
+    """The controller every paired difference is taken against: ``schedule`` when it runs, else ``static``,
+    else the first one."""
+    for c in ("schedule", "static"):
+        if c in controllers:
+            return c
+    return controllers[0]
+
+
+class Bench:
+    """One benchmark directory: plans the runs, runs or resumes each, and writes bench.json and bench.png."""
+
+    def __init__(self, cfg: Config, controllers: Sequence[str], seeds: Sequence[int], out: str | Path, *,
+                 model: str | None = None, optuna_trials: int | None = None,
+                 agent_factory: AgentFactory | None = None, console: Console | None = None,
+                 quiet: bool = False, reference: str | None = None, executor: str = "local",
+                 address: str | None = None, cpus_per_episode: float | None = None, gpus_per_episode: float = 0,
+                 ray_num_cpus: int | None = None) -> None:
+        from graph.agents import DEFAULT_MODEL
+
+        check_controllers(controllers)
+        check_executor(executor)
+        if executor != "local" and agent_factory is not None:
+            raise ConfigError("an agent factory (tests) works only with --executor local")
+        self.executor, self.address, self.ray_num_cpus = executor, address, ray_num_cpus
+        self.cpus_per_episode = cpus_per_episode if cpus_per_episode is not None else (cfg.run.threads or 1)
+        self.gpus_per_episode = gpus_per_episode
+        if not seeds:
+            raise ConfigError("at least one seed is needed")
+        self.cfg, self.out = cfg, Path(out)
+        self.model = model or DEFAULT_MODEL
+        self.budget = budget_of(cfg, optuna_trials)
+        self.agent_factory = agent_factory
+        self.console = console or Console()
+        self.quiet = quiet
+        self.seeds = list(dict.fromkeys(seeds))
+        self.skipped: dict[str, str] = {}
+        self.controllers: list[str] = []
+        for c in dict.fromkeys(controllers):
+            why = None
+            if c == "llm" and not self._injected("llm"):
+                why = llm_unavailable(self.model)
+            elif registry.REGISTRY[c].missing_packages():
+                try:
+                    registry.get(c)
+                except ConfigError as exc:
+                    why = str(exc)
+            if why:
+                self.skipped[c] = why
+            else:
+                self.controllers.append(c)
+        if reference is not None and reference not in controllers:
+            raise ConfigError(f"--reference {reference!r} is not among --controllers ({', '.join(controllers)})")
+        self.reference = reference or default_reference(list(controllers))
+        self.ctx = BenchContext(cfg, self.out, self.budget)
+        self.runs: list[dict[str, Any]] = []
+
+    def _injected(self, controller: str) -> bool:
+        return self.agent_factory is not None and self.agent_factory(controller, self.cfg) is not None
+
+    # ----- files ----------------------------------------------------------------------------------
+    @property
+    def json_path(self) -> Path:
+        return self.out / "bench.json"
+
+    def _check_existing(self) -> None:
+        """An existing benchmark directory must hold the same config and trials budget."""
+        if not self.json_path.is_file():
+            return
+        old = json.loads(self.json_path.read_text())
+        diff = config_differences(old.get("config", {}), self.cfg.to_dict())
+        if diff:
+            raise ConfigError(f"{self.out} holds a benchmark with another config (differs in {', '.join(diff[:8])}); "
+                              "choose another --out or the same options")
+        old_trials = (old.get("budget") or {}).get("optuna", {}).get("trials")
+        if old_trials is not None and old_trials != self.budget.optuna_trials:
+            raise ConfigError(f"{self.out} holds a benchmark with --optuna-trials {old_trials}, not "
+                              f"{self.budget.optuna_trials}; choose another --out or the same options")
+
+    def document(self) -> dict[str, Any]:
+        """bench.json: the plan, the budget, every run's numbers, the summary and the paired statistics."""
+        import torch
+
+        summary = summarize(self.runs, self.controllers, self.budget.train_steps)
+        paired = paired_stats(self.runs, summary, self.reference, seed=self.seeds[0])
+        return {
+            "schema": SCHEMA,
+            "preset": self.cfg.preset,
+            "controllers": self.controllers,
+            "seeds": self.seeds,
+            "skipped": self.skipped,
+            "model": self.model if "llm" in self.controllers else None,
+            "budget": self.budget.to_dict(),
+            "config": self.cfg.to_dict(),
+            "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                        "logical_cores": os.cpu_count(), "torch": torch.__version__,
+                        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "runs": self.runs,
+            "summary": summary,
+            "paired": paired,
+            "table": markdown_table(summary, paired),
+        }
+
+    def write(self) -> dict[str, Any]:
+        doc = self.document()
+        atomic_write_json(self.json_path, doc)
+        if doc["summary"]:
+            write_bench_plot(self.out / "bench.png", doc["summary"],
+                             f"sttrl controllers, preset {self.cfg.preset}: validation WER over training steps "
+                             f"(budget {self.budget.train_steps} steps)")
+            write_paired_plot(self.out / "bench-paired.png", self.runs, doc["paired"],
+                              f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by seed "
+                              f"against {self.reference}")
+        return doc
+
+    # ----- running --------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume, or skip) every planned run; returns the bench.json document."""
+        from graph.checkpointer import open_checkpointer
+        from graph.graph import GRAPH_NAME, build_graph
+        from graph.run import quiet_library_bars
+
+        self._check_existing()
+        self.out.mkdir(parents=True, exist_ok=True)
+        for c, why in self.skipped.items():
+            self.console.print(f"{c}: skipped ({why})", highlight=False, markup=False)
+        plan = [(c, s) for s in self.seeds for c in self.controllers]
+        self.runs = []
+        self.write()
+        if self.executor == "ray":
+            return self._run_ray(plan)
+        quiet_library_bars()
+        progress = BenchProgress(self.console, len(plan), self.quiet)
+        try:
+            with ExitStack() as stack:
+                saver = stack.enter_context(open_checkpointer(str(self.out / "checkpoints.sqlite")))
+                compiled = build_graph().compile(checkpointer=saver, name=GRAPH_NAME)
+                for i, (controller, seed) in enumerate(plan, 1):
+                    progress.index = i
+                    try:
+                        spec = registry.REGISTRY[controller]
+                        if spec.kind == "trials":
+                            res = spec.factory(self.cfg).run(self.ctx, seed, progress)
+                        else:
+                            res = run_episode(compiled, self.cfg, self.out, controller, seed, self.model,
+                                              self.agent_factory, progress)
+                    except (SttrlError, RuntimeError, ValueError, OSError) as exc:
+                        res = error_result(controller, seed, exc)
+                        progress.end_run(f"error: {res['error']}")
+                    self.runs.append(res)
+                    self.write()
+        finally:
+            progress.close()
+        return self.write()
+
+    def _run_ray(self, plan: list[tuple[str, int]]) -> dict[str, Any]:
+        """Every run a Ray task; bench.json is rewritten as each ends, runs kept in plan order."""
+        from graph.bench.results import result_line
+
+        done: dict[int, dict[str, Any]] = {}
+        out = str(self.out.resolve())
+
+        def on_result(i: int, res: dict[str, Any]) -> None:
+            done[i] = res
+            self.runs = [done[k] for k in sorted(done)]
+            if not self.quiet:
+                line = result_line(res) if res.get("status") == "finished" else f"error: {res.get('error')}"
+                self.console.print(f"[{len(done)}/{len(plan)}] {res['thread_id']}: {line}", highlight=False,
+                                   markup=False, soft_wrap=True)
+            self.write()
+
+        run_on_ray([(i, c, s) for i, (c, s) in enumerate(plan)],
+                   lambda c, s: (self.cfg.to_dict(), out, c, s, self.model, self.budget.optuna_trials),
+                   on_result, address=self.address, num_cpus=self.ray_num_cpus,
+                   cpus_per_episode=self.cpus_per_episode, gpus_per_episode=self.gpus_per_episode)
+        return self.write()
+
+
+def run_bench(cfg: Config, controllers: Sequence[str], seeds: Sequence[int], out: str | Path,
+              **kwargs: Any) -> dict[str, Any]:
+    """Run a benchmark (see :class:`Bench`); returns the bench.json document."""
+    return Bench(cfg, controllers, seeds, out, **kwargs).run()

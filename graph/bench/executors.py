@@ -1,0 +1,115 @@
+"""Where the benchmark's runs execute: ``local`` (one after another in this process) or ``ray`` (each run a
+Ray task on a local cluster started here, or an existing one through ``--address``).
+
+A Ray task runs :func:`run_job` in a worker: the same code as the local executor (the episode through
+the shared checkpoint database ``DIR/checkpoints.sqlite``, or the trials controller), so for the same
+seeds both executors give the same numbers, and a benchmark interrupted on one continues on the other.
+Each task reserves ``cpus_per_episode`` CPUs (torch uses ``run.threads``) and ``gpus_per_episode``
+(fractional) GPUs. A cluster started here uses a temp dir of its own and never leaves Ray's token-auth
+file behind: both are removed at shutdown. Workers resolve their own secrets from the environment or .env
+(nothing secret is sent as a task argument).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from graph.bench.common import thread_id
+from sttrl.errors import ConfigError, SttrlError
+
+EXECUTORS = ("local", "ray")
+AUTH_TOKEN = Path.home() / ".ray" / "auth_token"
+RAY_EXTRA = "ray is not installed: pip install -e '.[ray]'"
+
+
+def check_executor(name: str) -> None:
+    if name not in EXECUTORS:
+        raise ConfigError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError(f"--executor ray needs Ray: {RAY_EXTRA}")
+
+
+def error_result(controller: str, seed: int, exc: BaseException) -> dict[str, Any]:
+    return {"controller": controller, "seed": seed, "thread_id": thread_id(controller, seed), "status": "error",
+            "error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_job(cfg_data: dict[str, Any], out: str, controller: str, seed: int, model: str | None,
+            optuna_trials: int | None) -> dict[str, Any]:
+    """One run in a fresh process (a Ray worker): build what the run needs and run or resume it."""
+    from rich.console import Console
+
+    import graph.bench.core  # noqa: F401 - registers every controller in this process
+    from graph.bench.budget import budget_of
+    from graph.bench.episodes import run_episode
+    from graph.bench.progress import BenchProgress
+    from graph.bench.trials import BenchContext
+    from graph.checkpointer import open_checkpointer
+    from graph.graph import GRAPH_NAME, build_graph
+    from graph.run import quiet_library_bars
+    from sttrl import controllers as registry
+    from sttrl.config import config_from_dict
+    from sttrl.memory import limit_arenas
+
+    limit_arenas()
+    quiet_library_bars()
+    cfg = config_from_dict(cfg_data)
+    progress = BenchProgress(Console(quiet=True), 1, quiet=True)
+    try:
+        spec = registry.get(controller)
+        if spec.kind == "trials":
+            return spec.factory(cfg).run(BenchContext(cfg, Path(out), budget_of(cfg, optuna_trials)), seed, progress)
+        with open_checkpointer(str(Path(out) / "checkpoints.sqlite")) as saver:
+            compiled = build_graph().compile(checkpointer=saver, name=GRAPH_NAME)
+            return run_episode(compiled, cfg, Path(out), controller, seed, model, None, progress)
+    except (SttrlError, RuntimeError, ValueError, OSError) as exc:
+        return error_result(controller, seed, exc)
+
+
+@contextmanager
+def ray_cluster(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> Iterator[Any]:
+    """``ray`` connected to ``address``, or to a local cluster started here on loopback (its temp dir and a
+    token-auth file it created are removed at shutdown)."""
+    import ray
+
+    temp_dir = None if address else tempfile.mkdtemp(prefix="sttrl-ray-")
+    had_token = AUTH_TOKEN.exists()
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)}
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        else:
+            ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+                     _temp_dir=temp_dir, _node_ip_address="127.0.0.1", runtime_env={"env_vars": env})
+        yield ray
+    finally:
+        ray.shutdown()
+        if temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        if not had_token and AUTH_TOKEN.exists():
+            AUTH_TOKEN.unlink()
+
+
+def run_on_ray(jobs: Sequence[tuple[int, str, int]], job_args: Callable[[str, int], tuple[Any, ...]],
+               on_result: Callable[[int, dict[str, Any]], None], *, address: str | None = None,
+               num_cpus: int | None = None, cpus_per_episode: float = 1, gpus_per_episode: float = 0) -> None:
+    """Submit every ``(index, controller, seed)`` job as a Ray task; ``on_result(index, result)`` as each ends."""
+    with ray_cluster(address, num_cpus, None) as ray:
+        task = ray.remote(num_cpus=cpus_per_episode, num_gpus=gpus_per_episode, max_retries=0)(run_job)
+        refs = {task.remote(*job_args(c, s)): (i, c, s) for i, c, s in jobs}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            i, c, s = refs.pop(done[0])
+            try:
+                res = ray.get(done[0])
+            except Exception as exc:  # a worker that died or raised outside the run
+                res = error_result(c, s, exc)
+            on_result(i, res)

@@ -1,0 +1,84 @@
+"""The benchmark's figures: ``bench.png`` (validation WER over training steps per controller) and
+``bench-paired.png`` (per-instance difference of hidden WER against the reference, with the bootstrap CI).
+Matplotlib with the Agg backend; written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sttrl import controllers as registry
+
+MARKERS = ("s--", "^:", "o-", "D-.", "v-", "P-", "X--", "*:")  # tell overlapping lines apart
+
+
+def _colors(names: list[str]) -> dict[str, str]:
+    registry.names()  # loads the built-in controllers first
+    return dict(registry.colors(names))
+
+
+def _style(c: str, order: list[str]) -> str:
+    return MARKERS[order.index(c) % len(MARKERS)]
+
+
+def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
+    """``bench.png``: validation WER over training steps spent, mean line and min-max band per controller."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from graph.plot import save_figure
+
+    names = list(summary)
+    colors = _colors(names)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for c, s in summary.items():
+        cv = s["curve"]
+        label = f"{c} (n={s['runs']})"
+        spec = registry.REGISTRY.get(c)
+        if spec is not None and spec.kind == "trials":
+            label += ": best so far over trials"
+        ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=label)
+        ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
+    ax.set_xlabel("training steps spent")
+    ax.set_ylabel("validation WER")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="line: mean over seeds; band: min-max", title_fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, Any], title: str) -> Path | None:
+    """``bench-paired.png``: per instance, hidden WER minus the reference's (dots), the mean difference and
+    its bootstrap 95 % CI (bar) per controller; left of zero is better. None when nothing is paired."""
+    per = {c: s for c, s in paired.get("controllers", {}).items() if s.get("n_pairs")}
+    if not per:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from graph.plot import save_figure
+
+    ref = paired["reference"]
+    wer = {(r["controller"], r["seed"]): r["hidden_wer"] for r in runs
+           if r.get("status") == "finished" and r.get("hidden_wer") is not None}
+    colors = _colors(list(per))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(per)))
+    for i, (c, s) in enumerate(per.items()):
+        diffs = [(seed, w - wer[(ref, seed)]) for (cc, seed), w in wer.items() if cc == c and (ref, seed) in wer]
+        ax.scatter([d for _, d in diffs], [i] * len(diffs), color=colors[c], alpha=0.7, s=22, zorder=3)
+        lo, hi = s["ci95"]
+        ax.errorbar([s["diff_mean"]], [i + 0.25], xerr=[[s["diff_mean"] - lo], [hi - s["diff_mean"]]], fmt="D",
+                    color="black", ms=4, capsize=3, zorder=4)
+    ax.axvline(0, color="#555555", lw=1)
+    ax.set_yticks(range(len(per)), list(per))
+    ax.set_ylim(-0.6, len(per) - 0.2)
+    ax.set_xlabel(f"Δ hidden WER vs {ref} (dots: instances; diamond: mean with bootstrap 95 % CI; < 0 is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,53 @@
+"""Controllers that run their own trials (kind ``trials`` in ``sttrl.controllers``): the interface the
+benchmark calls, and the context it hands them.
+
+A trials controller gets the same training-step budget as an episode (see :mod:`graph.bench.budget`),
+keeps its own files under ``ctx.out/runs/<run name>``, resumes from them when run again, and returns one
+result dict with the fields of an episode's result (``hidden_wer``, ``curve``, ``train_steps``, …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from graph.bench.budget import Budget, encoder_layers, search_space
+from graph.bench.common import with_seed
+from sttrl.config import Config
+
+if TYPE_CHECKING:
+    from graph.bench.progress import BenchProgress
+
+
+@dataclass
+class BenchContext:
+    """What a trials controller may use: the benchmark's config, directory and budget, and the search space."""
+
+    cfg: Config
+    out: Path
+    budget: Budget
+    _space: dict[str, Any] | None = field(default=None, repr=False)
+    _max_freeze: int | None = field(default=None, repr=False)
+
+    def max_freeze(self) -> int:
+        if self._max_freeze is None:
+            self._max_freeze = encoder_layers(self.cfg)
+        return self._max_freeze
+
+    def space(self) -> dict[str, Any]:
+        """The static search space (computed once), with ``bench.tpe_lr_max`` applied."""
+        if self._space is None:
+            self._space = search_space(self.cfg, self.max_freeze(), self.cfg.bench.tpe_lr_max)
+        return self._space
+
+    def seed_config(self, seed: int) -> Config:
+        return with_seed(self.cfg, seed, self.out)
+
+
+class TrialsController(Protocol):
+    """Runs (or resumes, or reads back) its trials for one seed and returns the run's result dict."""
+
+    name: str
+
+    def run(self, ctx: BenchContext, seed: int, progress: "BenchProgress") -> dict[str, Any]: ...

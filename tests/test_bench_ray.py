@@ -1,0 +1,37 @@
+"""The benchmark's Ray executor: two debug episodes as Ray tasks on a local loopback cluster give the same
+numbers as the local executor, and the cluster leaves no token-auth file or temp dir behind."""
+
+from __future__ import annotations
+
+import glob
+import tempfile
+
+import pytest
+
+from graph import bench
+from graph.bench import executors
+
+KEYS = ("controller", "seed", "status", "hidden_wer", "hidden_cer", "best_val_wer", "train_steps", "evaluations",
+        "actions", "curve", "final_sha256")
+
+
+def test_ray_executor_matches_local(make_config, tmp_path):
+    had_token = executors.AUTH_TOKEN.exists()
+    before = set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*"))
+    cfg = make_config("env.max_actions=2", "run.threads=1")
+    local = bench.run_bench(cfg, ["static", "random"], [0], tmp_path / "local", quiet=True)
+    # one task at a time (2 CPUs per task on a 2-CPU cluster): two torch processes on 2 cores slow each other
+    ray = bench.run_bench(cfg, ["static", "random"], [0], tmp_path / "ray", quiet=True, executor="ray",
+                          ray_num_cpus=2, cpus_per_episode=2)
+    assert [r["status"] for r in ray["runs"]] == ["finished", "finished"], ray["runs"]
+    assert [[r[k] for k in KEYS] for r in ray["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
+    assert executors.AUTH_TOKEN.exists() == had_token
+    assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
+
+
+def test_unknown_executor_and_missing_ray_are_one_line(make_config, tmp_path, monkeypatch):
+    with pytest.raises(bench.ConfigError, match="unknown executor 'dask'; valid: local, ray"):
+        bench.Bench(make_config(), ["static"], [0], tmp_path, executor="dask")
+    monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(bench.ConfigError, match=r"pip install -e '\.\[ray\]'"):
+        executors.check_executor("ray")
