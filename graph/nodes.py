@@ -158,7 +158,7 @@ def train(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     block = pending.step
     ep = _ep(state, runtime)
     writer = get_stream_writer()
-    writer({"type": "train_start", "block": block, "steps": ep.cfg.env.steps_per_action, "hp": pending.hp_after,
+    writer({"type": "train_start", "block": block, "steps": ep.steps_for(pending.hp), "hp": pending.hp_after,
             "global_step": ep.trainer.state.global_step})
 
     def on_step(info: StepInfo) -> None:

@@ -43,6 +43,7 @@ class EpisodeState(EpisodeInput, total=False):
     - ``observation``: the plain observation (``sttrl.episode.Observation``) after the last block.
     - ``decision``: the pending step's ``{step, action, rationale, source, attempts, errors,
       hp_before, hp_after, clamped, note, seconds}``; ``train``/``eval``: its results.
+    - ``spent``: budget spent so far (training samples and steps attempted, evaluations).
     - ``records``: one trajectory record per completed step (also in ``trajectory.jsonl``).
     - ``checkpoints``: ``{block, path, sha256}`` of every block checkpoint written.
     - ``final``: the saved final model (path, sha256); ``judge``: the judge's report (summary).
@@ -61,6 +62,7 @@ class EpisodeState(EpisodeInput, total=False):
     train: dict[str, Any] | None
     eval: dict[str, Any] | None
     records: list[dict[str, Any]]
+    spent: dict[str, Any]
     checkpoints: list[dict[str, Any]]
     final: dict[str, Any] | None
     judge: dict[str, Any] | None

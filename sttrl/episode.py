@@ -73,6 +73,7 @@ class Progress:
     previous_wer: float
     best_wer: float
     observation: dict[str, Any]
+    spent: dict[str, float] = field(default_factory=lambda: {"samples": 0, "steps": 0, "evaluations": 1})
 
     @property
     def budget_spent(self) -> bool:
@@ -80,12 +81,14 @@ class Progress:
 
     def to_state(self) -> dict[str, Any]:
         return {"step": self.step, "max_actions": self.max_actions, "hp": self.hp.to_dict(),
-                "previous_wer": self.previous_wer, "best_wer": self.best_wer, "observation": self.observation}
+                "previous_wer": self.previous_wer, "best_wer": self.best_wer, "observation": self.observation,
+                "spent": dict(self.spent)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "Progress":
         return cls(step=state["step"], max_actions=state["max_actions"], hp=Hyperparams(**state["hp"]),
-                   previous_wer=state["previous_wer"], best_wer=state["best_wer"], observation=dict(state["observation"]))
+                   previous_wer=state["previous_wer"], best_wer=state["best_wer"], observation=dict(state["observation"]),
+                   **({"spent": dict(state["spent"])} if state.get("spent") else {}))
 
 
 @dataclass(kw_only=True)
@@ -177,12 +180,15 @@ def conclude(progress: Progress, step: Pending, train: Mapping[str, Any], ev: Ma
                       memory_gb=train["peak_memory_gb"], memory_device=train["memory_device"], status=train["status"])
     timings = {"decide_seconds": step.seconds, "train_seconds": train["seconds"], "eval_seconds": ev["seconds"]}
     timings["step_seconds"] = sum(timings.values())
+    was = progress.spent
+    spent = {"samples": was["samples"] + train["samples"], "steps": was["steps"] + train["steps_attempted"],
+             "evaluations": was["evaluations"] + 1}
     record = StepRecord(run_id=run_id, step=step.step, action=step.action, source=step.source,
                         rationale=step.rationale, clamped=step.clamped, hp_before=step.hp_before,
                         hp_after=step.hp_after, status=train["status"], reward=r, observation=obs, train=dict(train),
-                        eval=dict(ev), timings=timings)
+                        eval=dict(ev), timings=timings, spent=spent)
     after = Progress(step=step.step, max_actions=progress.max_actions, hp=step.hp, previous_wer=ev["wer"],
-                     best_wer=best, observation=obs)
+                     best_wer=best, observation=obs, spent=spent)
     return record, after
 
 
@@ -192,9 +198,11 @@ def conclude_stop(progress: Progress, step: Pending, run_id: str) -> tuple[StepR
     record = StepRecord(run_id=run_id, step=step.step, action=step.action, source=step.source,
                         rationale=step.rationale, clamped=False, hp_before=step.hp_before, hp_after=step.hp_after,
                         status="ok", reward=0.0, observation=obs,
-                        timings={"decide_seconds": step.seconds, "step_seconds": step.seconds})
+                        timings={"decide_seconds": step.seconds, "step_seconds": step.seconds},
+                        spent=dict(progress.spent))
     after = Progress(step=step.step, max_actions=progress.max_actions, hp=progress.hp,
-                     previous_wer=progress.previous_wer, best_wer=progress.best_wer, observation=obs)
+                     previous_wer=progress.previous_wer, best_wer=progress.best_wer, observation=obs,
+                     spent=dict(progress.spent))
     return record, after
 
 
