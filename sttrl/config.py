@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sttrl.actions import ALL_ACTIONS, SEED_ACTIONS  # noqa: F401 - re-exported: derived from the action registry
 from sttrl.errors import ConfigError
+from sttrl.instances import InstancesConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -207,6 +208,11 @@ class EnvConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0, description="Intra-block checkpoint every N steps; 0 = block end only.")
     keep_checkpoints: int = Field(2, ge=1, le=1000)
     reward: RewardConfig = Field(default_factory=RewardConfig)
+    instances: InstancesConfig | None = Field(
+        None, description="A distribution of starting conditions drawn by the reset seed (sttrl/instances.py); "
+        "null: every episode starts from the preset's values.")
+    instance: dict[str, Any] | None = Field(
+        None, description="The instance this config was drawn for (written by sttrl.instances.apply, not by hand).")
 
     @model_validator(mode="after")
     def _check(self) -> "EnvConfig":
@@ -246,6 +252,13 @@ class Config(_Strict):
     env: EnvConfig = Field(default_factory=EnvConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+
+    @model_validator(mode="after")
+    def _check_instances(self) -> "Config":
+        if self.env.instances is not None:
+            t = self.train
+            self.env.instances.check_bounds(t.lr_min, t.lr_max, t.batch_min, t.batch_max)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -50,3 +50,49 @@ def test_samples_budget_needs_a_size_and_equalizes_samples(make_config, tmp_path
     assert [r["train"]["samples"] for r in recs] == [16, 16, 16]  # the same compute per decision
     assert [r["spent"] for r in recs] == [{"samples": 16 * k, "steps": s, "evaluations": 1 + k}
                                          for k, s in ((1, 4), (2, 6), (3, 7))]
+
+
+def test_instances_are_deterministic_disjoint_and_validated():
+    from sttrl.instances import apply, draw
+
+    cfg = load_config("debug", overrides=["env.instances.lr=[1e-4, 1e-2]", "env.instances.batch_sizes=[2, 4, 8]",
+                                          "env.instances.memory_budget_gb=[0.01, 5.0]", "env.instances.freeze_layers=[0, 1]"])
+    spec = cfg.env.instances
+    assert [draw(spec, s) for s in spec.train_seeds] == [draw(spec, s) for s in spec.train_seeds]
+    assert not set(spec.train_seeds) & set(spec.test_seeds)
+    assert {draw(spec, s)["split"] for s in spec.train_seeds} == {"train"}
+    assert {draw(spec, s)["split"] for s in spec.test_seeds} == {"test"}
+    lrs = [draw(spec, s)["lr"] for s in spec.train_seeds + spec.test_seeds]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == len(lrs)
+    applied = apply(cfg, spec.test_seeds[0])
+    inst = applied.env.instance
+    assert applied.train.lr == inst["lr"] and applied.train.batch_size == inst["batch_size"]
+    assert applied.train.memory_budget_gb == inst["memory_budget_gb"] and inst["split"] == "test"
+    assert apply(load_config("debug"), 3) == load_config("debug")  # no instances: today's behaviour
+    for bad, field in ((["env.instances.lr=[1e-2, 1e-4]"], "increasing"),
+                       (["env.instances.lr=[1e-9, 1e-3]"], "train.lr_min"),
+                       (["env.instances.batch_sizes=[2, 64]"], "train.batch_max"),
+                       (["env.instances.train_seeds=[1, 2]", "env.instances.test_seeds=[2, 3]"], "overlap")):
+        with pytest.raises(ConfigError, match=field):
+            load_config("debug", overrides=bad)
+
+
+def test_check_env_passes_with_instances_and_the_instance_is_recorded(make_config):
+    from gymnasium.utils.env_checker import check_env
+
+    from sttrl.env import SttEnv
+
+    cfg = make_config("env.steps_per_action=1", "env.max_actions=2", "env.instances.lr=[1e-4, 1e-2]",
+                      "env.instances.batch_sizes=[2, 4]", "env.instances.memory_budget_gb=[5.0]")
+    env = SttEnv(cfg)
+    check_env(env, skip_render_check=True)
+    _, info = env.reset(seed=1000)
+    assert info["instance"]["seed"] == 1000 and info["instance"]["split"] == "test"
+    assert info["observation"]["lr"] == pytest.approx(info["instance"]["lr"])
+    assert info["observation"]["memory_budget_gb"] == 5.0
+    env.step("keep")
+    import json
+
+    rec = env.trajectory.records()[0]
+    assert rec["instance"] == info["instance"]
+    assert json.loads((env.run_dir / "run.json").read_text())["config"]["env"]["instance"] == info["instance"]
