@@ -142,8 +142,15 @@ def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]
         f"- {a}: " + str(menu_src[a]).format(lr_factor=t.lr_factor, batch_factor=t.batch_factor, max_freeze=max_freeze)
         for a in e.actions
     )
+    rules = yaml.safe_load(load_prompt("rewards.yaml"))
+    if e.reward.kind not in rules:
+        raise AgentConfigError(f"{PROMPT_DIR / 'rewards.yaml'} has no line for env.reward.kind={e.reward.kind!r}")
+    block_size = str(yaml.safe_load(load_prompt("budget.yaml"))[e.budget_unit]).format(
+        steps_per_action=e.steps_per_action, samples_per_action=e.samples_per_action)
     system = load_prompt("system").format(
-        steps_per_action=e.steps_per_action, step_penalty=e.reward.step_penalty, oom_penalty=e.reward.oom_penalty,
+        block_size=block_size,
+        reward_rule=str(rules[e.reward.kind]).format(wer_floor=e.reward.wer_floor, wer_clip=e.reward.wer_clip),
+        step_penalty=e.reward.step_penalty, oom_penalty=e.reward.oom_penalty,
         nan_penalty=e.reward.nan_penalty, divergence_penalty=e.reward.divergence_penalty, action_menu=menu,
         lr_min=t.lr_min, lr_max=t.lr_max, batch_min=t.batch_min, batch_max=t.batch_max,
     )

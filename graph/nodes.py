@@ -30,7 +30,7 @@ from sttrl import episode
 from sttrl.actions import REGISTRY, Action
 from sttrl.config import Config, config_from_dict, load_config
 from sttrl.controllers import Controller
-from sttrl.errors import CheckpointError
+from sttrl.errors import CheckpointError, ConfigError
 from sttrl.memory import release_memory
 from tools import evaluate as evaluate_tool
 from tools import train_block as train_block_tool
@@ -114,6 +114,12 @@ def setup(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeC
         kept = {"config": json.loads(record.read_text())["config"]} if record.is_file() else {}
         return {**kept, "decision": None, "train": None, "eval": None}
     cfg = resolve_config(state)
+    if state.get("instance") is not None:  # draw the instance (env.instances) from its seed
+        from sttrl.instances import apply as apply_instance
+
+        if cfg.env.instances is None:
+            raise ConfigError("input 'instance' needs env.instances in the config (the distribution to draw from)")
+        cfg = apply_instance(cfg, int(state["instance"]))
     agent_name = state.get("agent") or "rule"
     model = state.get("model") or (DEFAULT_MODEL if agent_name == "llm" else None)
     _controller({**state, "thread_id": thread_id, "agent": agent_name, "model": model or ""}, cfg, runtime)
@@ -166,7 +172,7 @@ def train(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     block = pending.step
     ep = _ep(state, runtime)
     writer = get_stream_writer()
-    writer({"type": "train_start", "block": block, "steps": ep.cfg.env.steps_per_action, "hp": pending.hp_after,
+    writer({"type": "train_start", "block": block, "steps": ep.steps_for(pending.hp), "hp": pending.hp_after,
             "global_step": ep.trainer.state.global_step})
 
     def on_step(info: StepInfo) -> None:
@@ -214,7 +220,8 @@ def judge(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     d = state.get("decision")
     end_reason = "budget"
     if d and d["action"] == Action.STOP.value and d["step"] == progress.step + 1:
-        record, progress = episode.conclude_stop(progress, episode.Pending.from_dict(d), state["run_id"])
+        record, progress = episode.conclude_stop(progress, episode.Pending.from_dict(d), state["run_id"],
+                                                 _cfg(state).env.instance)
         records.append(episode.append(state["run_dir"], record))
         end_reason = "stop"
     ep = _ep(state, runtime)

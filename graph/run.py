@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-actions", type=int, metavar="N", help="decisions per episode (env.max_actions)")
     p.add_argument("--steps-per-action", type=int, metavar="N", help="optimizer steps per block (env.steps_per_action)")
     p.add_argument("--seed", type=int, help="run.seed")
+    p.add_argument("--instance", type=int, metavar="SEED",
+                   help="draw the starting conditions from env.instances with this seed (see README: instance sets)")
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="run directory (default: <run.out_dir>/<thread id>)")
     p.add_argument("--thread-id", metavar="ID", help="start a new thread with this id, resume it, or show it if finished")
     p.add_argument("--checkpointer", metavar="PATH|URL",
@@ -172,10 +174,13 @@ def _check_agent(name: str, cfg: Config, model: str | None) -> None:
     make_agent(name, cfg, model, api_key=key)
 
 
-def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None) -> dict[str, Any]:
+def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None,
+                  instance: int | None = None) -> dict[str, Any]:
     """The graph input that starts a new thread: the resolved config, the agent's name, and optionally the
-    LLM's ``provider:model`` and the run directory."""
+    LLM's ``provider:model``, the run directory and the instance seed."""
     inp: dict[str, Any] = {"config": cfg.to_dict(), "agent": agent}
+    if instance is not None:
+        inp["instance"] = instance
     if model:
         inp["model"] = model
     if run_dir:
@@ -204,7 +209,7 @@ def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, ma
 
 
 RESUME_IGNORES = ("--preset", "--config", "--set", "--agent", "--model", "--max-actions", "--steps-per-action",
-                  "--seed", "--run-dir")
+                  "--seed", "--run-dir", "--instance")
 
 
 def ignored_options(argv: list[str]) -> list[str]:
@@ -254,7 +259,7 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
         if cfg_error is not None:
             raise cfg_error
         assert cfg is not None
-        inp: dict[str, Any] | None = episode_input(cfg, args.agent, args.model, args.run_dir)
+        inp: dict[str, Any] | None = episode_input(cfg, args.agent, args.model, args.run_dir, args.instance)
         if agent is None:
             _check_agent(args.agent, cfg, args.model)
         max_actions = cfg.env.max_actions

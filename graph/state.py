@@ -22,7 +22,7 @@ class EpisodeInput(TypedDict, total=False):
     Either ``config`` (a resolved config as a dict) or ``preset`` + ``config_file`` + ``overrides``
     (dotted ``key=value`` strings, as with ``--set``). ``agent`` is a registered episode controller
     (``rule`` by default; ``random``, ``static``, ``llm``…); ``model`` is the LLM's ``provider:model`` string. ``run_dir`` defaults to
-    ``run.out_dir/<thread id>``.
+    ``run.out_dir/<thread id>``. ``instance`` (a seed) draws the starting conditions from ``env.instances``.
     """
 
     preset: str
@@ -32,6 +32,7 @@ class EpisodeInput(TypedDict, total=False):
     agent: str
     model: str
     run_dir: str
+    instance: int
 
 
 class EpisodeState(EpisodeInput, total=False):
@@ -43,6 +44,7 @@ class EpisodeState(EpisodeInput, total=False):
     - ``observation``: the plain observation (``sttrl.episode.Observation``) after the last block.
     - ``decision``: the pending step's ``{step, action, rationale, source, attempts, errors,
       hp_before, hp_after, clamped, note, seconds}``; ``train``/``eval``: its results.
+    - ``spent``: budget spent so far (training samples and steps attempted, evaluations).
     - ``records``: one trajectory record per completed step (also in ``trajectory.jsonl``).
     - ``checkpoints``: ``{block, path, sha256}`` of every block checkpoint written.
     - ``final``: the saved final model (path, sha256); ``judge``: the judge's report (summary).
@@ -61,6 +63,7 @@ class EpisodeState(EpisodeInput, total=False):
     train: dict[str, Any] | None
     eval: dict[str, Any] | None
     records: list[dict[str, Any]]
+    spent: dict[str, Any]
     checkpoints: list[dict[str, Any]]
     final: dict[str, Any] | None
     judge: dict[str, Any] | None

@@ -142,6 +142,10 @@ class SttEnv(gym.Env):
         cfg = self.cfg
         if seed is not None:
             cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": int(seed)})})
+        if cfg.env.instances is not None:  # the reset seed draws the instance (sttrl.instances)
+            from sttrl.instances import apply as apply_instance
+
+            cfg = apply_instance(cfg, int(options.get("instance", cfg.run.seed)))
         run_id = options.get("run_id") or new_run_id()
         run_dir = Path(options.get("run_dir") or (self._run_dir / run_id if self._run_dir else cfg.run.out_dir / run_id))
         if self._data is None or self._data_cfg != cfg.data:
@@ -157,7 +161,7 @@ class SttEnv(gym.Env):
         t0 = time.perf_counter()
         _, _, ev = self.episode.start()
         info = {"observation": self._plain, "run_dir": str(rt.run_dir), "run_id": rt.run_id,
-                "eval": ev.to_dict(), "seconds": time.perf_counter() - t0}
+                "eval": ev.to_dict(), "instance": rt.cfg.env.instance, "seconds": time.perf_counter() - t0}
         return self._obs(), info
 
     def step(self, action: int | str | Action, rationale: str = "", source: str | None = None):  # type: ignore[override]

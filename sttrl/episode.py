@@ -52,6 +52,7 @@ class Observation:
     previous_wer: float
     memory_gb: float
     memory_device: str
+    memory_budget_gb: float | None  # an observable condition of the instance (null: no budget)
     status: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class Progress:
     previous_wer: float
     best_wer: float
     observation: dict[str, Any]
+    spent: dict[str, float] = field(default_factory=lambda: {"samples": 0, "steps": 0, "evaluations": 1})
 
     @property
     def budget_spent(self) -> bool:
@@ -80,12 +82,14 @@ class Progress:
 
     def to_state(self) -> dict[str, Any]:
         return {"step": self.step, "max_actions": self.max_actions, "hp": self.hp.to_dict(),
-                "previous_wer": self.previous_wer, "best_wer": self.best_wer, "observation": self.observation}
+                "previous_wer": self.previous_wer, "best_wer": self.best_wer, "observation": self.observation,
+                "spent": dict(self.spent)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "Progress":
         return cls(step=state["step"], max_actions=state["max_actions"], hp=Hyperparams(**state["hp"]),
-                   previous_wer=state["previous_wer"], best_wer=state["best_wer"], observation=dict(state["observation"]))
+                   previous_wer=state["previous_wer"], best_wer=state["best_wer"], observation=dict(state["observation"]),
+                   **({"spent": dict(state["spent"])} if state.get("spent") else {}))
 
 
 @dataclass(kw_only=True)
@@ -131,7 +135,7 @@ def start(rt: EpisodeRuntime) -> tuple[Progress, dict[str, Any], EvalResult]:
     obs = observation(hp=hp, step=0, max_actions=max_actions, global_step=rt.trainer.state.global_step,
                       max_freeze_layers=rt.max_freeze, train_loss=loss, wer=ev.wer, cer=ev.cer, best_wer=ev.wer,
                       previous_wer=ev.wer, memory_gb=rt.trainer.memory_gb(), memory_device=rt.device.type,
-                      status="ok")
+                      memory_budget_gb=rt.cfg.train.memory_budget_gb, status="ok")
     progress = Progress(step=0, max_actions=max_actions, hp=hp, previous_wer=ev.wer, best_wer=ev.wer, observation=obs)
     return progress, {"wer": ev.wer, "cer": ev.cer, "loss": loss}, ev
 
@@ -174,27 +178,34 @@ def conclude(progress: Progress, step: Pending, train: Mapping[str, Any], ev: Ma
     obs = observation(hp=step.hp, step=step.step, max_actions=progress.max_actions, global_step=train["global_step"],
                       max_freeze_layers=int(progress.observation["max_freeze_layers"]), train_loss=train["mean_loss"],
                       wer=ev["wer"], cer=ev["cer"], best_wer=best, previous_wer=progress.previous_wer,
-                      memory_gb=train["peak_memory_gb"], memory_device=train["memory_device"], status=train["status"])
+                      memory_gb=train["peak_memory_gb"], memory_device=train["memory_device"],
+                      memory_budget_gb=progress.observation.get("memory_budget_gb"), status=train["status"])
     timings = {"decide_seconds": step.seconds, "train_seconds": train["seconds"], "eval_seconds": ev["seconds"]}
     timings["step_seconds"] = sum(timings.values())
+    was = progress.spent
+    spent = {"samples": was["samples"] + train["samples"], "steps": was["steps"] + train["steps_attempted"],
+             "evaluations": was["evaluations"] + 1}
     record = StepRecord(run_id=run_id, step=step.step, action=step.action, source=step.source,
                         rationale=step.rationale, clamped=step.clamped, hp_before=step.hp_before,
                         hp_after=step.hp_after, status=train["status"], reward=r, observation=obs, train=dict(train),
-                        eval=dict(ev), timings=timings)
+                        eval=dict(ev), timings=timings, spent=spent, instance=cfg.env.instance)
     after = Progress(step=step.step, max_actions=progress.max_actions, hp=step.hp, previous_wer=ev["wer"],
-                     best_wer=best, observation=obs)
+                     best_wer=best, observation=obs, spent=spent)
     return record, after
 
 
-def conclude_stop(progress: Progress, step: Pending, run_id: str) -> tuple[StepRecord, Progress]:
+def conclude_stop(progress: Progress, step: Pending, run_id: str,
+                  instance: dict[str, Any] | None = None) -> tuple[StepRecord, Progress]:
     """The record of a ``stop`` step: nothing trained, reward 0."""
     obs = {**progress.observation, "step": step.step, "steps_left": progress.max_actions - step.step}
     record = StepRecord(run_id=run_id, step=step.step, action=step.action, source=step.source,
                         rationale=step.rationale, clamped=False, hp_before=step.hp_before, hp_after=step.hp_after,
                         status="ok", reward=0.0, observation=obs,
-                        timings={"decide_seconds": step.seconds, "step_seconds": step.seconds})
+                        timings={"decide_seconds": step.seconds, "step_seconds": step.seconds},
+                        spent=dict(progress.spent), instance=instance)
     after = Progress(step=step.step, max_actions=progress.max_actions, hp=progress.hp,
-                     previous_wer=progress.previous_wer, best_wer=progress.best_wer, observation=obs)
+                     previous_wer=progress.previous_wer, best_wer=progress.best_wer, observation=obs,
+                     spent=dict(progress.spent))
     return record, after
 
 
@@ -259,7 +270,7 @@ class Episode:
             ev = rt.evaluate(step.step)
             record, after = conclude(self.progress, step, tr.to_dict(), ev.to_dict(), cfg, rt.run_id)
         else:
-            record, after = conclude_stop(self.progress, step, rt.run_id)
+            record, after = conclude_stop(self.progress, step, rt.run_id, cfg.env.instance)
         append(rt.run_dir, record)
         self.progress = after
         terminated = not step.trains

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="rule", choices=names("episode"),
                    help="a registered episode controller that needs no LangChain (default: rule)")
     p.add_argument("--seed", type=int, help="run.seed")
+    p.add_argument("--instance", type=int, metavar="SEED", help="draw the starting conditions from env.instances")
     p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
     p.add_argument("--no-judge", action="store_true", help="skip the hidden-split judge at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         policy = make_controller(args.policy, cfg, seed=cfg.run.seed)
         env = SttEnv(cfg, progress=not args.quiet, source=args.policy, hf_token=hf_token)
         t0 = time.perf_counter()
-        opts = {"run_dir": str(args.run_dir)} if args.run_dir else {}
+        opts: dict = {"run_dir": str(args.run_dir)} if args.run_dir else {}
+        if args.instance is not None:
+            opts["instance"] = args.instance
         _, info = env.reset(seed=cfg.run.seed, options=opts)
         obs = info["observation"]
         console.print(f"run {info['run_id']} in {info['run_dir']}: start WER {obs['wer']:.3f} CER {obs['cer']:.3f}")

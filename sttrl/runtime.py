@@ -17,6 +17,7 @@ trained again; a block cut off mid-way continues from its last intra-block check
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import time
@@ -208,12 +209,21 @@ class EpisodeRuntime:
         return BlockResult(**meta["result"]) if meta.get("result") else None
 
     # ----- training ---------------------------------------------------------------------------
+    def steps_for(self, hp: Hyperparams) -> int:
+        """Optimizer steps one action trains: ``env.steps_per_action``, or with ``env.budget_unit=samples`` as
+        many as ``env.samples_per_action`` needs at this batch size (so no action changes the compute spent)."""
+        env = self.cfg.env
+        if env.budget_unit == "samples":
+            assert env.samples_per_action is not None
+            return max(1, math.ceil(env.samples_per_action / (hp.batch_size * hp.grad_accum)))
+        return env.steps_per_action
+
     @torch_thread
     def train_block(
         self, block: int, hp: Hyperparams, steps: int | None = None, on_step: Callable[[StepInfo], None] | None = None
     ) -> BlockResult:
         """Train block ``block`` (1-based) with ``hp``; idempotent (see module docstring)."""
-        steps = steps or self.cfg.env.steps_per_action
+        steps = steps or self.steps_for(hp)
         if block < 1:
             raise ValueError("blocks are numbered from 1")
         done = self.block_result(block)

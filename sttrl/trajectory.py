@@ -35,6 +35,10 @@ class StepRecord(BaseModel):
     train: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    instance: dict[str, Any] | None = Field(None, description="The instance the episode was drawn for (env.instances).")
+    spent: dict[str, float] | None = Field(
+        None, description="Budget spent by the episode up to and including this step: training samples and "
+        "optimizer steps attempted (rolled-back ones included), validation evaluations (the start's included); wall time is in timings.")
     time: float = Field(default_factory=time.time)
 
     def to_json(self) -> str:
