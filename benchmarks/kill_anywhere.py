@@ -137,7 +137,7 @@ class Checkpoints:
         if not values and not snap.next:
             return {"checkpointed": False}
         return {"checkpointed": True, "next": list(snap.next), "step": values.get("step", 0),
-                "finished": not snap.next and bool(values.get("judge"))}
+                "finished": bool(values.get("judge")), "setup_done": bool(values.get("run_id"))}
 
 
 def partial_steps(run_dir: Path) -> int:
@@ -161,6 +161,7 @@ def thread_at(state: dict[str, Any], run_dir: Path) -> str:
 # the last event line a process printed -> what it was doing when it was killed
 LINE_PHASES: tuple[tuple[str, str], ...] = (
     (r"^thread \S+ \(new episode", "setup"),
+    (r"^thread \S+ \(its setup never finished", "setup"),
     (r"^thread \S+ resumes at (train|evaluate|judge)\b", r"\1 (restoring the runtime)"),
     (r"^thread \S+ resumes at (\w+)", r"\1"),
     (r"^thread \S+ is finished", "summary"),
@@ -200,7 +201,10 @@ def expected_first_line(thread: str, state: dict[str, Any]) -> str:
         return f"thread {thread} (new episode"
     if state["finished"]:
         return f"thread {thread} is finished"
-    return f"thread {thread} resumes at {', '.join(state['next'])} after step {state['step']} "
+    if not state.get("setup_done", True):  # killed before setup's end: it starts again (graph.run)
+        return f"thread {thread} (its setup never finished"
+    where = ", ".join(state["next"]) or "its last saved writes"
+    return f"thread {thread} resumes at {where} after step {state['step']} "
 
 
 def outcome(run_dir: Path) -> dict[str, Any]:
