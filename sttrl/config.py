@@ -114,7 +114,12 @@ class DataConfig(_Strict):
     max_seconds: float = Field(30.0, gt=0.0)
     max_train_utterances: int | None = Field(None, ge=1)
     max_validation_utterances: int | None = Field(None, ge=1)
-    max_hidden_utterances: int | None = Field(None, ge=1)
+    max_hidden_utterances: int | None = Field(None, ge=1, description="Cap on the hidden domain's utterances "
+                                              "(dev and test together), applied before the dev/test partition.")
+    hidden_sentences: int | None = Field(None, ge=4, le=100_000, description="Sentences generated for the hidden "
+                                         "domain (synthetic source); null = sentences_per_domain.")
+    hidden_dev_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="Share of the hidden domain in its dev "
+                                       "split (every tuning decision); the rest is test (reported results only).")
     cache_dir: Path = Field(Path(".cache/sttrl"), description="Synthesized audio, converted models and log-mel features.")
     workers: int = Field(2, ge=1, le=64)
     hub: HubDataConfig = Field(default_factory=HubDataConfig)

@@ -117,7 +117,7 @@ def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, An
 @torch_thread  # the thread an episode trained on (see sttrl.memory)
 def judge(
     run_dir: str | Path, progress: bool = True, write: bool = True, expected: dict[str, Any] | None = None,
-    engine: str | None = None, hf_token: str | None = None,
+    engine: str | None = None, hf_token: str | None = None, split: str = "test",
 ) -> dict[str, Any]:
     """Check and score ``run_dir``'s final model on the hidden split; returns (and writes) the report.
 
@@ -127,7 +127,10 @@ def judge(
     ``scored`` is true only when every check passed: only then is the WER trustworthy.
     ``engine`` (transformers | ct2) overrides the run's ``train.eval_engine``; the report names the one used.
     ``hf_token`` (resolved by the entry point) is needed only for a hub dataset.
+    ``split``: ``test`` (reported results; ``judge.json``) or ``dev`` (every tuning decision; ``judge-dev.json``).
     """
+    if split not in ("dev", "test"):
+        raise SttrlError(f"judge split {split!r} is not one of dev, test")
     run_dir = Path(run_dir)
     record_path = run_dir / RUN_RECORD
     if not record_path.is_file():
@@ -168,7 +171,7 @@ def judge(
         device = resolve_device(cfg.run.device)
         loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
         with judge_access(record["run_id"]):
-            hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token)
+            hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token, split=split)
         if cfg.data.max_hidden_utterances:
             hidden = hidden[: cfg.data.max_hidden_utterances]
         store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
@@ -184,9 +187,10 @@ def judge(
             examples=res.examples,
             engine=res.engine,
         )
+    report["split"] = split
     report["passed_all_checks"] = passed_all
     if write:
-        atomic_write_json(run_dir / "judge.json", report)
+        atomic_write_json(run_dir / ("judge.json" if split == "test" else f"judge-{split}.json"), report)
     return report
 
 
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sttrl.judge", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory holding run.json and final/")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--split", choices=("dev", "test"), default="test",
+                        help="hidden split: test (reported results, judge.json) or dev (tuning, judge-dev.json)")
     parser.add_argument("--engine", choices=ENGINES, default=None,
                         help="decoder for scoring (default: the run's train.eval_engine)")
     args = parser.parse_args(argv)
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from sttrl.config import secret
 
-        report = judge(args.run_dir, progress=not args.quiet, engine=args.engine, hf_token=secret("HF_TOKEN"))
+        report = judge(args.run_dir, progress=not args.quiet, engine=args.engine, hf_token=secret("HF_TOKEN"),
+                       split=args.split)
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

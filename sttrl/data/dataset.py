@@ -9,7 +9,8 @@ from sttrl.config import DataConfig
 from sttrl.data import hub, synthetic
 from sttrl.data.corpus import lexicon_fingerprint
 from sttrl.data.hidden import record_access
-from sttrl.data.splits import check_disjoint, config_fingerprint, manifest_path, read_manifest, write_manifest
+from sttrl.data.splits import (check_disjoint, config_fingerprint, hidden_part, manifest_path, read_manifest,
+                               write_manifest)
 from sttrl.data.types import Utterance
 from sttrl.errors import DataError, HiddenSplitAccessError, IntegrityError
 from sttrl.integrity import key_fingerprint
@@ -96,7 +97,9 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
             "listed": True,
             "note": "ids and text hashes before the duration filter; no text, no audio",
             "count": len(hidden_plan),
-            "utterances": [{"id": uid, "text_sha256": text_hash} for uid, text_hash, _ in hidden_plan],
+            "dev_fraction": cfg.hidden_dev_fraction,
+            "utterances": [{"id": uid, "text_sha256": text_hash, "part": hidden_part(uid, cfg.hidden_dev_fraction)}
+                           for uid, text_hash, _ in hidden_plan],
         }
         stats["synthesis"] = _merge_synth_stats(synth_stats)
         hidden_ids = [uid for uid, _, _ in hidden_plan]
@@ -136,8 +139,10 @@ def _merge_synth_stats(parts: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None = None) -> list[Utterance]:
-    """The hidden test split (judge only): synthesizes or loads the hidden domain and checks it against the manifest.
+def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None = None,
+                      split: str = "test") -> list[Utterance]:
+    """A hidden split (judge only): synthesizes or loads the hidden domain, checks it against the manifest, and
+    returns its ``dev`` part (for every tuning decision), its ``test`` part (reported results only) or ``all``.
     ``token``: the HF token the entry point resolved (hub data only).
 
     Every call is logged beside the judge key (sttrl.data.hidden); outside ``judge_access`` it fails the
@@ -151,8 +156,13 @@ def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None 
         record_access(fingerprint, "hidden split loaded")
         utterances = hub.load_hub_split(cfg, "hidden", progress, token)
         _verify_against_manifest(cfg, fingerprint, [(u.uid, sha256_text(u.text)) for u in utterances])
+    if split not in ("dev", "test", "all"):
+        raise DataError(f"hidden split {split!r} is not one of dev, test, all")
+    if split != "all":
+        utterances = [u for u in utterances if hidden_part(u.uid, cfg.hidden_dev_fraction) == split]
     if not utterances:
-        raise DataError(f"hidden split ({cfg.hidden_domain}) is empty after the duration filter")
+        raise DataError(f"hidden {split} split ({cfg.hidden_domain}) is empty after the duration filter: raise "
+                        "data.hidden_sentences or change data.hidden_dev_fraction")
     record = manifest_path(cfg, fingerprint).with_suffix(".hidden.json")
     atomic_write_json(record, {"fingerprint": fingerprint, "domain": cfg.hidden_domain, "count": len(utterances),
                                "utterances": [{"id": u.uid, "text_sha256": sha256_text(u.text), "audio_sha256": u.sha256}

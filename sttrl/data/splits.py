@@ -29,6 +29,11 @@ def is_validation(uid: str, fraction: float) -> bool:
     return _unit("sttrl-split", uid) < fraction
 
 
+def hidden_part(uid: str, dev_fraction: float) -> str:
+    """``dev`` or ``test``: the hidden domain's partition of ``uid`` (a fixed hash of the id, disjoint by construction)."""
+    return "dev" if _unit("sttrl-hidden-dev", uid) < dev_fraction else "test"
+
+
 def hash_order(items: Iterable[T], key: Any = None) -> list[T]:
     """Items ordered by a hash of their id (``key(item)``, default the item): a fixed, well-mixed order."""
     key = key or (lambda x: x)
@@ -68,11 +73,12 @@ def manifest_path(cfg: DataConfig, fingerprint: str) -> Path:
 
 
 def write_manifest(path: Path, fingerprint: str, cfg: DataConfig, splits: Mapping[str, Any], extra: Mapping[str, Any]) -> Path:
-    """Write the manifest atomically. ``splits['hidden']`` must hold ids and hashes only."""
+    """Write the manifest atomically. ``splits['hidden']`` must hold ids, hashes and dev/test parts only."""
     hidden = splits.get("hidden", {})
     for row in hidden.get("utterances") or []:
-        if set(row) - {"id", "text_sha256"}:
-            raise DataError(f"manifest {path}: hidden rows may hold only 'id' and 'text_sha256', got {sorted(row)}")
+        if set(row) - {"id", "text_sha256", "part"}:
+            raise DataError(f"manifest {path}: hidden rows may hold only 'id', 'text_sha256' and 'part', "
+                            f"got {sorted(row)}")
     body = {
         "format": MANIFEST_FORMAT,
         "fingerprint": fingerprint,

@@ -36,7 +36,8 @@ def check_domains(cfg: DataConfig) -> None:
 
 def _hidden_plan(cfg: DataConfig) -> list[Planned]:
     check_domains(cfg)
-    texts = generate_sentences(cfg.hidden_domain, cfg.sentences_per_domain, cfg.seed, salt=hidden_salt(cfg))
+    n = cfg.hidden_sentences or cfg.sentences_per_domain
+    texts = generate_sentences(cfg.hidden_domain, n, cfg.seed, salt=hidden_salt(cfg))
     items = [Planned(utterance_id(cfg.hidden_domain, t), cfg.hidden_domain, t) for t in texts]
     return cap(hash_order(items, key=lambda p: p.uid), cfg.max_hidden_utterances)
 
