@@ -50,3 +50,30 @@ def test_judge_scores_dev_and_test_separately(make_config):
     assert json.loads((env.run_dir / "judge.json").read_text())["split"] == "test"
     assert json.loads((env.run_dir / "judge-dev.json").read_text())["split"] == "dev"
     assert main([str(env.run_dir), "--split", "dev", "--quiet"]) == 0
+
+
+def test_headroom_script_runs_on_the_debug_preset(data_cache, tmp_path):
+    """benchmarks/headroom.py end to end on 1 test and 1 train instance with a 2-point grid (debug preset)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "headroom"
+    proc = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "headroom.py"), "--preset", "debug", "--test-instances", "1",
+         "--train-instances", "1", "--grid-lr", "1e-3,3e-3", "--out", str(out),
+         "--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}",
+         "--set", "env.max_actions=1", "--set", "env.budget_unit=samples", "--set", "env.samples_per_action=8",
+         "--set", "env.instances.lr=[1e-4, 1e-2]", "--set", "env.instances.batch_sizes=[2, 4]",
+         "--set", "data.max_hidden_utterances=16", "--set", "data.hidden_sentences=24"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((out / "headroom.json").read_text())
+    s = doc["summary"]
+    assert s["mean"]["oracle"] <= s["mean"]["tuned"]  # the tuned setting is one of the grid's
+    assert {r["kind"] for r in doc["rows"]} == {"train-grid", "start", "grid", "rule"}
+    assert s["per_instance"][0]["oracle"] == min(r["dev_wer"] for r in doc["rows"]
+                                                 if r["kind"] == "grid" and r["instance"] == 1000)
+    assert "room to repair a start" in proc.stdout
+    assert not list(out.glob("*/judge.json"))  # only the dev split was scored
