@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sttrl.config import load_config
 from sttrl.ct2 import ct2_to_hf, read_ct2
 from sttrl.data import build_speech_data
 from sttrl.engines import ct2_files, evaluate_with, load_ct2, weights_key

@@ -17,7 +17,7 @@ from rich.console import Console
 import graph.agents  # noqa: F401 - registers llm
 import graph.bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)
 from graph.bench.budget import budget_of
-from graph.bench.common import SCHEMA, config_differences, llm_unavailable, thread_id
+from graph.bench.common import SCHEMA, config_differences, llm_unavailable
 from graph.bench.episodes import AgentFactory, run_episode
 from graph.bench.executors import check_executor, error_result, run_on_ray
 from graph.bench.plot import write_bench_plot, write_paired_plot
