@@ -220,6 +220,8 @@ def ignored_options(argv: list[str]) -> list[str]:
         flag = tok.split("=", 1)[0]
         if flag in RESUME_IGNORES:
             value = tok.split("=", 1)[1] if "=" in tok else (argv[i + 1] if i + 1 < len(argv) else "")
+            if flag == "--set" and value.replace(" ", "").startswith("run.out_dir="):
+                continue  # used: it locates the default checkpointer
             out.append(f"{flag} {value}".strip())
     return out
 

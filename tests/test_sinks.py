@@ -25,7 +25,8 @@ def run_debug_episode(make_config, *overrides: str, publish: bool = True):
     _, info = env.reset(seed=0)
     policy, done = RulePolicy(tuple(env.actions)), False
     while not done:
-        action, why = policy.decide(info["observation"], env.trajectory.records())
+        d = policy.decide(info["observation"], env.trajectory.records())
+        action, why = d.action, d.rationale
         _, _, term, trunc, info = env.step(action, rationale=why)
         done = term or trunc
     env.close()

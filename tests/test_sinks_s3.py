@@ -123,7 +123,8 @@ def test_s3_sink_survives_server_restart_and_sync_catches_up(make_config, moto, 
     sink = Sink(url)
 
     def step() -> bool:
-        action, why = policy.decide(info["observation"], env.trajectory.records())
+        d = policy.decide(info["observation"], env.trajectory.records())
+        action, why = d.action, d.rationale
         _, _, term, trunc, out = env.step(action, rationale=why)
         info.update(out)
         return term or trunc

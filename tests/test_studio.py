@@ -109,7 +109,7 @@ def test_server_clients_see_sttrl_error_messages(server, data_cache, tmp_path):
     cases = {
         "preset": ({"preset": "nope", "overrides": base}, "nope"),
         "lr": ({"preset": "debug", "overrides": [*base, "train.lr=-1"]}, "train.lr"),
-        "agent": ({"preset": "debug", "agent": "nope", "overrides": base}, "unknown agent"),
+        "agent": ({"preset": "debug", "agent": "nope", "overrides": base}, "unknown controller 'nope'"),
         "config file": ({"preset": "debug", "config_file": str(tmp_path / "missing.yaml"), "overrides": base},
                         "missing.yaml"),
     }
