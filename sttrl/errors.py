@@ -42,7 +42,3 @@ class HiddenSplitAccessError(SttrlError):
 
 class RunDirectoryError(SttrlError):
     """A run directory cannot be created or written (read-only, no permission, not a directory)."""
-
-
-class OutOfMemoryError(SttrlError):
-    """The process ran out of memory outside a training block and cannot continue; the message says how to resume."""
