@@ -44,9 +44,5 @@ class RunDirectoryError(SttrlError):
     """A run directory cannot be created or written (read-only, no permission, not a directory)."""
 
 
-class OutOfMemoryError(SttrlError):
-    """The process ran out of memory outside a training block and cannot continue; the message says how to resume."""
-
-
 class SinkError(SttrlError):
     """A sink (object store, pre-signed URL) cannot be reached or written; the message never holds a credential."""
