@@ -186,7 +186,7 @@ def test_manifest_lists_hashes_but_no_hidden_text(built: tuple[DataConfig, Speec
     assert not any(text in raw for text in hidden_texts)
     hidden = manifest["splits"]["hidden"]
     assert hidden["domain"] == "government" and hidden["count"] == 6
-    assert all(set(row) == {"id", "text_sha256"} for row in hidden["utterances"])
+    assert all(set(row) == {"id", "text_sha256", "part"} and row["part"] in ("dev", "test") for row in hidden["utterances"])
     assert manifest["fingerprint"] == data.stats["fingerprint"]
     for name in ("train", "validation"):
         rows = manifest["splits"][name]["utterances"]
