@@ -197,8 +197,10 @@ def test_manifest_lists_hashes_but_no_hidden_text(built: tuple[DataConfig, Speec
 
 def test_load_hidden_split_for_the_judge(built: tuple[DataConfig, SpeechData, SpeechData]) -> None:
     cfg, data, _ = built
-    hidden = load_hidden_split(cfg, progress=False)
+    hidden = load_hidden_split(cfg, progress=False, split="all")
     assert len(hidden) == 6 and {u.domain for u in hidden} == {"government"}
+    dev, test = (load_hidden_split(cfg, progress=False, split=p) for p in ("dev", "test"))
+    assert sorted(u.uid for u in dev + test) == sorted(u.uid for u in hidden) and test
     assert not {u.uid for u in hidden} & {u.uid for n in ("train", "validation") for u in data.split(n)}
     assert all(sf.info(str(u.audio_path)).samplerate == 16000 for u in hidden)
     assert json.loads(data.manifest_path.with_suffix(".hidden.json").read_text())["count"] == 6

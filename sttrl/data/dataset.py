@@ -158,15 +158,16 @@ def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None 
         _verify_against_manifest(cfg, fingerprint, [(u.uid, sha256_text(u.text)) for u in utterances])
     if split not in ("dev", "test", "all"):
         raise DataError(f"hidden split {split!r} is not one of dev, test, all")
+    record = manifest_path(cfg, fingerprint).with_suffix(".hidden.json")  # the whole hidden domain, with parts
+    atomic_write_json(record, {"fingerprint": fingerprint, "domain": cfg.hidden_domain, "count": len(utterances),
+                               "utterances": [{"id": u.uid, "text_sha256": sha256_text(u.text), "audio_sha256": u.sha256,
+                                               "part": hidden_part(u.uid, cfg.hidden_dev_fraction)}
+                                              for u in utterances]})
     if split != "all":
         utterances = [u for u in utterances if hidden_part(u.uid, cfg.hidden_dev_fraction) == split]
     if not utterances:
         raise DataError(f"hidden {split} split ({cfg.hidden_domain}) is empty after the duration filter: raise "
                         "data.hidden_sentences or change data.hidden_dev_fraction")
-    record = manifest_path(cfg, fingerprint).with_suffix(".hidden.json")
-    atomic_write_json(record, {"fingerprint": fingerprint, "domain": cfg.hidden_domain, "count": len(utterances),
-                               "utterances": [{"id": u.uid, "text_sha256": sha256_text(u.text), "audio_sha256": u.sha256}
-                                              for u in utterances]})
     return utterances
 
 
