@@ -215,7 +215,9 @@ class EnvConfig(_Strict):
     max_actions: int = Field(8, ge=1, le=10_000, description="Decisions per episode before the budget is spent.")
     actions: list[str] = Field(default_factory=lambda: list(ALL_ACTIONS), min_length=1)
     checkpoint_every: int = Field(0, ge=0, description="Intra-block checkpoint every N steps; 0 = block end only.")
-    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    keep_checkpoints: int = Field(
+        2, ge=0, le=1000, description="Block checkpoints kept in the run directory (the last N); 0 keeps every block, "
+        "so that the run can be forked at any step (python -m graph.run --fork; disk cost per block in README).")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     instances: InstancesConfig | None = Field(
         None, description="A distribution of starting conditions drawn by the reset seed (sttrl/instances.py); "

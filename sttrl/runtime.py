@@ -163,7 +163,7 @@ class EpisodeRuntime:
         shutil.rmtree(self.ckpt_dir / "partial", ignore_errors=True)
         keep = self.cfg.env.keep_checkpoints
         blocks = sorted(self.completed_blocks())
-        for old in blocks[:-keep]:
+        for old in blocks[:-keep] if keep else []:  # 0 keeps every block (forkable at any step)
             shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
         return path
 
