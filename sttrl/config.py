@@ -284,6 +284,22 @@ class RunConfig(_Strict):
         return self
 
 
+class LookaheadConfig(_Strict):
+    """The ``lookahead`` controller (sttrl.lookahead): probe candidate actions from the current block checkpoint,
+    keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
+
+    candidates: list[str] = Field(
+        default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
+        min_length=1, description="Actions probed at each decision (those enabled in env.actions; never stop).")
+    probe_samples: int = Field(64, ge=1, le=10_000_000, description="Training samples per probe (at least one "
+                               "optimizer step; at most a whole block).")
+    criterion: Literal["train_loss", "val_wer"] = Field(
+        "train_loss", description="Which probe wins: the lowest mean training loss over the probe's last half "
+        "(default: separates settings after few steps) or the lowest WER on probe_eval_utterances validation "
+        "utterances (decodes once per probe).")
+    probe_eval_utterances: int = Field(16, ge=1, le=100_000, description="Validation utterances for val_wer.")
+
+
 class BenchConfig(_Strict):
     """Settings of the controller benchmark's search peers (``python -m graph.bench``)."""
 
@@ -300,6 +316,7 @@ class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
 
     @model_validator(mode="after")
     def _check_instances(self) -> "Config":
