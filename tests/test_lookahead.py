@@ -37,3 +37,27 @@ def test_lookahead_budget_arithmetic(make_config, tmp_path):
 def test_lookahead_candidates_must_be_enabled(make_config):
     with pytest.raises(ConfigError, match="lookahead.candidates"):
         candidates(make_config("env.actions=[keep,stop]", "lookahead.candidates=[lr_up]"))
+
+
+def test_lookahead_in_the_benchmark_reports_its_probe_samples(make_config, tmp_path):
+    from graph import bench
+
+    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=3", "run.threads=1",
+                      "lookahead.candidates=[keep,lr_down]", "lookahead.probe_samples=4")
+    doc = bench.run_bench(cfg, ["static", "lookahead"], [0], tmp_path / "bench", quiet=True, reference="static")
+    runs = {r["controller"]: r for r in doc["runs"]}
+    la = runs["lookahead"]
+    assert la["status"] == "finished" and la["judge_passed_all_checks"] is True
+    assert la["sample_budget"] == 24 and la["samples_spent"] <= 24 and la["probe_samples"] > 0
+    assert la["probes_per_decision"][0] == 2 and la["decisions"] < 3  # probes bought fewer decisions
+    assert runs["static"]["decisions"] == 3
+
+
+def test_lookahead_val_wer_criterion_scores_probes_by_decoding(make_config, tmp_path):
+    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=2",
+                      "lookahead.candidates=[keep,lr_down]", "lookahead.probe_samples=4", "lookahead.criterion=val_wer",
+                      "lookahead.probe_eval_utterances=3")
+    run_lookahead(cfg, tmp_path / "la")
+    row = json.loads((tmp_path / "la" / LOG).read_text().splitlines()[0])
+    assert row["criterion"] == "val_wer" and [p["action"] for p in row["probes"]] == ["keep", "lr_down"]
+    assert all(0.0 <= p["value"] < 10 for p in row["probes"])
