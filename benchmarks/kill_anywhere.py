@@ -137,7 +137,8 @@ class Checkpoints:
         if not values and not snap.next:
             return {"checkpointed": False}
         return {"checkpointed": True, "next": list(snap.next), "step": values.get("step", 0),
-                "finished": not snap.next and bool(values.get("judge"))}
+                "finished": not snap.next and bool(values.get("judge")),
+                "setup_done": bool(values.get("run_id")) and values.get("step") is not None}
 
 
 def partial_steps(run_dir: Path) -> int:
@@ -200,6 +201,8 @@ def expected_first_line(thread: str, state: dict[str, Any]) -> str:
         return f"thread {thread} (new episode"
     if state["finished"]:
         return f"thread {thread} is finished"
+    if not state.get("setup_done", True):  # graph.run starts a thread whose setup never finished again
+        return f"thread {thread} (its setup never finished"
     return f"thread {thread} resumes at {', '.join(state['next'])} after step {state['step']} "
 
 
