@@ -137,7 +137,8 @@ class Checkpoints:
         if not values and not snap.next:
             return {"checkpointed": False}
         return {"checkpointed": True, "next": list(snap.next), "step": values.get("step", 0),
-                "finished": bool(values.get("judge")), "setup_done": bool(values.get("run_id"))}
+                "finished": bool(values.get("judge")),
+                "setup_done": bool(values.get("run_id")) and values.get("step") is not None}
 
 
 def partial_steps(run_dir: Path) -> int:

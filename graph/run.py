@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpointer", metavar="PATH|URL",
                    help="SQLite file or postgresql:// URL (default: <run.out_dir>/checkpoints.sqlite)")
     p.add_argument("--list", action="store_true", help="list the checkpointer's threads with their status and exit")
+    p.add_argument("--fork", metavar="THREAD", help="start a new thread (--thread-id, or a new id) from THREAD after "
+                   "step --at, its training resumed from that block's checkpoint (see README: forks)")
+    p.add_argument("--at", type=int, metavar="STEP", help="with --fork: the step after which the fork starts")
+    p.add_argument("--action", metavar="A", help="with --fork: the fork's next decision (default: its agent's own)")
+    p.add_argument("--tree", metavar="THREAD", help="print THREAD's fork tree and write fork-tree.png, then exit")
     p.add_argument("--quiet", action="store_true", help="print only the thread id, the summary and the judge result")
     return p
 
@@ -319,6 +324,8 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     limit_arenas()  # before any thread allocates: see sttrl.memory
     if args.model and args.agent != "llm":
         parser.error("--model chooses the chat model of --agent llm; add --agent llm")
+    if bool(args.fork) != (args.at is not None) or (args.action and not args.fork):
+        parser.error("--fork THREAD needs --at STEP (and optionally --action A); --at and --action go with --fork")
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide enough for the summary table
         console = Console(width=max(console.width, 140))
@@ -330,7 +337,7 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
         try:
             cfg = resolve(args)
         except SttrlError as exc:  # fatal for a new thread; ignored when resuming one (it keeps its own config)
-            if not args.thread_id or args.list:
+            if not (args.thread_id or args.fork or args.tree) or args.list:
                 raise
             cfg_error = exc
         from graph.graph import GRAPH_NAME, build_graph
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
             compiled = build_graph().compile(checkpointer=saver, name=GRAPH_NAME)
             if args.list:
                 return list_threads(console, compiled, saver)
+            if args.tree or args.fork:  # fork tree / fork: graph.fork_cli
+                from graph.fork_cli import fork_main
+
+                return fork_main(console, compiled, saver, stack, target, args, cfg, cfg_error, thread_id, agent, argv)
             stack.enter_context(thread_lease(target, thread_id))
             return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
     except SttrlError as exc:

@@ -68,6 +68,7 @@ class EpisodeState(EpisodeInput, total=False):
     final: dict[str, Any] | None
     judge: dict[str, Any] | None
     end_reason: str | None
+    parent: dict[str, Any] | None  # a fork's parent: thread, step, run id, checkpoint hash (graph.fork)
 
 
 class EpisodeOutput(TypedDict, total=False):

@@ -218,7 +218,9 @@ class EnvConfig(_Strict):
     max_actions: int = Field(8, ge=1, le=10_000, description="Decisions per episode before the budget is spent.")
     actions: list[str] = Field(default_factory=lambda: list(ALL_ACTIONS), min_length=1)
     checkpoint_every: int = Field(0, ge=0, description="Intra-block checkpoint every N steps; 0 = block end only.")
-    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    keep_checkpoints: int = Field(
+        2, ge=0, le=1000, description="Block checkpoints kept in the run directory (the last N); 0 keeps every block, "
+        "so that the run can be forked at any step (python -m graph.run --fork; disk cost per block in README).")
     reward: RewardConfig = Field(default_factory=RewardConfig)
     instances: InstancesConfig | None = Field(
         None, description="A distribution of starting conditions drawn by the reset seed (sttrl/instances.py); "
@@ -285,6 +287,22 @@ class RunConfig(_Strict):
         return self
 
 
+class LookaheadConfig(_Strict):
+    """The ``lookahead`` controller (sttrl.lookahead): probe candidate actions from the current block checkpoint,
+    keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
+
+    candidates: list[str] = Field(
+        default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
+        min_length=1, description="Actions probed at each decision (those enabled in env.actions; never stop).")
+    probe_samples: int = Field(64, ge=1, le=10_000_000, description="Training samples per probe (at least one "
+                               "optimizer step; at most a whole block).")
+    criterion: Literal["train_loss", "val_wer"] = Field(
+        "train_loss", description="Which probe wins: the lowest mean training loss over the probe's last half "
+        "(default: separates settings after few steps) or the lowest WER on probe_eval_utterances validation "
+        "utterances (decodes once per probe).")
+    probe_eval_utterances: int = Field(16, ge=1, le=100_000, description="Validation utterances for val_wer.")
+
+
 class BenchConfig(_Strict):
     """Settings of the controller benchmark's search peers (``python -m graph.bench``)."""
 
@@ -301,6 +319,7 @@ class Config(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
 
     @model_validator(mode="after")
     def _check_instances(self) -> "Config":

@@ -46,3 +46,7 @@ class RunDirectoryError(SttrlError):
 
 class SinkError(SttrlError):
     """A sink (object store, pre-signed URL) cannot be reached or written; the message never holds a credential."""
+
+
+class ForkError(SttrlError):
+    """A fork that cannot be made: unknown thread, step outside its history, action not enabled, id taken."""

@@ -163,7 +163,7 @@ class EpisodeRuntime:
         shutil.rmtree(self.ckpt_dir / "partial", ignore_errors=True)
         keep = self.cfg.env.keep_checkpoints
         blocks = sorted(self.completed_blocks())
-        for old in blocks[:-keep]:
+        for old in blocks[:-keep] if keep else []:  # 0 keeps every block (forkable at any step)
             shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
         return path
 
@@ -187,7 +187,9 @@ class EpisodeRuntime:
     def _load_block(self, block: int) -> dict:
         path = self.ckpt_dir / block_name(block)
         if not path.is_dir():
-            raise CheckpointError(f"checkpoint {path} is missing (kept only the last {self.cfg.env.keep_checkpoints})")
+            k = self.cfg.env.keep_checkpoints
+            raise CheckpointError(f"checkpoint {path} is missing (env.keep_checkpoints={k} keeps only the last {k} "
+                                  "blocks; 0 keeps every block, needed to fork or time-travel to any step)")
         meta = self.trainer.load_checkpoint(path)
         self.block = block
         return meta

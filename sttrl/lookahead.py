@@ -1,0 +1,179 @@
+"""The ``lookahead`` controller: at each decision, fork every candidate action from the current block
+checkpoint, train each for a short probe, keep the best by ``lookahead.criterion``, and continue the
+block from the winner's probe checkpoint (its probe steps are not trained again).
+
+Budget: an episode may train ``budget_samples(cfg)`` samples (``env.max_actions`` blocks of the episode's
+block size), and every probe sample counts. A decision costs the block plus the losing probes (the
+winner's probe is the start of its block); when what is left cannot pay for a whole decision with probes,
+the episode trains plain ``keep`` blocks while a block fits, then ends. ``lookahead.jsonl`` in the run
+directory holds, per decision, the observation, every probe with its measured outcome and the winner:
+the rows :mod:`sttrl.teacher` writes out as teacher trajectories.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sttrl import episode
+from sttrl.actions import Action, Hyperparams
+from sttrl.config import Config
+from sttrl.controllers import Decided
+from sttrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sttrl.runtime import EpisodeRuntime
+
+LOG = "lookahead.jsonl"
+SOURCE = "lookahead"
+
+
+def block_samples(cfg: Config, hp: Hyperparams) -> int:
+    """Samples one block trains at ``hp`` (env.samples_per_action, or steps_per_action x batch x accumulation)."""
+    env = cfg.env
+    if env.budget_unit == "samples":
+        assert env.samples_per_action is not None
+        steps = max(1, math.ceil(env.samples_per_action / (hp.batch_size * hp.grad_accum)))
+    else:
+        steps = env.steps_per_action
+    return steps * hp.batch_size * hp.grad_accum
+
+
+def budget_samples(cfg: Config, hp: Hyperparams) -> int:
+    """The episode's training budget in samples: ``env.max_actions`` blocks at the starting hyperparameters."""
+    return cfg.env.max_actions * block_samples(cfg, hp)
+
+
+def candidates(cfg: Config) -> list[str]:
+    """The probed actions: ``lookahead.candidates`` that ``env.actions`` enables (never ``stop``)."""
+    out = [a for a in cfg.lookahead.candidates if a in cfg.env.actions and a != Action.STOP.value]
+    if not out:
+        raise ConfigError(f"lookahead.candidates {cfg.lookahead.candidates} has no action enabled in env.actions "
+                          f"{cfg.env.actions} (stop is never probed)")
+    return out
+
+
+@dataclass
+class Spent:
+    """Samples spent so far: in blocks (after their winning probe) and in probes (all of them)."""
+
+    blocks: int = 0
+    probes: int = 0
+    probe_list: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.blocks + self.probes
+
+
+def _criterion(rt: EpisodeRuntime, losses: list[float], status: str) -> float:
+    if status != "ok" or not losses:
+        return math.inf
+    if rt.cfg.lookahead.criterion == "train_loss":
+        tail = losses[len(losses) // 2:]
+        return float(sum(tail) / len(tail))
+    from sttrl.engines import evaluate_with
+    from sttrl.features import FeatureStore
+    from sttrl.runtime import feature_cache_dir
+
+    n = rt.cfg.lookahead.probe_eval_utterances
+    store = FeatureStore(rt.loaded, rt.val_store.utterances[:n], rt.cfg.model.max_target_tokens,
+                         feature_cache_dir(rt.cfg))
+    return float(evaluate_with(rt.cfg, store, rt.device).wer)
+
+
+def probe(rt: EpisodeRuntime, progress: episode.Progress, action: str, probe_dir: Path) -> dict[str, Any]:
+    """Train ``action``'s probe from block ``progress.step``'s checkpoint; its checkpoint goes to ``probe_dir``."""
+    pend = episode.pending(progress, Decided(Action(action), "probe", SOURCE), rt.cfg)
+    hp = pend.hp
+    per_step = hp.batch_size * hp.grad_accum
+    steps = max(1, min(rt.steps_for(hp), math.ceil(rt.cfg.lookahead.probe_samples / per_step)))
+    t0 = time.perf_counter()
+    rt._load_block(progress.step)
+    res = rt.trainer.train_block(hp, steps, rollback=lambda: rt._load_block(progress.step))
+    value = _criterion(rt, list(res.losses), res.status)
+    if res.status == "ok":
+        rt.trainer.save_checkpoint(probe_dir, {"block": pend.step, "hp": hp.to_dict(), "losses": list(res.losses)})
+    return {"action": action, "hp_after": pend.hp_after, "clamped": pend.clamped, "steps": steps,
+            "samples": res.samples if res.status == "ok" else res.steps_attempted * per_step,
+            "status": res.status, "losses": list(res.losses), "value": value,
+            "seconds": time.perf_counter() - t0}
+
+
+def lookahead_step(rt: EpisodeRuntime, progress: episode.Progress) -> tuple[episode.Pending, list[dict[str, Any]]]:
+    """Probe every candidate, pick the best (lowest criterion; first in candidate order on ties) and put its
+    probe checkpoint where ``train_block`` continues a block cut off mid-way. Returns the decision and probes."""
+    cfg, block = rt.cfg, progress.step + 1
+    root = rt.run_dir / "probes" / f"block-{block:04d}"
+    shutil.rmtree(root, ignore_errors=True)
+    probes = [probe(rt, progress, a, root / a) for a in candidates(cfg)]
+    ok = [p for p in probes if math.isfinite(p["value"])]
+    best = min(ok, key=lambda p: p["value"]) if ok else None
+    action = best["action"] if best else Action.KEEP.value
+    why = (f"lookahead: lowest {cfg.lookahead.criterion} {best['value']:.4f} of {len(probes)} probes"
+           if best else f"lookahead: all {len(probes)} probes failed; keep")
+    pend = episode.pending(progress, Decided(Action(action), why, SOURCE), cfg)
+    rt._load_block(progress.step)
+    partial = rt.ckpt_dir / "partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    if best is not None and best["hp_after"] == pend.hp_after:
+        shutil.copytree(root / action, partial)  # train_block continues from here (sttrl.runtime)
+    shutil.rmtree(root, ignore_errors=True)
+    return pend, probes
+
+
+def run_lookahead(cfg: Config, run_dir: str | Path, *, data: Any = None, on_line: Any = None) -> dict[str, Any]:
+    """One lookahead episode in ``run_dir``: decisions until the sample budget is spent, then the final model.
+    Returns ``{run_dir, records, spent: {blocks, probes, total, budget}, decisions}``; the judge is separate."""
+    from sttrl.runtime import EpisodeRuntime
+
+    rt = EpisodeRuntime(cfg, run_dir, progress=False, data=data)
+    cfg = rt.cfg
+    if rt.completed_blocks() != [0]:
+        raise ConfigError(f"run directory {run_dir} already holds trained blocks: lookahead episodes start fresh")
+    progress, start, _ = episode.start(rt)
+    budget = budget_samples(cfg, progress.hp)
+    spent, records = Spent(), []
+    log = Path(run_dir) / LOG
+    log.unlink(missing_ok=True)
+    while progress.step < cfg.env.max_actions:
+        k = len(candidates(cfg))
+        block = block_samples(cfg, progress.hp)
+        cost = block + (k - 1) * min(cfg.lookahead.probe_samples, block)
+        left = budget - spent.total
+        probes: list[dict[str, Any]] = []
+        if left >= cost:
+            pend, probes = lookahead_step(rt, progress)
+            winner = next((p for p in probes if p["action"] == pend.action and p["status"] == "ok"), None)
+            spent.probes += sum(p["samples"] for p in probes) - (winner["samples"] if winner else 0)
+            spent.probe_list.append(sum(p["samples"] for p in probes))
+        elif left >= block:
+            pend = episode.pending(progress, Decided(Action.KEEP, "lookahead: budget left pays for a block, "
+                                                     "not for probes", SOURCE), cfg)
+        else:
+            break
+        obs_before = progress.observation
+        tr = episode.train(rt, pend)
+        ev = rt.evaluate(pend.step)
+        winner_samples = next((p["samples"] for p in probes if p["action"] == pend.action and p["status"] == "ok"), 0)
+        spent.blocks += tr.samples + winner_samples
+        record, progress = episode.conclude(progress, pend, tr.to_dict(), ev.to_dict(), cfg, rt.run_id)
+        records.append(episode.append(run_dir, record))
+        row = {"step": pend.step, "observation": obs_before, "probes": probes, "chosen": pend.action,
+               "criterion": cfg.lookahead.criterion, "block_samples": tr.samples + winner_samples,
+               "val_wer_after": ev.wer, "spent": {"blocks": spent.blocks, "probes": spent.probes,
+                                                  "total": spent.total, "budget": budget}}
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if on_line:
+            on_line(f"step {pend.step}: {pend.action} ({len(probes)} probes), val WER {ev.wer:.3f}, "
+                    f"spent {spent.total}/{budget} samples ({spent.probes} on probes)")
+    final = rt.save_final()
+    return {"run_dir": str(run_dir), "run_id": rt.run_id, "start": start, "records": records, "final": final,
+            "decisions": len(records), "spent": {"blocks": spent.blocks, "probes": spent.probes,
+                                                 "total": spent.total, "budget": budget}}
