@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sttrl.errors import ConfigError
-from sttrl.lookahead import LOG, budget_samples, candidates, run_lookahead
+from sttrl.lookahead import LOG, candidates, run_lookahead
 
 
 def test_lookahead_budget_arithmetic(make_config, tmp_path):
