@@ -11,7 +11,7 @@ from sttrl.data.hidden import judge_access
 
 
 def test_dev_and_test_are_disjoint_from_each_other_and_from_training(make_config):
-    cfg = make_config("data.max_hidden_utterances=16", "data.hidden_sentences=24")
+    cfg = make_config("data.max_hidden_utterances=32", "data.hidden_sentences=48", "data.hidden_dev_fraction=0.5")
     data = build_speech_data(cfg.data, progress=False)
     with judge_access("test-hidden-splits"):
         dev = load_hidden_split(cfg.data, progress=False, split="dev")
@@ -37,7 +37,7 @@ def test_judge_scores_dev_and_test_separately(make_config):
     from sttrl.env import SttEnv
     from sttrl.judge import judge, main
 
-    env = SttEnv(make_config("env.max_actions=1", "data.max_hidden_utterances=16", "data.hidden_sentences=24"))
+    env = SttEnv(make_config("env.max_actions=1", "data.max_hidden_utterances=32", "data.hidden_sentences=48", "data.hidden_dev_fraction=0.5"))
     env.reset(seed=0)
     env.step("keep")
     env.close()
@@ -66,7 +66,8 @@ def test_headroom_script_runs_on_the_debug_preset(data_cache, tmp_path):
          "--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}",
          "--set", "env.max_actions=1", "--set", "env.budget_unit=samples", "--set", "env.samples_per_action=8",
          "--set", "env.instances.lr=[1e-4, 1e-2]", "--set", "env.instances.batch_sizes=[2, 4]",
-         "--set", "data.max_hidden_utterances=16", "--set", "data.hidden_sentences=24"],
+         "--set", "data.max_hidden_utterances=32", "--set", "data.hidden_sentences=48",
+         "--set", "data.hidden_dev_fraction=0.5"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((out / "headroom.json").read_text())
