@@ -5,66 +5,23 @@ own assistants/threads/runs API as the job API (start, poll, cancel, resume, rea
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from servers import langgraph_dev  # tests/ is on sys.path
+
 KEY = "test-collect-key-123"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("collect")
     store = tmp / "store"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
-    env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false",
-               STTRL_COLLECT_API_KEY=KEY, STTRL_COLLECT_SINK=store.as_uri(), STTRL_COLLECT_MAX_BYTES="65536")
-    log = open(tmp / "server.log", "w")
-    cli = Path(sys.executable).parent / "langgraph"
-    proc = subprocess.Popen(
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(REPO / "langgraph.json")],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ok", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"langgraph dev did not start:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+    extra = {"STTRL_COLLECT_API_KEY": KEY, "STTRL_COLLECT_SINK": store.as_uri(), "STTRL_COLLECT_MAX_BYTES": "65536"}
+    with langgraph_dev(tmp, extra) as url:
         yield {"url": url, "store": store, "tmp": tmp}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 def _step(run_id: str, step: int, **kw) -> dict:

@@ -5,61 +5,19 @@ events from the graph's stream writer arrive in the stream."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from servers import langgraph_dev  # tests/ is on sys.path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:  # 2024, langgraph dev's default, is taken on these machines
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["LANGSMITH_TRACING"] = "false"
-    cli = Path(sys.executable).parent / "langgraph"
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-         "--config", str(REPO / "langgraph.json")],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/ok", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"langgraph dev did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+    with langgraph_dev(tmp_path) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_cache, tmp_path):

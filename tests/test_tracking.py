@@ -4,57 +4,26 @@ a free loopback port; a tracker that fails never fails the episode."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from test_sinks import run_debug_episode  # pytest puts tests/ on sys.path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import background_server, free_port  # pytest puts tests/ on sys.path
+from test_sinks import run_debug_episode
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "mlflow.log", "w")
+    port = free_port()
     cli = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen([str(cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                             "--artifacts-destination", str(tmp_path / "mlartifacts")],
-                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    cmd = [str(cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "--artifacts-destination", str(tmp_path / "mlartifacts")]
     url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"mlflow server did not start:\n{(tmp_path / 'mlflow.log').read_text()[-3000:]}")
-            time.sleep(0.25)
+    with background_server(cmd, url + "/health", tmp_path / "mlflow.log", name="mlflow server", cwd=tmp_path,
+                           timeout=120):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 def test_mlflow_tracker_logs_steps_and_artifacts(make_config, mlflow_server):
@@ -126,7 +95,7 @@ def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
 def test_a_failing_tracker_never_fails_the_episode(make_config, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run_dir, status = run_debug_episode(make_config, "run.tracker=mlflow", f"run.tracker_uri={dead}")
     assert (run_dir / "final").is_dir() and len((run_dir / "trajectory.jsonl").read_text().splitlines()) >= 1
     assert not status["tracker"]["ok"] and status["tracker"]["error"].startswith("mlflow: ")

@@ -1,0 +1,68 @@
+"""Servers the tests start themselves on free loopback ports (``langgraph dev``, an MLflow tracking server):
+started in their own process group, waited for on a health URL, stopped with the group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:  # 2024, langgraph dev's default, is taken on these machines
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def background_server(cmd: list[str], ready_url: str, log_path: Path, *, name: str, cwd: Path,
+                      env: Mapping[str, str] | None = None, timeout: float = 90) -> Iterator[None]:
+    """Run ``cmd`` until the block ends; ready when ``ready_url`` answers 200 (else an error with the log)."""
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env else None,
+                            start_new_session=True)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the process group we started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@contextmanager
+def langgraph_dev(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``langgraph dev`` over this repository's langgraph.json; yields its URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
+    env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false",
+               **(extra_env or {}))
+    cli = Path(sys.executable).parent / "langgraph"
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
+           "--config", str(REPO / "langgraph.json")]
+    with background_server(cmd, url + "/ok", tmp / "server.log", name="langgraph dev", cwd=REPO, env=env):
+        yield url
