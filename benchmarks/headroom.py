@@ -33,7 +33,8 @@ from sttrl.config import add_config_arguments, config_from_dict, load_config  # 
 from sttrl.io import atomic_write_json  # noqa: E402
 
 
-def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller: str, run_dir: Path) -> dict[str, Any]:
+def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller: str, run_dir: Path,
+            one_block: bool = True) -> dict[str, Any]:
     """One episode on ``instance`` (its start replaced by ``setting`` when given), judged on hidden dev."""
     from sttrl.controllers import make_controller
     from sttrl.env import SttEnv
@@ -44,11 +45,19 @@ def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller:
     if done.is_file():
         return json.loads(done.read_text())
     icfg = apply(cfg, instance)
-    if setting:
-        data = icfg.to_dict()
-        data["train"].update(setting)
-        data["env"]["instances"] = None  # the instance is already applied; keep its record
-        icfg = config_from_dict(data)
+    data = icfg.to_dict()
+    data["train"].update(setting or {})
+    data["env"]["instances"] = None  # the instance is already applied; keep its record
+    if controller == "static" and one_block:
+        # A static setting reads no observation, so its budget is trained as one block of the same samples:
+        # same data order, same optimizer steps and lr; only the per-block validation evaluations (never read)
+        # and block checkpoints are skipped.
+        env = data["env"]
+        if env.get("budget_unit") != "samples":
+            raise SystemExit("headroom: --one-block needs env.budget_unit=samples")
+        env["samples_per_action"] = int(env["samples_per_action"]) * int(env["max_actions"])
+        env["max_actions"] = 1
+    icfg = config_from_dict(data)
     env = SttEnv(icfg)
     _, info = env.reset(seed=cfg.run.seed, options={"run_dir": str(run_dir), "instance": instance})
     policy = make_controller(controller, icfg, seed=cfg.run.seed)
@@ -69,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-lr", default="5e-5,1.5e-4,4.5e-4", help="comma-separated static learning rates")
     p.add_argument("--grid-batch", default="", help="comma-separated static batch sizes (default: the instance's)")
     p.add_argument("--out", type=Path, default=Path("runs/headroom"))
+    p.add_argument("--blocks", choices=("one", "episode"), default="one",
+                   help="static runs as one block of the whole sample budget (default; no unread evaluations) "
+                        "or as the episode's blocks")
     args = p.parse_args(argv)
     cfg = load_config(args.preset, args.config, args.overrides)
     if cfg.env.instances is None:
@@ -84,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(instance: int, kind: str, setting: dict[str, Any] | None, controller: str) -> float:
         tag = "-".join(f"{k}{v:g}" for k, v in (setting or {}).items()) or controller
-        rep = episode(cfg, instance, setting, controller, args.out / f"i{instance}-{kind}-{tag}")
+        t = time.perf_counter()
+        rep = episode(cfg, instance, setting, controller, args.out / f"i{instance}-{kind}-{tag}",
+                      one_block=args.blocks == "one")
         rows.append({"instance": instance, "kind": kind, "setting": setting, "controller": controller,
-                     "dev_wer": rep["wer"], "scored": rep["scored"]})
+                     "dev_wer": rep["wer"], "scored": rep["scored"], "seconds": time.perf_counter() - t})
         atomic_write_json(args.out / "headroom.json", {"preset": cfg.preset, "grid": grid, "rows": rows,
                                                        "seconds": time.perf_counter() - t0})
         print(f"instance {instance} {kind} {tag}: dev WER {rep['wer']:.3f}", flush=True)
