@@ -14,12 +14,16 @@ Names: ``runtime`` is LangGraph's ``Runtime[EpisodeContext]`` (injected by that 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import run_in_executor
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
@@ -166,6 +170,14 @@ def decide(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, A
     return {"decision": pending.to_dict(), "hp": pending.hp_after}
 
 
+class TrainingCancelled(Exception):
+    """The run was cancelled (``runs.cancel``) while its block trained: raised at the next optimizer step."""
+
+
+# Set by ``atrain`` (the server's path) for the worker thread that runs ``train``; None on the CLI's sync path.
+_CANCEL: ContextVar[threading.Event | None] = ContextVar("sttrl_train_cancel", default=None)
+
+
 def train(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
     """Train the pending step's block through the ``train_block`` tool, streaming each optimizer step."""
     pending = episode.Pending.from_dict(state["decision"])
@@ -174,11 +186,21 @@ def train(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     writer = get_stream_writer()
     writer({"type": "train_start", "block": block, "steps": ep.steps_for(pending.hp), "hp": pending.hp_after,
             "global_step": ep.trainer.state.global_step})
+    cancel = _CANCEL.get()
 
     def on_step(info: StepInfo) -> None:
         writer({"type": "train_step", "block": block, **asdict(info)})
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled(f"run cancelled at block {block} step {info.step_in_block}")
 
-    out = train_block_tool.invoke({"block": block, **pending.hp_after, "episode": ep, "on_step": on_step})
+    try:
+        out = train_block_tool.invoke({"block": block, **pending.hp_after, "episode": ep, "on_step": on_step})
+    except TrainingCancelled:
+        # The in-memory model is part-way through the block: forget it, so the next run of this thread
+        # rebuilds from the block's start (or its last intra-block checkpoint, env.checkpoint_every) on disk.
+        live.drop_episode_runtime(state["thread_id"])
+        release_memory(collect=True)
+        raise
     res = out["result"]
     writer({"type": "train_end", "block": block, "status": res["status"], "mean_loss": res["mean_loss"],
             "steps": res["steps"], "seconds": res["seconds"], "samples_per_s": res["samples_per_s"],
@@ -187,6 +209,28 @@ def train(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, An
     checkpoints = [c for c in state.get("checkpoints", []) if c["block"] != block and c["block"] in kept]
     checkpoints.append(out["checkpoint"])
     return {"train": res, "checkpoints": checkpoints}
+
+
+async def atrain(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+    """``train`` on the async path (the LangGraph server, Studio): in a worker thread, as LangGraph runs any
+    sync node, but a cancelled run (``runs.cancel``) also stops the block: the cancellation sets a flag that
+    the next optimizer step reads, and the node waits for the worker to let go of the model before it
+    re-raises. Without this, the cancelled run's block kept training inside the server."""
+    stop = threading.Event()
+    token = _CANCEL.set(stop)
+    try:  # the task copies this context (with the flag) and run_in_executor copies it into the thread
+        task = asyncio.ensure_future(run_in_executor(None, train, state, runtime))
+    finally:
+        _CANCEL.reset(token)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        stop.set()
+        try:
+            await task
+        except BaseException:  # TrainingCancelled, or whatever ended the block first
+            pass
+        raise
 
 
 def evaluate(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:

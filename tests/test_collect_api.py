@@ -111,3 +111,45 @@ def test_jobs_start_poll_cancel_resume_read(server, data_cache):
     got = httpx.get(f"{server['url']}/rl/episodes/{values['run_id']}", headers={"X-API-Key": KEY}, timeout=30).json()
     assert [r["step"] for r in got["records"]] == steps and got["judge"]["scored"]
     assert got["metadata"]["preset"] == "debug"
+
+
+def test_cancel_stops_the_training_block_within_steps(server, data_cache):
+    """Issue 10 item 14: ``runs.cancel`` stops the block that is training inside the server (it kept running
+    before), and the thread resumes from the block's last intra-block checkpoint to a judged end."""
+    from langgraph_sdk import get_sync_client
+
+    from sttrl.runtime import block_name
+    from sttrl.trainer import read_checkpoint_record
+
+    client = get_sync_client(url=server["url"])
+    tid = client.threads.create()["thread_id"]
+    out = server["tmp"] / "cancel-runs"
+    steps = 400
+    inp = {"preset": "debug", "agent": "static",
+           "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=1",
+                         f"env.steps_per_action={steps}", "env.checkpoint_every=5"]}
+    run = client.runs.create(tid, "sttrl", input=inp, stream_mode=["custom"])
+    seen = 0
+    for part in client.runs.join_stream(tid, run["run_id"], stream_mode="custom"):
+        data = part.data if isinstance(part.data, dict) else {}
+        if data.get("type") == "train_step":
+            seen = data["step_in_block"]
+            if seen >= 12:
+                break
+    assert seen >= 12, "no training steps streamed"
+    client.runs.cancel(tid, run["run_id"], wait=True)
+    assert client.runs.get(tid, run["run_id"])["status"] == "interrupted"
+    partial = out / tid / "checkpoints" / "partial"
+
+    def trained() -> int:
+        return len(read_checkpoint_record(partial)["meta"]["losses"])
+
+    first = trained()
+    time.sleep(3.0)  # a block still training would write a checkpoint every 5 steps meanwhile
+    assert trained() == first < steps
+    assert not (out / tid / "checkpoints" / block_name(1)).exists()
+    resumed = client.runs.create(tid, "sttrl", input=None)
+    client.runs.join(tid, resumed["run_id"])
+    assert client.runs.get(tid, resumed["run_id"])["status"] == "success"
+    values = client.threads.get_state(tid)["values"]
+    assert values["judge"]["scored"] and values["records"][0]["train"]["steps"] == steps
