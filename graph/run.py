@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=int, metavar="STEP", help="with --fork: the step after which the fork starts")
     p.add_argument("--action", metavar="A", help="with --fork: the fork's next decision (default: its agent's own)")
     p.add_argument("--tree", metavar="THREAD", help="print THREAD's fork tree and write fork-tree.png, then exit")
+    p.add_argument("--judge", choices=("test", "dev"), metavar="SPLIT",
+                   help="re-score finished --thread-id's final model on the hidden SPLIT (test|dev), checking the run "
+                        "directory against the thread's checkpointed state (hashes, step records, rewards); exit 1 "
+                        "if a check fails")
     p.add_argument("--quiet", action="store_true", help="print only the thread id, the summary and the judge result")
     return p
 
@@ -301,6 +305,28 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
     return 0
 
 
+def rejudge(console: Console, compiled: Any, thread_id: str, split: str) -> int:
+    """The judge on a finished thread, with what the run directory cannot rewrite taken from the checkpointer."""
+    from sttrl import judge as judge_mod
+    from sttrl.errors import CheckpointError
+    from sttrl.integrity import expected_from_state
+
+    snap = compiled.get_state({"configurable": {"thread_id": thread_id}})
+    values = snap.values or {}
+    if thread_status(values, snap.next) != "finished":
+        raise CheckpointError(f"thread {thread_id} has not finished (no final model to judge); resume it first with "
+                              f"python -m graph.run --thread-id {thread_id}")
+    from graph import live
+
+    report = judge_mod.judge(values["run_dir"], progress=False, expected=expected_from_state(values), split=split,
+                             hf_token=live.hf_token())
+    failed = [name for name, c in report["checks"].items() if not c["passed"]]
+    console.print(f"thread {thread_id}: judge ({split} split) WER {report['wer']:.4f} CER {report['cer']:.4f} "
+                  f"score {report['score']:.1f} over {report['n_utterances']} utterances; "
+                  + (f"FAILED checks: {', '.join(failed)}" if failed else "all checks passed"), highlight=False)
+    return 0 if report["passed_all_checks"] else 1
+
+
 def _out_dir(args: argparse.Namespace) -> Path:
     """``run.out_dir`` as the command line sets it, read without validating the rest of the config."""
     from sttrl.config import parse_override
@@ -355,6 +381,10 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
 
                 return fork_main(console, compiled, saver, stack, target, args, cfg, cfg_error, thread_id, agent, argv)
             stack.enter_context(thread_lease(target, thread_id))
+            if args.judge:
+                if not args.thread_id:
+                    parser.error("--judge SPLIT needs --thread-id of a finished thread")
+                return rejudge(console, compiled, thread_id, args.judge)
             return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)

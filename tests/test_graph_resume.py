@@ -357,3 +357,21 @@ def test_help_and_missing_api_key(data_cache, tmp_path):
     c.proc.wait(60)
     c.reader.join(5)
     assert c.proc.returncode == 2 and "unknown preset" in c.text
+
+
+def test_rejudge_a_finished_thread_against_its_checkpointed_state(data_cache, tmp_path, capsys):
+    """``graph.run --thread-id T --judge SPLIT`` re-scores a finished thread with the hashes and step records of
+    its checkpointed state: a run directory that lost a step fails there although it is self-consistent."""
+    from graph.run import main
+
+    out = tmp_path / "runs"
+    common = ["--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={out}", "--quiet"]
+    assert main(["--preset", "debug", "--agent", "static", "--max-actions", "1", *common, "--thread-id", "rj"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--thread-id", "rj", "--judge", "test"]) == 0
+    assert "all checks passed" in capsys.readouterr().out
+    (out / "rj" / "trajectory.jsonl").unlink()
+    assert main([*common, "--thread-id", "rj", "--judge", "test"]) == 1
+    assert "FAILED checks" in capsys.readouterr().out
+    assert main([*common, "--thread-id", "nope", "--judge", "test"]) == 2
+    assert "has not finished" in capsys.readouterr().out
