@@ -1,0 +1,77 @@
+"""End to end on the debug preset: teacher data from a real lookahead run -> step-wise stage -> outcome stage
+(RLOO) -> the learned controller decides a debug episode; DPO and the graph's --agent learned wiring."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sttrl.config import load_config
+from sttrl.errors import ConfigError
+from sttrl.learn import main as learn_main
+from sttrl.policy.controller import META_FILE, LearnedController
+
+COMMON = ["env.instances.lr=[1e-4, 1e-2]", "env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=3",
+          "lookahead.candidates=[keep,lr_up]", "lookahead.probe_samples=4",
+          "train.batch_size=2"]  # probes of two optimizer steps: the lr shows in their loss
+
+
+@pytest.fixture(scope="module")
+def teacher(data_cache, tmp_path_factory):
+    from sttrl.teacher import main as teacher_main
+
+    tmp = tmp_path_factory.mktemp("policy-e2e")
+    out = tmp / "teacher.jsonl"
+    sets = [x for s in COMMON + [f"data.cache_dir={data_cache}", f"run.out_dir={tmp / 'runs'}"] for x in ("--set", s)]
+    assert teacher_main(["--preset", "debug", *sets, "--instances", "1", "--out", str(out)]) == 0
+    return out, sets, tmp
+
+
+def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher, tiny_lm, capsys):
+    path, sets, tmp = teacher
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows and rows[-1]["history"] and len(rows[-1]["history"]) == rows[-1]["step"] - 1
+    base = ["--preset", "debug", "--policy-preset", "debug", *sets, "--data", str(path)]
+    assert learn_main([*base, "--stage", "sft", "--model", f"local:{tiny_lm}", "--out", str(tmp / "sft")]) == 0
+    assert learn_main([*base, "--stage", "rloo", "--set", "policy.reference=ema", "--model", str(tmp / "sft"),
+                       "--out", str(tmp / "rloo")]) == 0
+    meta = json.loads((tmp / "rloo" / META_FILE).read_text())
+    assert meta["stage"] == "rloo" and len(meta["log"]) == 3 and meta["config"]["policy"]["reference"] == "ema"
+    assert all({"reward", "kl", "kl_coef", "entropy"} <= set(s) for s in meta["log"])
+    assert learn_main([*base, "--stage", "rloo", "--model", str(tmp / "sft"), "--out", str(tmp / "rloo")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    from sttrl.controllers import make_controller
+    from sttrl.env import SttEnv
+
+    cfg = load_config("debug", overrides=[s for s in sets if s != "--set"] + ["env.max_actions=2"])
+    ctl = make_controller("learned", cfg, seed=0, model=str(tmp / "rloo"))
+    assert isinstance(ctl, LearnedController)
+    env = SttEnv(cfg, progress=False, source="learned")
+    _, info = env.reset(seed=0)
+    obs, history, done = info["observation"], [], False
+    while not done:
+        d = ctl.decide(obs, history)
+        assert d.source == "learned" and d.action.value in cfg.env.actions
+        _, _, term, trunc, info = env.step(d.action, rationale=d.rationale, source=d.source)
+        obs, history, done = info["observation"], env.trajectory.records(), term or trunc
+    env.close()
+    assert history and all(r["source"] == "learned" for r in history)
+
+
+def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
+    path, sets, tmp = teacher
+    base = ["--preset", "debug", "--policy-preset", "debug", *sets, "--data", str(path), "--model", str(tiny_lm)]
+    assert learn_main([*base, "--stage", "dpo", "--out", str(tmp / "dpo")]) == 0
+    meta = json.loads((tmp / "dpo" / META_FILE).read_text())
+    assert meta["stage"] == "dpo" and all("margin" in s for s in meta["log"])
+
+    from graph.agents import AgentConfigError, make_agent
+
+    cfg = load_config("debug")
+    assert isinstance(make_agent("learned", cfg, model=str(tmp / "dpo")), LearnedController)
+    with pytest.raises(AgentConfigError, match="needs --model DIR"):
+        make_agent("learned", cfg)
+    with pytest.raises(ConfigError, match="resolves to nothing"):
+        make_agent("learned", cfg, model=str(tmp / "nothing-here"))
