@@ -56,6 +56,8 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     name = model.removeprefix("local:")
     torch.manual_seed(cfg.policy.seed)
     loaded = load_model(resolve_model(name), cache=False)  # a private copy: training changes it
+    device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded.model.to(device)
     learner = Learner(loaded, cfg)
     t0 = time.perf_counter()
     stage = cfg.policy.stage
@@ -66,7 +68,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        loaded.model.save_pretrained(tmp)
+        loaded.model.to("cpu").save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,23 +23,31 @@ def model(tiny_lm):
     return load_model(resolve_model(str(tiny_lm)), cache=False)
 
 
+def manual_logprob(model, seq: list[int], start: int) -> float:
+    """Sum of log p(seq[t] | seq[:t]) for t >= start, one unpadded forward per token."""
+    total = 0.0
+    for t in range(start, len(seq)):
+        step_logits = model(input_ids=torch.tensor([seq[:t]])).logits[0, -1]
+        total += float(torch.log_softmax(step_logits, -1)[seq[t]])
+    return total
+
+
 def test_decision_logprobs_equal_a_manual_nll_and_the_mask_selects_the_decision(model):
     prompt, decision = [5, 17, 42, 9], [100, 7, 3]
     b = core.make_batch([prompt, [8, 9]], [decision, [11]], pad_id=0)
-    assert b.decision_mask.tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0, 0]]
-    assert b.attention_mask.tolist() == [[1] * 7, [1, 1, 1, 0, 0, 0, 0]]
+    assert b.input_ids.tolist() == [prompt + decision, [0, 0, 0, 0, 8, 9, 11]]  # left padding
+    assert b.decision_mask.tolist() == [[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1]]
+    assert b.attention_mask.tolist() == [[1] * 7, [0, 0, 0, 0, 1, 1, 1]]
+    assert b.position_ids[1].tolist()[4:] == [0, 1, 2] and b.keep == 4
+    assert b.tail_mask.tolist() == [[1, 1, 1], [0, 0, 1]]  # tail logits 0..2 predict tail tokens 1..3
     with torch.no_grad():
         logits = core.forward_logits(model.model, b)
+        assert logits.shape[:2] == (2, 4)
         got = core.decision_logprobs(logits, b)
-        seq = prompt + decision  # manual: -NLL of each decision token given everything before it
-        manual = 0.0
-        for t in range(len(prompt), len(seq)):
-            step_logits = model.model(input_ids=torch.tensor([seq[:t]])).logits[0, -1]
-            manual += float(torch.log_softmax(step_logits, -1)[seq[t]])
-    assert got[0].item() == pytest.approx(manual, abs=1e-4)
-    assert got[1].item() == pytest.approx(float(torch.log_softmax(logits[1, 1], -1)[11]), abs=1e-5)
+        manual = [manual_logprob(model.model, prompt + decision, 4), manual_logprob(model.model, [8, 9, 11], 2)]
+    assert got.tolist() == pytest.approx(manual, abs=1e-4)  # padding changes nothing
     sft = core.sft_loss(logits, b)  # mean NLL over the 4 decision tokens of the batch
-    assert sft.item() == pytest.approx(-(got.sum().item()) / 4, abs=1e-5)
+    assert sft.item() == pytest.approx(-sum(manual) / 4, abs=1e-4)
 
 
 def test_a_rows_mask_covers_exactly_its_decision_json_and_eos(model):
@@ -74,11 +82,9 @@ def test_kl_on_a_known_pair_and_entropy():
     h = core.entropy_per_token(torch.tensor([0.5, 0.25, 0.25]).log())
     assert h.item() == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)), abs=1e-6)
     # over a batch: only positions that predict decision tokens count
-    b = core.make_batch([[1, 2]], [[3]], pad_id=0)  # position 1 predicts the decision token
-    logits = torch.stack([torch.tensor([0.9, 0.1, 1e-9, 1e-9]).log(), torch.tensor([0.5, 0.5, 1e-9, 1e-9]).log(),
-                          torch.full((4,), 0.25).log()]).unsqueeze(0)
-    ref = torch.stack([torch.full((4,), 0.25).log(), torch.tensor([0.9, 0.1, 1e-9, 1e-9]).log(),
-                       torch.full((4,), 0.25).log()]).unsqueeze(0)
+    b = core.make_batch([[1, 2]], [[3]], pad_id=0)  # tail = tokens 2, 3: the logits at token 2 predict token 3
+    logits = torch.stack([torch.tensor([0.5, 0.5, 1e-9, 1e-9]).log(), torch.full((4,), 0.25).log()]).unsqueeze(0)
+    ref = torch.stack([torch.tensor([0.9, 0.1, 1e-9, 1e-9]).log(), torch.full((4,), 0.25).log()]).unsqueeze(0)
     assert core.decision_kl(logits, ref, b).item() == pytest.approx(0.5108256, abs=1e-5)
     assert core.decision_entropy(logits, b).item() == pytest.approx(math.log(2), abs=1e-5)
 

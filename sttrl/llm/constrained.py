@@ -100,7 +100,7 @@ class JsonSchemaLogitsProcessor:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, float("-inf"))
         for row in range(input_ids.shape[0]):
-            mask = self.allowed_mask(input_ids[row, self.prompt_len:].tolist(), scores.shape[-1])
+            mask = self.allowed_mask(input_ids[row, self.prompt_len:].tolist(), scores.shape[-1]).to(scores.device)
             out[row, mask] = scores[row, mask]
         return out
 
@@ -151,7 +151,7 @@ def generate(
 
     if seed is not None:
         torch.manual_seed(seed)
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(

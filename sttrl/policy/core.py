@@ -1,7 +1,8 @@
 """The math of learning a controller, as small pure torch functions (each unit-tested by hand).
 
-Sequences are ``prompt + decision`` token ids, right-padded; ``decision_mask`` is 1 exactly on the decision's
+Sequences are ``prompt + decision`` token ids, left-padded; ``decision_mask`` is 1 exactly on the decision's
 tokens (the JSON answer and its end-of-sequence token), so every loss reads only what the controller writes.
+Logits are computed only at the last positions that predict decision tokens (prompts are long, vocabularies large).
 """
 
 from __future__ import annotations
@@ -20,27 +21,48 @@ import torch.nn.functional as F
 # ----- batches and log-probabilities ------------------------------------------------------------
 @dataclass
 class Batch:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``decision_mask`` (all ``[n, T]``)."""
+    """Left-padded ``input_ids``, ``attention_mask``, ``decision_mask`` and ``position_ids`` (all ``[n, T]``).
+    Every decision ends the sequence, so the last ``keep`` positions (the longest decision plus the token before
+    it) hold everything the losses read: the model computes logits there only."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     decision_mask: torch.Tensor
+    position_ids: torch.Tensor
+    keep: int
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.decision_mask.to(device),
+                     self.position_ids.to(device), self.keep)
+
+    @property
+    def tail_ids(self) -> torch.Tensor:
+        return self.input_ids[:, -self.keep:]
+
+    @property
+    def tail_mask(self) -> torch.Tensor:
+        """1 where a tail logit predicts a decision token (``[n, keep - 1]``)."""
+        return self.decision_mask[:, -self.keep + 1:]
 
 
 def make_batch(prompts: Sequence[Sequence[int]], decisions: Sequence[Sequence[int]], pad_id: int) -> Batch:
-    """Concatenate each prompt with its decision's ids (not re-tokenized: the mask stays exact) and pad right."""
+    """Concatenate each prompt with its decision's ids (not re-tokenized: the mask stays exact) and pad left;
+    positions count real tokens only, as in generation."""
     if len(prompts) != len(decisions):
         raise ValueError(f"{len(prompts)} prompts but {len(decisions)} decisions")
+    if any(not p for p in prompts) or any(not d for d in decisions):
+        raise ValueError("every prompt and every decision needs at least one token")
     length = max(len(p) + len(d) for p, d in zip(prompts, decisions))
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
     dmask = torch.zeros_like(ids)
     for i, (p, d) in enumerate(zip(prompts, decisions)):
         n = len(p) + len(d)
-        ids[i, :n] = torch.tensor(list(p) + list(d), dtype=torch.long)
-        attn[i, :n] = 1
-        dmask[i, len(p):n] = 1
-    return Batch(ids, attn, dmask)
+        ids[i, length - n:] = torch.tensor(list(p) + list(d), dtype=torch.long)
+        attn[i, length - n:] = 1
+        dmask[i, length - len(d):] = 1
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    return Batch(ids, attn, dmask, pos, max(len(d) for d in decisions) + 1)
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -50,13 +72,15 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 
 
 def forward_logits(model: Any, batch: Batch) -> torch.Tensor:
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    """Logits at the batch's last ``keep`` positions (``[n, keep, V]``)."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                logits_to_keep=batch.keep)
+    return out.logits[:, -batch.keep:]
 
 
 def decision_logprobs(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Sum of the decision tokens' log-probabilities per sequence (``[n]``)."""
-    mask = batch.decision_mask[:, 1:].to(logits.dtype)
-    return (token_logprobs(logits, batch.input_ids) * mask).sum(-1)
+    """Sum of the decision tokens' log-probabilities per sequence (``[n]``); ``logits`` from forward_logits."""
+    return (token_logprobs(logits, batch.tail_ids) * batch.tail_mask.to(logits.dtype)).sum(-1)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,7 +119,7 @@ def kl_per_token(policy_logits: torch.Tensor, ref_logits: torch.Tensor) -> torch
 def decision_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """KL summed over each decision's tokens (``[n]``): the positions that predict decision tokens."""
     kl = kl_per_token(policy_logits[:, :-1], ref_logits[:, :-1])
-    return (kl * batch.decision_mask[:, 1:].to(kl.dtype)).sum(-1)
+    return (kl * batch.tail_mask.to(kl.dtype)).sum(-1)
 
 
 def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
@@ -105,7 +129,7 @@ def entropy_per_token(logits: torch.Tensor) -> torch.Tensor:
 
 def decision_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean entropy of the next-token distribution over the positions that predict decision tokens."""
-    return masked_mean(entropy_per_token(logits[:, :-1]), batch.decision_mask[:, 1:])
+    return masked_mean(entropy_per_token(logits[:, :-1]), batch.tail_mask)
 
 
 class AdaptiveKL:
@@ -162,7 +186,7 @@ def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.
 
 def sft_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean negative log-likelihood per decision token (tokens outside the mask do not count)."""
-    return -masked_mean(token_logprobs(logits, batch.input_ids), batch.decision_mask[:, 1:])
+    return -masked_mean(token_logprobs(logits, batch.tail_ids), batch.tail_mask)
 
 
 def dpo_loss(pol_better: torch.Tensor, pol_worse: torch.Tensor, ref_better: torch.Tensor, ref_worse: torch.Tensor,

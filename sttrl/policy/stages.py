@@ -43,6 +43,10 @@ class Learner:
     def tok(self) -> Any:
         return self.loaded.tokenizer
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def prompt_ids(self, turns: list[dict[str, str]]) -> list[int]:
         from sttrl.llm.constrained import chat_prompt_ids
 
@@ -54,7 +58,7 @@ class Learner:
 
     def batch(self, rows: list[dict[str, Any]]) -> core.Batch:
         return core.make_batch([self.prompt_ids(r["prompt"]) for r in rows],
-                               [self.decision_ids(r["decision"]) for r in rows], self.tok.pad_token_id)
+                               [self.decision_ids(r["decision"]) for r in rows], self.tok.pad_token_id).to(self.device)
 
     def optimizer(self) -> torch.optim.Optimizer:
         p = self.cfg.policy
@@ -155,9 +159,9 @@ def train_rloo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None]
             prompts += [lr.prompt_ids(rows[0]["prompt"])] * p.k_samples
             decisions += ids
             rewards.append(rs)
-        r = torch.tensor(rewards, dtype=torch.float32)
+        r = torch.tensor(rewards, dtype=torch.float32, device=lr.device)
         adv = core.rloo_advantages(r, p.normalize_advantages).flatten()
-        b = core.make_batch(prompts, decisions, lr.tok.pad_token_id)
+        b = core.make_batch(prompts, decisions, lr.tok.pad_token_id).to(lr.device)
         lr.model.train()
         logits = core.forward_logits(lr.model, b)
         with torch.no_grad():
