@@ -41,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _serializable(model: Any) -> Any:
+    """A model loaded from GGUF holds de-quantized float32 weights but keeps transformers' GGUF marker, which
+    refuses ``save_pretrained``: drop the marker (the weights are saved as they are, in safetensors)."""
+    if type(getattr(model, "hf_quantizer", None)).__name__ == "GgufHfQuantizer":
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model
+
+
 def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print) -> dict[str, Any]:
     """Train ``cfg.policy.stage`` from ``data`` starting at ``model``; write ``out``; returns its metadata."""
     import torch
@@ -68,7 +78,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        loaded.model.to("cpu").save_pretrained(tmp)
+        _serializable(loaded.model.to("cpu")).save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)
