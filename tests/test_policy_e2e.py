@@ -42,22 +42,14 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     assert learn_main([*base, "--stage", "rloo", "--model", str(tmp / "sft"), "--out", str(tmp / "rloo")]) == 2
     assert "already exists" in capsys.readouterr().err
 
-    from sttrl.controllers import make_controller
-    from sttrl.env import SttEnv
+    from graph.run import main as run_main  # the graph's episode, decided by --agent learned
 
-    cfg = load_config("debug", overrides=[s for s in sets if s != "--set"] + ["env.max_actions=2"])
-    ctl = make_controller("learned", cfg, seed=0, model=str(tmp / "rloo"))
-    assert isinstance(ctl, LearnedController)
-    env = SttEnv(cfg, progress=False, source="learned")
-    _, info = env.reset(seed=0)
-    obs, history, done = info["observation"], [], False
-    while not done:
-        d = ctl.decide(obs, history)
-        assert d.source == "learned" and d.action.value in cfg.env.actions
-        _, _, term, trunc, info = env.step(d.action, rationale=d.rationale, source=d.source)
-        obs, history, done = info["observation"], env.trajectory.records(), term or trunc
-    env.close()
-    assert history and all(r["source"] == "learned" for r in history)
+    out = tmp / "runs"
+    assert run_main(["--preset", "debug", *sets, "--agent", "learned", "--model", str(tmp / "rloo"),
+                     "--max-actions", "2", "--thread-id", "learned-1", "--quiet"]) == 0
+    records = [json.loads(line) for line in (out / "learned-1" / "trajectory.jsonl").read_text().splitlines()]
+    assert records and all(r["source"] == "learned" for r in records), [r["source"] for r in records]
+    assert all(r["action"] in load_config("debug").env.actions for r in records)
 
 
 def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
