@@ -2,8 +2,10 @@
 
     python -m sttrl.learn --stage sft  --data teacher.jsonl --model local:smollm2-135m --out runs/policy-sft
     python -m sttrl.learn --stage rloo --data teacher.jsonl --model runs/policy-sft --out runs/policy-rloo
+    python -m sttrl.learn --stage episodes --model runs/policy-rloo --out runs/policy-episodes
 
-``--data`` (repeatable): teacher files (python -m sttrl.teacher), episode trajectories or run directories.
+``--data`` (repeatable): teacher files (python -m sttrl.teacher), episode trajectories or run directories (the
+``episodes`` stage runs its own episodes in the environment instead).
 ``--model``: ``local:NAME`` or a bare name/directory (sttrl.llm.local: smollm2-135m, a model directory, a .gguf).
 The config (``--preset``, ``--policy-preset``, ``--config``, ``--set policy.x=y``) must match the episodes the
 controller will decide (the prompt shows env and train settings). The directory is written under a temporary
@@ -29,12 +31,13 @@ from sttrl.policy.settings import policy_presets
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sttrl.learn", description="Train a learned controller's stage "
-                                "(sft | rloo | dpo) from decision data into a model directory.")
+                                "(sft | rloo | dpo | episodes) into a model directory.")
     add_config_arguments(p)
     p.add_argument("--policy-preset", choices=policy_presets(), help="policy section preset (sttrl/presets/policy)")
-    p.add_argument("--stage", choices=("sft", "rloo", "dpo"), help="policy.stage (default: the config's)")
-    p.add_argument("--data", action="append", required=True, metavar="PATH",
-                   help="teacher JSONL, trajectory.jsonl, run directory or folder of them (repeatable)")
+    p.add_argument("--stage", choices=("sft", "rloo", "dpo", "episodes"), help="policy.stage (default: the config's)")
+    p.add_argument("--data", action="append", default=[], metavar="PATH",
+                   help="teacher JSONL, trajectory.jsonl, run directory or folder of them (repeatable; "
+                   "the episodes stage runs its own episodes and needs none)")
     p.add_argument("--model", required=True, metavar="local:NAME|DIR", help="the starting model")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the model directory to write (must not exist)")
     p.add_argument("--quiet", action="store_true", help="no per-step lines")
@@ -57,12 +60,17 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
 
     from sttrl.llm.local import load_model, resolve_model
     from sttrl.policy.data import load_rows
-    from sttrl.policy.stages import STAGES, Learner, stage_items
+    from sttrl.policy.stages import Learner, stage_function, stage_items
 
+    stage = cfg.policy.stage
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new directory")
-    ds = load_rows(data, cfg)
-    stage_items(cfg.policy.stage, ds, cfg)  # nothing to train on: say so before loading any model
+    ds = None
+    if stage != "episodes":
+        if not data:
+            raise ConfigError(f"stage {stage} needs --data (teacher files, trajectories or run directories)")
+        ds = load_rows(data, cfg)
+        stage_items(stage, ds, cfg)  # nothing to train on: say so before loading any model
     name = model.removeprefix("local:")
     torch.manual_seed(cfg.policy.seed)
     loaded = load_model(resolve_model(name), cache=False)  # a private copy: training changes it
@@ -70,10 +78,9 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     loaded.model.to(device)
     learner = Learner(loaded, cfg)
     t0 = time.perf_counter()
-    stage = cfg.policy.stage
-    STAGES[stage](learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items())))
+    stage_function(stage)(learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items())))
     meta = {"schema": "sttrl.policy/1", "stage": stage, "base_model": model, "data": [str(d) for d in data],
-            "rows": len(ds), "seconds": round(time.perf_counter() - t0, 2), "log": learner.log,
+            "rows": len(ds) if ds is not None else 0, "seconds": round(time.perf_counter() - t0, 2), "log": learner.log,
             "config": cfg.to_dict()}
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)

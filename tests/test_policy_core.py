@@ -159,8 +159,9 @@ def test_dpo_loss_by_hand():
 
 def test_invalid_json_is_detected_and_penalized():
     assert core.parse_decision('{"action": "keep", "rationale": "flat"}', ALLOWED).action.value == "keep"
-    for bad in ('{"action": "keep", "rationale": "x"} trailing', '{"action": "keep"}', '{"action": "fly", '
-                '"rationale": ""}', '{"action": "batch_up", "rationale": ""}', "keep", "", "[1]"):
+    bad_answers = ('{"action": "keep", "rationale": "x"} trailing', '{"action": "keep"}',
+                   '{"action": "fly", "rationale": ""}', '{"action": "batch_up", "rationale": ""}', "keep", "", "[1]")
+    for bad in bad_answers:
         assert core.parse_decision(bad, ALLOWED) is None, bad  # batch_up: a valid action, but not enabled
     rows = [{"action": "keep", "reward": -3.0}, {"action": "lr_up", "reward": -2.5}]
     assert state_reward(rows, "lr_up", 1.0) == -2.5

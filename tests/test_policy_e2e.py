@@ -42,7 +42,8 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     assert learn_main([*base, "--stage", "rloo", "--model", str(tmp / "sft"), "--out", str(tmp / "rloo")]) == 2
     assert "already exists" in capsys.readouterr().err
 
-    from graph.run import main as run_main  # the graph's episode, decided by --agent learned
+    # the graph's episode, decided by --agent learned
+    from graph.run import main as run_main
 
     out = tmp / "runs"
     assert run_main(["--preset", "debug", *sets, "--agent", "learned", "--model", str(tmp / "rloo"),
@@ -67,3 +68,21 @@ def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
         make_agent("learned", cfg)
     with pytest.raises(ConfigError, match="resolves to nothing"):
         make_agent("learned", cfg, model=str(tmp / "nothing-here"))
+
+
+def test_episodes_stage_learns_from_whole_episode_returns(teacher, tiny_lm):
+    _, sets, tmp = teacher
+    argv = ["--preset", "debug", "--policy-preset", "debug", *sets, "--stage", "episodes", "--set", "policy.batch_size=1",
+            "--set", "policy.steps=1", "--set", "policy.max_episode_length=2", "--model", str(tiny_lm),
+            "--out", str(tmp / "episodes")]
+    assert learn_main(argv) == 0
+    meta = json.loads((tmp / "episodes" / META_FILE).read_text())
+    (step,) = meta["log"]
+    assert {"return", "kl", "kl_coef", "entropy"} <= set(step)
+    trajectories = sorted((tmp / "runs" / "policy-episodes").glob("*/step1-b0-k*/trajectory.jsonl"))
+    assert len(trajectories) == 2  # k=2 episodes from the same start
+    records = [[json.loads(line) for line in path.read_text().splitlines()] for path in trajectories]
+    assert all(1 <= len(recs) <= 2 and all(r["source"] == "learned" for r in recs) for recs in records)
+    assert step["decisions"] == sum(len(recs) for recs in records)  # every decision of every episode is trained
+    returns = [sum(r["reward"] for r in recs) for recs in records]
+    assert step["return"] == pytest.approx(sum(returns) / 2, abs=1e-5)

@@ -54,6 +54,7 @@ class LearnedController:
     sample: bool = False
     seed: int = 0
     name: str = SOURCE
+    trace: list[tuple[list[int], list[int], bool]] | None = None  # (prompt ids, answer ids, valid) per decision
 
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
         from sttrl.llm.constrained import chat_prompt_ids
@@ -65,6 +66,8 @@ class LearnedController:
         out, decision = sample_decision(self.loaded, ids, self.cfg.env.actions, temperature=temp, top_p=p.top_p,
                                         top_k=p.top_k, max_chars=p.max_rationale_chars,
                                         seed=self.seed * 100_003 + len(history) if temp > 0 else None)
+        if self.trace is not None:
+            self.trace.append((ids, out.ids or [self.loaded.tokenizer.eos_token_id], decision is not None))
         if decision is None:  # a length cut: the rule policy decides, and the trajectory says so
             rule = make_controller("rule", self.cfg, seed=self.seed).decide(observation, history)
             return Decided(rule.action, f"rule policy: the learned model's answer was unusable: {rule.rationale}",

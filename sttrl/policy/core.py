@@ -31,7 +31,7 @@ class Batch:
     position_ids: torch.Tensor
     keep: int
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.decision_mask.to(device),
                      self.position_ids.to(device), self.keep)
 

@@ -25,13 +25,15 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    stage: Literal["sft", "rloo", "dpo"] = Field(
+    stage: Literal["sft", "rloo", "dpo", "episodes"] = Field(
         "sft", description="sft: the teacher's best decision per state, loss on the decision tokens only; rloo: policy "
         "gradient with a leave-one-out baseline over k sampled decisions per state, rewards from measured outcomes; "
-        "dpo: pairs (better, worse action at the same state) from the teacher data.")
+        "dpo: pairs (better, worse action at the same state) from the teacher data; episodes: RLOO over k whole "
+        "episodes per instance in the environment, rewards = their returns.")
     lr: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=4096, description="States per optimizer step (rloo: each with k samples).")
+    batch_size: int = Field(8, ge=1, le=4096, description="States (rloo: each with k samples), pairs (dpo) or "
+                            "instances (episodes: each with k episodes) per optimizer step.")
     steps: int = Field(100, ge=1, le=1_000_000, description="Optimizer steps of the stage.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -63,7 +65,8 @@ class PolicyConfig(BaseModel):
     dpo_beta: float = Field(0.1, gt=0.0, le=100.0, description="DPO temperature beta.")
     dpo_min_gap: float = Field(0.0, ge=0.0, description="Pairs need outcomes at least this far apart.")
     # data
-    max_episode_length: int = Field(8, ge=1, le=10_000, description="Episode rows past this step are dropped.")
+    max_episode_length: int = Field(8, ge=1, le=10_000, description="Episode rows past this step are dropped; "
+                                    "episodes of the episodes stage end after this many decisions.")
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount of episode returns-to-go (episode rows' outcome).")
 
 

@@ -8,6 +8,7 @@
   (normalized), KL exact over the vocabulary on the decision tokens, kl_coef moved by the adaptive controller,
   the reference frozen, periodically copied or an EMA of the policy.
 - ``dpo``: pairs (better, worse action at one state) from the teacher rows, the starting model as the reference.
+- ``episodes``: RLOO over whole episodes in the environment, multi-step returns (sttrl.policy.episodes).
 
 The losses are written here (sttrl.policy.core) rather than taken from TRL's trainers: see docs/policy-learning.md.
 """
@@ -144,6 +145,31 @@ def sample_group(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> 
     return ids, rewards
 
 
+def rl_step(lr: Learner, ref: Any, kl_ctl: core.AdaptiveKL, opt: torch.optim.Optimizer, n: int,
+            prompts: list[list[int]], answers: list[list[int]], adv: torch.Tensor) -> dict[str, float]:
+    """One policy-gradient step on sampled answers with their advantages: ``-mean(A log pi) + kl_coef KL -
+    entropy_coef H``, then the reference update and the adaptive KL update. Returns (and logs) the step's numbers."""
+    p = lr.cfg.policy
+    b = core.make_batch(prompts, answers, lr.tok.pad_token_id).to(lr.device)
+    lr.model.train()
+    logits = core.forward_logits(lr.model, b)
+    with torch.no_grad():
+        ref_logits = core.forward_logits(ref, b)
+    logp = core.decision_logprobs(logits, b)
+    kl = core.decision_kl(logits, ref_logits, b)
+    ent = core.decision_entropy(logits, b)
+    coef = kl_ctl.value
+    loss = core.policy_gradient_loss(logp, adv) + coef * kl.mean() - p.entropy_coef * ent
+    norm = lr.step(opt, loss)
+    core.update_reference(ref, lr.model, p.reference, n, p.ema_rate, p.ref_period)
+    kl_now = float(kl.detach().mean())
+    kl_ctl.update(kl_now, len(answers))
+    stats = {"step": n, "loss": float(loss.detach()), "kl": kl_now, "kl_coef": coef, "entropy": float(ent.detach()),
+             "decisions": len(answers), "grad_norm": norm}
+    lr.log.append(stats)
+    return stats
+
+
 def train_rloo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Outcome stage on single decisions (see the module docstring)."""
     p = lr.cfg.policy
@@ -161,23 +187,8 @@ def train_rloo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None]
             rewards.append(rs)
         r = torch.tensor(rewards, dtype=torch.float32, device=lr.device)
         adv = core.rloo_advantages(r, p.normalize_advantages).flatten()
-        b = core.make_batch(prompts, decisions, lr.tok.pad_token_id).to(lr.device)
-        lr.model.train()
-        logits = core.forward_logits(lr.model, b)
-        with torch.no_grad():
-            ref_logits = core.forward_logits(ref, b)
-        logp = core.decision_logprobs(logits, b)
-        kl = core.decision_kl(logits, ref_logits, b)
-        ent = core.decision_entropy(logits, b)
-        coef = kl_ctl.value
-        loss = core.policy_gradient_loss(logp, adv) + coef * kl.mean() - p.entropy_coef * ent
-        norm = lr.step(opt, loss)
-        core.update_reference(ref, lr.model, p.reference, n, p.ema_rate, p.ref_period)
-        kl_now = float(kl.detach().mean())
-        kl_ctl.update(kl_now, len(decisions))
-        stats = {"step": n, "loss": float(loss.detach()), "reward": float(r.mean()), "kl": kl_now,
-                 "kl_coef": coef, "entropy": float(ent.detach()), "grad_norm": norm}
-        lr.log.append(stats)
+        stats = rl_step(lr, ref, kl_ctl, opt, n, prompts, decisions, adv)
+        stats["reward"] = float(r.mean())
         if on_step:
             on_step(stats)
     lr.model.eval()
@@ -208,4 +219,10 @@ def train_dpo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] 
     return lr.log
 
 
-STAGES = {"sft": train_sft, "rloo": train_rloo, "dpo": train_dpo}
+def stage_function(stage: str) -> Callable[..., list[dict[str, float]]]:
+    """The training function of ``stage`` (``episodes`` lives in sttrl.policy.episodes: it runs the environment)."""
+    if stage == "episodes":
+        from sttrl.policy.episodes import train_episodes
+
+        return train_episodes
+    return {"sft": train_sft, "rloo": train_rloo, "dpo": train_dpo}[stage]
