@@ -123,3 +123,8 @@ def test_learn_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_lm, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()
+    from sttrl.run import main as run_main  # the Gymnasium runner: --policy learned needs --model, refused early
+
+    assert run_main(["--preset", "debug", "--policy", "learned", "--quiet"]) == 2
+    assert run_main(["--preset", "debug", "--policy", "rule", "--model", str(tiny_lm), "--quiet"]) == 2
+    assert "--model is the model directory of --policy learned" in capsys.readouterr().out
