@@ -167,3 +167,17 @@ def test_invalid_json_is_detected_and_penalized():
     assert state_reward(rows, "lr_up", 1.0) == -2.5
     assert state_reward(rows, "stop", 1.0) == -3.0  # never probed: the state's worst measured reward
     assert state_reward(rows, None, 1.0) == -4.0  # invalid answer: worst minus the penalty
+
+
+def test_sampled_answers_are_rewarded_from_measured_outcomes_and_invalid_ones_penalized(model):
+    from sttrl.policy.stages import sample_group
+
+    cfg = load_config("debug", policy_preset="debug", overrides=["policy.temperature=1.5"])
+    turns = [{"role": "user", "content": "WER 1.0, loss 3.2: your decision?"}]  # short: the test stays fast
+    rows = [{"prompt": turns, "action": "keep", "reward": -3.0}, {"action": "lr_up", "reward": -2.5}]
+    ids, rewards = sample_group(Learner(model, cfg), rows, 4, seed=0)  # constrained: always a valid Decision
+    assert len(ids) == 4 and all(i[-1] == model.tokenizer.eos_token_id for i in ids)
+    assert all(r in (-3.0, -2.5) for r in rewards)
+    free = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"constrained": False})})
+    _, rewards = sample_group(Learner(model, free), rows, 2, seed=0)  # random weights, free text: never valid JSON
+    assert rewards == [-3.0 - cfg.policy.invalid_json_penalty] * 2
