@@ -19,12 +19,9 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from graph.answers import (  # noqa: F401 - re-exported: the agents' answer handling lives in graph/answers.py
+from graph.answers import (
     Decision,
     _raw_text,
     _short,
@@ -32,13 +29,12 @@ from graph.answers import (  # noqa: F401 - re-exported: the agents' answer hand
     is_transient,
     parse_decision_text,
 )
-from sttrl import controllers
-from sttrl.actions import check_menu
+from sttrl import controllers, prompting
 from sttrl.config import Config, secret
 from sttrl.controllers import Controller, ControllerSpec, Decided
 from sttrl.errors import ConfigError
+from sttrl.prompting import PROMPT_DIR, render_history, render_observation  # noqa: F401 - re-exported
 
-PROMPT_DIR = Path(__file__).resolve().parent.parent / "prompts"
 DEFAULT_MODEL = "groq:llama-3.3-70b-versatile"
 
 # provider prefix -> (python package, pip name, API key variable or None)
@@ -60,105 +56,32 @@ class AgentConfigError(ConfigError):
 Agent = Controller  # an agent is an episode controller (sttrl.controllers)
 
 
-# ----- prompts ---------------------------------------------------------------------------------
+# ----- prompts (rendered by sttrl.prompting; the learned controller renders the same turns) -------------
 def load_prompt(name: str) -> str:
     """The text of ``prompts/<name>`` (``.md`` is added when the name has no suffix)."""
-    path = PROMPT_DIR / (name if Path(name).suffix else f"{name}.md")
-    if not path.is_file():
-        raise AgentConfigError(f"prompt file {path} is missing")
-    return path.read_text(encoding="utf-8")
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-OBSERVATION_LINES = (
-    ("wer", "validation WER"),
-    ("cer", "validation CER"),
-    ("previous_wer", "validation WER before the last block"),
-    ("best_wer", "best validation WER so far"),
-    ("train_loss", "mean training loss of the last block"),
-    ("status", "status of the last block (ok | oom | nan | diverged)"),
-    ("lr", "learning rate"),
-    ("batch_size", "batch size"),
-    ("grad_accum", "gradient accumulation"),
-    ("freeze_layers", "frozen encoder layers"),
-    ("max_freeze_layers", "encoder layers in the model"),
-    ("memory_gb", "peak memory of the last block (GB)"),
-    ("global_step", "optimizer steps so far"),
-)
+    try:
+        return prompting.load_prompt(name)
+    except ConfigError as exc:
+        raise AgentConfigError(str(exc)) from None
 
 
 def load_menu() -> dict[str, str]:
     """``prompts/actions.yaml``, checked against the action registry (a missing or extra action is named)."""
-    menu = yaml.safe_load(load_prompt("actions.yaml"))
-    if not isinstance(menu, dict):
-        raise AgentConfigError(f"{PROMPT_DIR / 'actions.yaml'} must map each action name to its prompt line")
     try:
-        check_menu(menu, str(PROMPT_DIR / "actions.yaml"))
+        return prompting.load_menu()
     except ConfigError as exc:
         raise AgentConfigError(str(exc)) from None
-    return {str(k): str(v) for k, v in menu.items()}
-
-
-def render_observation(observation: dict[str, Any]) -> str:
-    return "\n".join(f"- {label}: {_fmt(observation.get(key))}" for key, label in OBSERVATION_LINES)
-
-
-def render_history(history: Sequence[dict[str, Any]], window: int) -> str:
-    rows = list(history)[-window:] if window else []
-    if not rows:
-        return "(no steps yet)"
-    lines = ["step | action | lr | batch | frozen | loss | WER | status | reward"]
-    for r in rows:
-        o = r.get("observation", {})
-        lines.append(
-            " | ".join(
-                _fmt(x)
-                for x in (r.get("step"), r.get("action"), o.get("lr"), o.get("batch_size"), o.get("freeze_layers"),
-                          o.get("train_loss"), o.get("wer"), r.get("status"), r.get("reward"))
-            )
-        )
-    return "\n".join(lines)
 
 
 def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8) -> list:
-    """System and per-step messages from the prompt files; only validation-side facts are shown."""
+    """System and per-step messages from the prompt files (:func:`sttrl.prompting.prompt_turns`)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    from graph.prompt_facts import render_facts
-
-    t, e = cfg.train, cfg.env
-    menu_src = load_menu()
-    max_freeze = observation.get("max_freeze_layers", 0)
-    menu = "\n".join(
-        f"- {a}: " + str(menu_src[a]).format(lr_factor=t.lr_factor, batch_factor=t.batch_factor, max_freeze=max_freeze)
-        for a in e.actions
-    )
-    rules = yaml.safe_load(load_prompt("rewards.yaml"))
-    if e.reward.kind not in rules:
-        raise AgentConfigError(f"{PROMPT_DIR / 'rewards.yaml'} has no line for env.reward.kind={e.reward.kind!r}")
-    block_size = str(yaml.safe_load(load_prompt("budget.yaml"))[e.budget_unit]).format(
-        steps_per_action=e.steps_per_action, samples_per_action=e.samples_per_action)
-    system = load_prompt("system").format(
-        block_size=block_size,
-        reward_rule=str(rules[e.reward.kind]).format(wer_floor=e.reward.wer_floor, wer_clip=e.reward.wer_clip),
-        step_penalty=e.reward.step_penalty, oom_penalty=e.reward.oom_penalty,
-        nan_penalty=e.reward.nan_penalty, divergence_penalty=e.reward.divergence_penalty, action_menu=menu,
-        lr_min=t.lr_min, lr_max=t.lr_max, batch_min=t.batch_min, batch_max=t.batch_max,
-    )
-    step = int(observation.get("step", 0)) + 1
-    human = load_prompt("step").format(
-        step=step, max_actions=e.max_actions, steps_left=e.max_actions - step + 1,
-        observation=render_observation(observation), history=render_history(history, window),
-        facts=render_facts(observation, history, cfg),  # graph/prompt_facts.py
-    )
-    return [SystemMessage(system), HumanMessage(human)]
+    try:
+        system, human = prompting.prompt_turns(observation, history, cfg, window)
+    except ConfigError as exc:
+        raise AgentConfigError(str(exc)) from None
+    return [SystemMessage(system["content"]), HumanMessage(human["content"])]
 
 
 # ----- agents ----------------------------------------------------------------------------------

@@ -8,16 +8,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from sttrl.actions import Action
-
-
-class Decision(BaseModel):
-    """The controller's choice for the next training block."""
-
-    action: Action = Field(description="The action to apply before the next training block.")
-    rationale: str = Field(description="One or two sentences that justify the action with the observed numbers.")
+from sttrl.decision import Decision
 
 
 # ----- tolerant parsing ------------------------------------------------------------------------

@@ -13,7 +13,6 @@ local counterpart of a hosted API rendering its tool definition into the prompt.
 
 from __future__ import annotations
 
-import json
 from operator import itemgetter
 from typing import Any
 from urllib.parse import parse_qsl
@@ -26,10 +25,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from graph.agents import AgentConfigError, load_prompt
+from graph.agents import AgentConfigError
 from sttrl.errors import SttrlError
 from sttrl.llm.constrained import chat_prompt_ids, generate
 from sttrl.llm.local import LoadedModel, load_model, resolve_model
+from sttrl.prompting import json_hint_turn, json_skeleton  # noqa: F401 - json_skeleton re-exported
 
 OPTIONS = ("temperature", "top_p", "top_k", "seed", "max_new_tokens", "max_rationale_chars")
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
@@ -82,8 +82,7 @@ class LocalChatModel(BaseChatModel):
         schema: dict[str, Any] | None = kwargs.get("json_schema")
         turns = [{"role": _ROLES.get(m.type, "user"), "content": str(m.content)} for m in messages]
         if schema is not None:
-            hint = load_prompt("local_json").format(skeleton=json_skeleton(schema))
-            turns.append({"role": "system", "content": hint.strip()})
+            turns.append(json_hint_turn(schema))
         loaded = self.loaded
         out = generate(
             loaded, chat_prompt_ids(loaded, turns), schema=schema, max_string_chars=self.max_rationale_chars,
@@ -112,23 +111,6 @@ class LocalChatModel(BaseChatModel):
         parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
         none = RunnablePassthrough.assign(parsed=lambda _: None)
         return RunnableMap(raw=llm) | parse.with_fallbacks([none], exception_key="parsing_error")
-
-
-def json_skeleton(schema: dict[str, Any]) -> str:
-    """A one-line example object for a flat schema: enums as ``a|b|c``, strings as ``...``."""
-    defs = schema.get("$defs", {})
-    parts = []
-    for name, prop in schema.get("properties", {}).items():
-        if "$ref" in prop:
-            prop = defs.get(prop["$ref"].rsplit("/", 1)[-1], prop)
-        if "enum" in prop:
-            value = "|".join(str(v) for v in prop["enum"])
-        elif prop.get("type") == "string":
-            value = "..."
-        else:
-            value = f"<{prop.get('type', 'value')}>"
-        parts.append(f"{json.dumps(name)}: {json.dumps(value, ensure_ascii=False)}")
-    return "{" + ", ".join(parts) + "}"
 
 
 def build_local_chat_model(spec: str) -> LocalChatModel:

@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   python -m graph.run --preset debug --max-actions 3   a small episode in about a minute
   python -m graph.run --agent llm                      an LLM decides (GROQ_API_KEY in the environment or .env)
   python -m graph.run --agent llm --model openai:gpt-4o-mini
+  python -m graph.run --agent learned --model runs/policy-rloo   a controller trained by python -m sttrl.learn
   python -m graph.run --thread-id 20261122-101500-ab12cd   resume an unfinished thread, or show a finished one
   python -m graph.run --list                           threads in the checkpointer and their status
   python -m graph.run --checkpointer postgresql://user:pw@127.0.0.1:5432/sttrl   share threads between workers
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="rule", choices=agent_names(),
                    help="who decides each step: a registered controller (default: rule, offline)")
     p.add_argument("--model", metavar="PROVIDER:MODEL",
-                   help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL})")
+                   help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL}); for --agent "
+                   "learned, the model directory written by python -m sttrl.learn")
     p.add_argument("--max-actions", type=int, metavar="N", help="decisions per episode (env.max_actions)")
     p.add_argument("--steps-per-action", type=int, metavar="N", help="optimizer steps per block (env.steps_per_action)")
     p.add_argument("--seed", type=int, help="run.seed")
@@ -348,8 +350,8 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.memory
-    if args.model and args.agent != "llm":
-        parser.error("--model chooses the chat model of --agent llm; add --agent llm")
+    if args.model and args.agent not in ("llm", "learned"):
+        parser.error("--model chooses the chat model of --agent llm (or the model directory of --agent learned)")
     if bool(args.fork) != (args.at is not None) or (args.action and not args.fork):
         parser.error("--fork THREAD needs --at STEP (and optionally --action A); --at and --action go with --fork")
     console = Console()

@@ -1,4 +1,4 @@
-"""One typed config tree for sttrl: model, data, train, env (reward), run.
+"""One typed config tree for sttrl: model, data, train, env (reward), run, agent, bench, lookahead, policy.
 
 Presets live in ``sttrl/presets/<name>.yaml`` as partial overrides of the defaults below.
 ``load_config`` merges, in order: defaults, a preset, a YAML/JSON file, dotted ``key=value``
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sttrl.actions import ALL_ACTIONS, SEED_ACTIONS  # noqa: F401 - re-exported: derived from the action registry
 from sttrl.errors import ConfigError  # noqa: F401 - re-exported
 from sttrl.instances import InstancesConfig
+from sttrl.policy.settings import PolicyConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -320,6 +321,7 @@ class Config(_Strict):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
     @model_validator(mode="after")
     def _check_instances(self) -> "Config":

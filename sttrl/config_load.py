@@ -84,8 +84,10 @@ def load_config(
     file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
+    policy_preset: str | None = None,
 ) -> Config:
-    """Resolve a config from a preset name, an optional file and dotted overrides."""
+    """Resolve a config from a preset name, an optional policy preset (``sttrl/presets/policy/``), an optional
+    file and dotted overrides, merged in that order."""
     data: dict[str, Any] = dict(base or {})
     if preset:
         path = PRESET_DIR / f"{preset}.yaml"
@@ -93,6 +95,13 @@ def load_config(
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(available_presets())}")
         data = _merge(data, _read_mapping(path))
         data["preset"] = preset
+    if policy_preset:
+        from sttrl.policy.settings import POLICY_PRESET_DIR, policy_presets
+
+        path = POLICY_PRESET_DIR / f"{policy_preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown policy preset {policy_preset!r}; valid: {', '.join(policy_presets())}")
+        data = _merge(data, _read_mapping(path))
     if file:
         data = _merge(data, _read_mapping(Path(file)))
     for item in overrides:

@@ -3,7 +3,8 @@
 A controller is added with one class and one :func:`register` call. Two kinds:
 
 - ``episode``: decides inside an episode, one action per step: ``decide(observation, history) -> Decided``.
-  sttrl's classical policies (``sttrl.policies``) and the LLM agents (``graph.agents``) register here.
+  sttrl's classical policies (``sttrl.policies``), the learned controller (``sttrl.policy.controller``) and the
+  LLM agents (``graph.agents``) register here.
 - ``trials``: runs its own trials on the same budget (e.g. Optuna TPE); the benchmark calls its
   ``run(...)`` (``graph.bench``) instead of an episode loop.
 
@@ -80,8 +81,9 @@ def register(spec: ControllerSpec) -> ControllerSpec:
 
 
 def _builtins() -> None:
-    """Register sttrl's own controllers (the classical policies) on first use."""
+    """Register sttrl's own controllers (the classical policies, the learned one) on first use."""
     import sttrl.policies  # noqa: F401 - registers rule, random, static
+    import sttrl.policy.controller  # noqa: F401 - registers learned (torch is imported only when it decides)
 
 
 def names(kind: Kind | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sttrl.config import add_config_arguments, load_config, secret
-from sttrl.errors import SttrlError
+from sttrl.errors import ConfigError, SttrlError
 from sttrl.memory import limit_arenas
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--policy", default="rule", choices=names("episode"),
                    help="a registered episode controller that needs no LangChain (default: rule)")
+    p.add_argument("--model", metavar="DIR", help="the model directory of --policy learned (python -m sttrl.learn)")
     p.add_argument("--seed", type=int, help="run.seed")
     p.add_argument("--instance", type=int, metavar="SEED", help="draw the starting conditions from env.instances")
     p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         from sttrl.judge import judge
 
         hf_token = secret("HF_TOKEN") if "hub" in (cfg.model.source, cfg.data.source) else None  # resolved once, here
-        policy = make_controller(args.policy, cfg, seed=cfg.run.seed)
+        if args.model and args.policy != "learned":
+            raise ConfigError("--model is the model directory of --policy learned")
+        policy = make_controller(args.policy, cfg, seed=cfg.run.seed, model=args.model)
         env = SttEnv(cfg, progress=not args.quiet, source=args.policy, hf_token=hf_token)
         t0 = time.perf_counter()
         opts: dict = {"run_dir": str(args.run_dir)} if args.run_dir else {}

@@ -8,7 +8,8 @@ the measurement itself. States trained without probes (the budget's tail) carry 
 Row schema ``sttrl.teacher/1`` (``datasets.load_dataset("json", data_files=PATH)`` loads it):
 ``schema, run_id, instance_seed, instance, step, observation, criterion, chosen, chosen_value, probes`` with
 ``probes[i] = {action, hp_after, steps, samples, status, losses, value}`` (``value``: the criterion, null when
-the probe failed) and ``val_wer_after`` (the block trained from the winner).
+the probe failed), ``val_wer_after`` (the block trained from the winner) and ``history`` (the episode's trajectory
+records before this step: with ``observation`` they render the prompt an LLM controller saw, sttrl.prompting).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def teacher_rows(cfg: Config, seed: int, run_dir: Path) -> list[dict[str, Any]]:
         rows.append({"schema": SCHEMA, "run_id": out["run_id"], "instance_seed": seed, "instance": icfg.env.instance,
                      "step": row["step"], "observation": row["observation"], "criterion": row["criterion"],
                      "chosen": row["chosen"], "chosen_value": chosen, "probes": probes,
-                     "val_wer_after": row["val_wer_after"]})
+                     "val_wer_after": row["val_wer_after"], "history": out["records"][: row["step"] - 1]})
     return rows
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -100,19 +100,20 @@ class JsonSchemaLogitsProcessor:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, float("-inf"))
         for row in range(input_ids.shape[0]):
-            mask = self.allowed_mask(input_ids[row, self.prompt_len:].tolist(), scores.shape[-1])
+            mask = self.allowed_mask(input_ids[row, self.prompt_len:].tolist(), scores.shape[-1]).to(scores.device)
             out[row, mask] = scores[row, mask]
         return out
 
 
 @dataclass
 class Generated:
-    """A completion: its text, how many tokens it took, and the wall time of generation."""
+    """A completion: its text, how many tokens it took, and the wall time of generation (``ids``: its tokens)."""
 
     text: str
     new_tokens: int
     seconds: float
     finished: bool
+    ids: list[int] = field(default_factory=list)
 
 
 def _sampling(temperature: float, top_p: float, top_k: int | None) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def generate(
 
     if seed is not None:
         torch.manual_seed(seed)
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
@@ -165,7 +166,7 @@ def generate(
     seconds = time.perf_counter() - start
     new = out[0, len(prompt_ids):].tolist()
     finished = bool(new) and new[-1] == tok.eos_token_id
-    return Generated(tok.decode(new, skip_special_tokens=True), len(new), seconds, finished)
+    return Generated(tok.decode(new, skip_special_tokens=True), len(new), seconds, finished, new)
 
 
 def chat_prompt_ids(loaded: LoadedModel, messages: list[dict[str, str]]) -> list[int]:

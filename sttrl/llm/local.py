@@ -112,10 +112,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
-def load_model(source: ModelSource) -> LoadedModel:
-    """Tokenizer and float32 model for ``source``, loaded once per process (later calls reuse it)."""
+def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
+    """Tokenizer and float32 model for ``source``, loaded once per process (later calls reuse it);
+    ``cache=False`` loads a private copy (training changes its weights)."""
     with _LOCK:
-        hit = _CACHE.get(source.key)
+        hit = _CACHE.get(source.key) if cache else None
         if hit is not None:
             return hit
         import torch
@@ -139,7 +140,8 @@ def load_model(source: ModelSource) -> LoadedModel:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         loaded = LoadedModel(source, model, tokenizer, time.perf_counter() - start)
-        _CACHE[source.key] = loaded
+        if cache:
+            _CACHE[source.key] = loaded
         return loaded
 
 
