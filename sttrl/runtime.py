@@ -117,6 +117,8 @@ class EpisodeRuntime:
             raise ConfigError("the training or validation split is empty: raise data.sentences_per_domain")
         self.trainer = Trainer(self.loaded, self.train_store, cfg.train, cfg.run.seed, self.device, cfg.run.dtype)
         self.max_freeze = self.loaded.encoder_layers
+        if cfg.train.lr_schedule != "constant":  # the schedule's horizon: the whole budget at the start's settings
+            self.trainer.horizon_steps = cfg.env.max_actions * self.steps_for(self.initial_hp())
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.eval_dir = self.run_dir / "evals"
         self.block = 0  # blocks whose checkpoint is loaded in the trainer

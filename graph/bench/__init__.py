@@ -27,7 +27,7 @@ continue; ``DIR/bench.json`` is rewritten after every run.
 from __future__ import annotations
 
 from graph.bench.budget import Budget, budget_of, encoder_layers, optuna_distributions, search_space, start_params, trial_hp
-from graph.bench.cli import DEFAULT_CONTROLLERS, build_parser, main
+from graph.bench.cli import DEFAULT_CONTROLLERS, build_parser, main, plan_seeds
 from graph.bench.common import FAULTS, SCHEMA, WallClock, config_differences, llm_unavailable, thread_id, with_seed
 from graph.bench.core import Bench, check_controllers, run_bench
 from graph.bench.results import curve_band, episode_result, markdown_table, summarize
@@ -38,5 +38,5 @@ __all__ = [
     "Bench", "BenchContext", "Budget", "ConfigError", "DEFAULT_CONTROLLERS", "FAULTS", "SCHEMA", "TrialsController",
     "WallClock", "budget_of", "build_parser", "check_controllers", "config_differences", "curve_band",
     "encoder_layers", "episode_result", "llm_unavailable", "main", "markdown_table", "optuna_distributions",
-    "run_bench", "search_space", "start_params", "summarize", "thread_id", "trial_hp", "with_seed",
+    "plan_seeds", "run_bench", "search_space", "start_params", "summarize", "thread_id", "trial_hp", "with_seed",
 ]

@@ -11,7 +11,7 @@ from rich.console import Console
 from graph.bench.core import Bench, check_controllers
 from graph.bench.episodes import AgentFactory
 from sttrl import controllers as registry
-from sttrl.config import add_config_arguments, load_config
+from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.memory import limit_arenas
 
@@ -28,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m graph.bench",
-        description="Compare controllers on the same training-step and evaluation budget; the judge's\n"
-        "hidden-domain WER is the outcome, paired by seed against a reference controller. Writes\n"
-        "DIR/bench.json, DIR/bench.png and DIR/bench-paired.png and prints a table. Run the same command\n"
-        "again to resume.",
+        description="Compare controllers on the same training budget (steps or samples) and evaluations; the\n"
+        "judge's hidden-domain WER is the outcome, paired by test instance (env.instances) or seed against a\n"
+        "reference controller. Writes DIR/bench.json, DIR/bench.png and DIR/bench-paired.png and\n"
+        "prints a table. Run the same command again to resume.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {', '.join(registry.names())} (default: {DEFAULT_CONTROLLERS})")
     p.add_argument("--reference", metavar="NAME",
                    help="paired differences are taken against it (default: schedule, else static, else the first)")
-    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per controller (default: 3)")
-    p.add_argument("--first-seed", type=int, default=0, metavar="S", help="seeds are S .. S+N-1 (default: 0)")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="seeds per controller; with env.instances, test instances (default: 3)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S",
+                   help="seeds are S .. S+N-1; with env.instances, test_seeds[S : S+N] (default: 0)")
     p.add_argument("--out", type=Path, metavar="DIR", help="benchmark directory (default: <run.out_dir>/bench-<preset>)")
     p.add_argument("--model", metavar="PROVIDER:MODEL", help="chat model of the llm controller")
     p.add_argument("--optuna-trials", "--trials", type=int, metavar="K", dest="optuna_trials",
@@ -55,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray GPUs per run, fractional on GPU machines, e.g. 0.25 (default: 0)")
     p.add_argument("--quiet", action="store_true", help="print only skipped controllers and the final table")
     return p
+
+
+def plan_seeds(cfg: Config, n: int, first: int = 0) -> list[int]:
+    """The runs' seeds: ``first .. first+n-1``; with ``env.instances``, the test instances
+    ``test_seeds[first : first+n]`` (their seeds are the pairing key)."""
+    spec = cfg.env.instances
+    if spec is None:
+        return list(range(first, first + n))
+    if first < 0 or first + n > len(spec.test_seeds):
+        raise ConfigError(f"--seeds {n} --first-seed {first} asks for test instances {first}..{first + n - 1}, but "
+                          f"env.instances.test_seeds has {len(spec.test_seeds)}")
+    return list(spec.test_seeds[first:first + n])
 
 
 def _resolve_secrets(controllers: list[str], model: str | None) -> None:
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
         if args.seeds < 1:
             raise ConfigError("--seeds must be at least 1")
         _resolve_secrets(controllers, args.model)
-        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        seeds = plan_seeds(cfg, args.seeds, args.first_seed)
         out = args.out or Path(cfg.run.out_dir) / f"bench-{cfg.preset}"
         bench = Bench(cfg, controllers, seeds, out, model=args.model, optuna_trials=args.optuna_trials,
                       agent_factory=agent_factory, console=console, quiet=args.quiet, reference=args.reference,

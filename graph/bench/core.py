@@ -1,5 +1,6 @@
-"""``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds), runs, resumes
-or skips each through one interface per controller kind, and writes bench.json, the figures and the table."""
+"""``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds, which with
+``env.instances`` are test instances' seeds), runs, resumes or skips each through one interface per
+controller kind, and writes bench.json, the figures and the table."""
 
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ from graph.bench.trials import BenchContext
 from sttrl import controllers as registry
 from sttrl.config import Config
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.instances import draw
 from sttrl.io import atomic_write_json
+
+
+ORACLE = "oracle"  # regret only: never a contestant in the summary or the paired tests
 
 
 def check_controllers(controllers: Sequence[str]) -> None:
@@ -67,6 +72,12 @@ class Bench:
         self.gpus_per_episode = gpus_per_episode
         if not seeds:
             raise ConfigError("at least one seed is needed")
+        spec = cfg.env.instances
+        if spec is not None:  # every run is drawn from a test instance; its seed is the pairing key
+            bad = [s for s in seeds if s not in spec.test_seeds]
+            if bad:
+                raise ConfigError(f"seeds {bad} are not test instances (env.instances.test_seeds: "
+                                  f"{spec.test_seeds}); the benchmark reports test instances only")
         self.cfg, self.out = cfg, Path(out)
         self.model = model or DEFAULT_MODEL
         self.budget = budget_of(cfg, optuna_trials)
@@ -121,13 +132,18 @@ class Bench:
         """bench.json: the plan, the budget, every run's numbers, the summary and the paired statistics."""
         import torch
 
-        summary = summarize(self.runs, self.controllers, self.budget.train_steps)
-        paired = paired_stats(self.runs, summary, self.reference, seed=self.seeds[0])
+        contestants = [c for c in self.controllers if c != ORACLE]
+        summary = summarize(self.runs, contestants, self.budget.total)
+        paired = paired_stats(self.runs, summary, self.reference, seed=self.seeds[0],
+                              oracle=ORACLE if ORACLE in self.controllers else None)
+        spec = self.cfg.env.instances
         return {
             "schema": SCHEMA,
             "preset": self.cfg.preset,
             "controllers": self.controllers,
             "seeds": self.seeds,
+            "pairing": "instance" if spec is not None else "seed",
+            "instances": {str(s): draw(spec, s) for s in self.seeds} if spec is not None else None,
             "skipped": self.skipped,
             "model": self.model if "llm" in self.controllers else None,
             "budget": self.budget.to_dict(),
@@ -146,11 +162,12 @@ class Bench:
         doc = self.document()
         atomic_write_json(self.json_path, doc)
         if doc["summary"]:
+            unit = self.budget.unit
             write_bench_plot(self.out / "bench.png", doc["summary"],
-                             f"sttrl controllers, preset {self.cfg.preset}: validation WER over training steps "
-                             f"(budget {self.budget.train_steps} steps)")
+                             f"sttrl controllers, preset {self.cfg.preset}: validation WER over training {unit} "
+                             f"(budget {self.budget.total} {unit})", unit=unit)
             write_paired_plot(self.out / "bench-paired.png", self.runs, doc["paired"],
-                              f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by seed "
+                              f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by {doc['pairing']} "
                               f"against {self.reference}")
         return doc
 

@@ -21,8 +21,9 @@ def _style(c: str, order: list[str]) -> str:
     return MARKERS[order.index(c) % len(MARKERS)]
 
 
-def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
-    """``bench.png``: validation WER over training steps spent, mean line and min-max band per controller."""
+def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str = "steps") -> Path:
+    """``bench.png``: validation WER over the training ``unit`` spent (steps or samples), mean line and
+    min-max band per controller."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -41,7 +42,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
             label += ": best so far over trials"
         ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=label)
         ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
-    ax.set_xlabel("training steps spent")
+    ax.set_xlabel(f"training {unit} spent")
     ax.set_ylabel("validation WER")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

@@ -1,8 +1,8 @@
 """``tpe`` (alias ``optuna``): Optuna's TPE over static settings, run as a trials controller.
 
-``K`` trials (``--optuna-trials``, default ``env.max_actions``) share the episode's training steps: each
-is a fresh model from the same starting weights (the seed), trained ``floor(train_steps / K)`` steps with
-one static setting and evaluated once on validation. The instance's start is enqueued as trial 0; the
+``K`` trials (``--optuna-trials``, default ``env.max_actions``) share the episode's training budget: each
+is a fresh model from the same starting weights (the seed), trained ``floor(total / K)`` steps or samples
+(``env.budget_unit``; see :mod:`graph.bench.budget`) with one static setting and evaluated once on validation. The instance's start is enqueued as trial 0; the
 sampler is ``TPESampler(seed=seed * 1000 + i, n_startup_trials=clamp(K // 2, 1, 10))`` for the ``i``-th
 trial (a fresh seeded sampler per trial keeps a resumed study identical to an uninterrupted one); the lr
 range stops at ``bench.tpe_lr_max``. The trial with the lowest validation WER (earliest on ties) is
@@ -129,9 +129,10 @@ def _trial(cfg: Config, b: Budget, run_dir: Path, name: str, number: int, index:
         clock.tick()
         progress.steps(base + info.step_in_block, f"trial {number} loss {info.loss:.3f}")
 
+    steps = b.steps_for(b.units_per_trial, hp)
     progress.line(f"  {name} trial {number}: lr {hp.lr:.3g} batch {hp.batch_size} frozen {hp.freeze_layers}, "
-                  f"{b.steps_per_trial} steps")
-    res = rt.train_block(1, rt.initial_hp(), steps=b.steps_per_trial, on_step=on_step)
+                  f"{steps} steps")
+    res = rt.train_block(1, rt.initial_hp(), steps=steps, on_step=on_step)
     ev = rt.evaluate(1)
     earlier = [json.loads(p.read_text())["val_wer"] for p in run_dir.glob("trial-*/trial.json")]
     if not earlier or ev.wer < min(earlier):
@@ -139,7 +140,7 @@ def _trial(cfg: Config, b: Budget, run_dir: Path, name: str, number: int, index:
     rec = {
         "number": number, "index": index, "params": params, "hp": rt.initial_hp().to_dict(),
         "status": res.status, "note": res.note, "steps": res.steps, "steps_attempted": res.steps_attempted,
-        "mean_loss": res.mean_loss, "val_wer": ev.wer, "val_cer": ev.cer, "train_seconds": res.seconds,
+        "samples": res.samples, "spent": b.spent(res.steps_attempted, hp), "mean_loss": res.mean_loss, "val_wer": ev.wer, "val_cer": ev.cer, "train_seconds": res.seconds,
         "eval_seconds": ev.seconds, "seconds": time.perf_counter() - t0, "run_dir": str(tdir),
     }
     atomic_write_json(rec_path, rec)
@@ -179,7 +180,7 @@ def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: lis
     """The run's result: the best trial's judged numbers, every trial, and the best-so-far curve."""
     x, y, spent, best_so_far = [], [], 0, math.inf
     for t in trials:
-        spent += t["steps_attempted"]
+        spent += t.get("spent", t["steps_attempted"])
         best_so_far = min(best_so_far, t["val_wer"])
         x.append(spent)
         y.append(best_so_far)
@@ -190,7 +191,8 @@ def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: lis
         "hidden_wer": report.get("wer"), "hidden_cer": report.get("cer"), "score": report.get("score"),
         "judge_passed_all_checks": report.get("passed_all_checks"),
         "start_val_wer": None, "best_val_wer": best["val_wer"], "final_val_wer": best["val_wer"],
-        "train_steps": spent, "train_steps_kept": sum(t["steps"] for t in trials), "evaluations": len(trials),
+        "train_steps": sum(t["steps_attempted"] for t in trials), "train_samples": sum(t.get("samples", 0) for t in trials),
+        "train_steps_kept": sum(t["steps"] for t in trials), "evaluations": len(trials),
         "decisions": len(trials), "end_reason": "budget", "best_trial": best["number"], "trials": trials,
         "space": {"lr_log_uniform": list(space["lr"]), "batch_size": list(space["batch_size"]),
                   "freeze_layers": list(space["freeze_layers"]), "grad_accum": space["grad_accum"]},
@@ -200,6 +202,7 @@ def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: lis
         "final_sha256": final.get("sha256"),
         "wall_s": wall_s,
         "curve": {"x": x, "y": y, "trial_wer": [t["val_wer"] for t in trials],
+                  "unit": budget.unit,
                   "kind": "best validation WER so far over trials, in trial order (each trial starts from the "
                           "starting weights)"},
     }

@@ -1,7 +1,7 @@
 """Controllers that run their own trials (kind ``trials`` in ``sttrl.controllers``): the interface the
 benchmark calls, and the context it hands them.
 
-A trials controller gets the same training-step budget as an episode (see :mod:`graph.bench.budget`),
+A trials controller gets the same training budget (steps or samples) as an episode (see :mod:`graph.bench.budget`),
 keeps its own files under ``ctx.out/runs/<run name>``, resumes from them when run again, and returns one
 result dict with the fields of an episode's result (``hidden_wer``, ``curve``, ``train_steps``, …).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from graph.bench.budget import Budget, encoder_layers, search_space
-from graph.bench.common import with_seed
+from graph.bench.common import run_config
 from sttrl.config import Config
 
 if TYPE_CHECKING:
@@ -36,13 +36,19 @@ class BenchContext:
         return self._max_freeze
 
     def space(self) -> dict[str, Any]:
-        """The static search space (computed once), with ``bench.tpe_lr_max`` applied."""
+        """The static search space (computed once), with ``bench.tpe_lr_max`` applied; in samples, batch sizes
+        above a trial's samples are left out."""
         if self._space is None:
-            self._space = search_space(self.cfg, self.max_freeze(), self.cfg.bench.tpe_lr_max)
+            space = search_space(self.cfg, self.max_freeze(), self.cfg.bench.tpe_lr_max)
+            if self.budget.unit == "samples":  # a trial cannot train fewer samples than one batch
+                per = self.budget.units_per_trial // space["grad_accum"]
+                space["batch_size"] = [b for b in space["batch_size"] if b <= per] or space["batch_size"][:1]
+            self._space = space
         return self._space
 
     def seed_config(self, seed: int) -> Config:
-        return with_seed(self.cfg, seed, self.out)
+        """The run's config: ``run.seed = seed`` and, with ``env.instances``, the instance of ``seed`` drawn in."""
+        return run_config(self.cfg, seed, self.out)
 
 
 class TrialsController(Protocol):

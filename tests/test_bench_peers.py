@@ -1,0 +1,87 @@
+"""The benchmark's peers (issue 13): runs paired by test instance at an equal budget in samples, the trainer's
+lr schedules and the ``schedule`` controller with its tuning command, successive halving that continues from
+block checkpoints, suites and the action raster. Real debug-preset runs, kept small."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from graph import bench
+from sttrl.trainer import scheduled_lr
+
+# a debug instance set: two test instances, two train instances, a budget of 8 samples per block
+INSTANCES = ("env.instances={lr: [5e-4, 2e-3], batch_sizes: [2, 4], train_seeds: [0, 1], test_seeds: [1000, 1001]}",
+             "env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=2", "run.threads=1")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+# ----- lr schedules ------------------------------------------------------------------------------
+def test_scheduled_lr_matches_a_hand_computation():
+    # horizon 10, warm-up 0.2 -> 2 steps: 0.5, 1.0 x peak; then p = (s - 2) / 8
+    lin = [scheduled_lr(1.0, s, 10, "linear", 0.2, 0.1) for s in range(10)]
+    assert lin[:2] == pytest.approx([0.5, 1.0])
+    assert lin[2:] == pytest.approx([0.1 + 0.9 * (1 - (s - 2) / 8) for s in range(2, 10)])
+    cos = [scheduled_lr(2.0, s, 10, "cosine", 0.0, 0.0) for s in range(10)]
+    assert cos == pytest.approx([2.0 * 0.5 * (1 + math.cos(math.pi * s / 10)) for s in range(10)])
+    assert scheduled_lr(1.0, 50, 10, "linear", 0.0, 0.25) == pytest.approx(0.25)  # past the horizon: the final value
+
+
+def test_trainer_follows_the_schedule_and_constant_is_unchanged(make_config, tmp_path):
+    from sttrl.runtime import EpisodeRuntime
+
+    def lrs(*overrides: str) -> tuple[list[float], int | None]:
+        cfg = make_config("env.max_actions=2", "env.steps_per_action=3", "train.lr=1e-3", "run.threads=1", *overrides)
+        rt = EpisodeRuntime(cfg, tmp_path / f"r{len(list(tmp_path.iterdir()))}", progress=False)
+        seen: list[float] = []
+        for block in (1, 2):
+            rt.train_block(block, rt.initial_hp(), on_step=lambda i: seen.append(i.lr))
+        assert rt.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(seen[-1])
+        return seen, rt.trainer.horizon_steps
+
+    const, horizon = lrs()
+    assert const == [1e-3] * 6 and horizon is None  # today's numbers: the action's lr every step
+    warm, _ = lrs("train.warmup_steps=2")
+    assert warm == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    lin, horizon = lrs("train.lr_schedule=linear", "train.warmup_fraction=0.34", "train.lr_final_fraction=0.1")
+    assert horizon == 6  # 2 blocks x 3 steps; warm-up round(0.34 x 6) = 2 steps
+    # warm-up (s + 1) / 2, then 0.1 + 0.9 x (1 - (s - 2) / 4)
+    assert lin == pytest.approx([1e-3 * f for f in (0.5, 1.0, 1.0, 0.775, 0.55, 0.325)])
+    cos, _ = lrs("train.lr_schedule=cosine")
+    assert cos == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * s / 6)) for s in range(6)])
+
+
+# ----- paired by instance, equal samples ---------------------------------------------------------
+def test_runs_are_drawn_from_test_instances_at_equal_samples(make_config, tmp_path):
+    cfg = make_config(*INSTANCES)
+    with pytest.raises(bench.ConfigError, match="not test instances"):
+        bench.Bench(cfg, ["static"], [0], tmp_path / "x")  # a train instance is never reported
+    assert bench.plan_seeds(cfg, 2) == [1000, 1001] and bench.plan_seeds(make_config(), 2, 5) == [5, 6]
+    doc = bench.run_bench(cfg, ["static", "schedule", "tpe"], [1000], tmp_path / "b", quiet=True, optuna_trials=2)
+    assert doc["pairing"] == "instance" and doc["instances"]["1000"]["batch_size"] == 4
+    assert doc["budget"]["unit"] == "samples" and doc["budget"]["episode"]["train_samples"] == 16
+    runs = {r["controller"]: r for r in doc["runs"]}
+    assert all(r["status"] == "finished" for r in runs.values()), doc["runs"]
+    assert {c: r["train_samples"] for c, r in runs.items()} == {"static": 16, "schedule": 16, "tpe": 16}
+    assert runs["static"]["train_steps"] == 4 and runs["static"]["curve"]["x"] == [0, 8, 16]  # batch 4: 2 steps/block
+    for c in ("static", "schedule"):
+        assert runs[c]["instance"]["seed"] == 1000
+        run_cfg = json.loads((Path(runs[c]["run_dir"]) / "run.json").read_text())["config"]
+        assert run_cfg["env"]["instance"]["seed"] == 1000 and run_cfg["train"]["batch_size"] == 4
+    sched = json.loads((Path(runs["schedule"]["run_dir"]) / "run.json").read_text())["config"]["train"]
+    assert sched["lr_schedule"] == "cosine" and sched["lr"] == pytest.approx(doc["instances"]["1000"]["lr"])
+    traj = [json.loads(x) for x in (Path(runs["schedule"]["run_dir"]) / "trajectory.jsonl").read_text().splitlines()]
+    assert [t["action"] for t in traj] == ["keep", "keep"] and "untuned" in traj[0]["rationale"]
+    assert doc["paired"]["reference"] == "schedule" and doc["paired"]["instances"] == "test instances"
+    assert doc["paired"]["controllers"]["static"]["n_pairs"] == 1
