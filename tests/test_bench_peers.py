@@ -85,3 +85,38 @@ def test_runs_are_drawn_from_test_instances_at_equal_samples(make_config, tmp_pa
     assert [t["action"] for t in traj] == ["keep", "keep"] and "untuned" in traj[0]["rationale"]
     assert doc["paired"]["reference"] == "schedule" and doc["paired"]["instances"] == "test instances"
     assert doc["paired"]["controllers"]["static"]["n_pairs"] == 1
+
+
+def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_config, tmp_path, capsys):
+    from graph.bench import tune_schedule
+
+    cfg = make_config(*INSTANCES)
+    tuned = tmp_path / "tuned.json"
+    argv = ["--preset", "debug", "--out", str(tuned), "--grid-lr", "5e-4,2e-3", "--shapes", "cosine",
+            "--train-instances", "1", "--final-fraction", "0.1"]
+    for o in (*INSTANCES, f"data.cache_dir={cfg.data.cache_dir}", f"run.out_dir={cfg.run.out_dir}"):
+        argv += ["--set", o]
+    assert tune_schedule.main(argv) == 0
+    doc = json.loads(tuned.read_text())
+    assert doc["train_instances"] == [0] and doc["split"] == "dev" and len(doc["grid"]) == 2
+    best = min(doc["grid"], key=lambda p: p["dev_wer_mean"])
+    assert (doc["peak_lr"], doc["shape"], doc["final_fraction"]) == (best["peak_lr"], "cosine", 0.1)
+    assert doc["cost"]["episodes"] == 2 and doc["cost"]["samples"] == 2 * 16 and doc["cost"]["seconds"] > 0
+    runs = sorted((tmp_path / "tuned-runs").iterdir())
+    assert all((r / "judge-dev.json").is_file() and not (r / "judge.json").exists() for r in runs)  # dev only
+    assert "tuned: cosine from peak" in capsys.readouterr().out
+    assert tune_schedule.main(argv) == 0  # resumed: read back, same winner
+    assert json.loads(tuned.read_text())["peak_lr"] == doc["peak_lr"]
+
+    bcfg = make_config(*INSTANCES, f"bench.schedule_file={tuned}")
+    out = bench.run_bench(bcfg, ["schedule"], [1001], tmp_path / "b", quiet=True)
+    run = out["runs"][0]
+    train = json.loads((Path(run["run_dir"]) / "run.json").read_text())["config"]["train"]
+    assert (train["lr"], train["lr_schedule"], train["lr_final_fraction"]) == (doc["peak_lr"], "cosine", 0.1)
+    assert train["batch_size"] == out["instances"]["1001"]["batch_size"]  # the instance's start batch
+    rationale = json.loads((Path(run["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])["rationale"]
+    assert f"tuned file {tuned}" in rationale
+    assert out["schedule_tuning"]["tuned"] and out["schedule_tuning"]["cost"] == doc["cost"]
+    with pytest.raises(bench.ConfigError, match="tune_schedule"):
+        bench.run_bench(make_config(*INSTANCES, f"bench.schedule_file={tmp_path / 'missing.json'}"), ["schedule"],
+                        [1001], tmp_path / "c", quiet=True)

@@ -152,11 +152,26 @@ class Bench:
                         "logical_cores": os.cpu_count(), "torch": torch.__version__,
                         "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "schedule_tuning": self._schedule_tuning(),
             "runs": self.runs,
             "summary": summary,
             "paired": paired,
             "table": markdown_table(summary, paired),
         }
+
+    def _schedule_tuning(self) -> dict[str, Any] | None:
+        """The schedule controller's tuned setting and what tuning it cost (reported next to it), or why untuned."""
+        if "schedule" not in self.controllers:
+            return None
+        path = self.cfg.bench.schedule_file
+        if path is None:
+            return {"tuned": False, "note": "no bench.schedule_file: the config's bench.schedule_* values"}
+        from sttrl.schedule import load_tuned
+
+        doc = load_tuned(path)
+        return {"tuned": True, "file": str(path), **{k: doc[k] for k in ("peak_lr", "shape", "warmup_fraction",
+                                                                        "final_fraction", "dev_wer", "train_instances",
+                                                                        "cost")}}
 
     def write(self) -> dict[str, Any]:
         doc = self.document()
