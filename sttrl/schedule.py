@@ -92,5 +92,4 @@ register(ControllerSpec("schedule", "episode", _schedule, "warm-up then linear/c
                         "a tuned peak (bench.schedule_file), keep every block", color="#9467bd",
                         configure=configure))
 
-__all__ = ["SchedulePolicy", "TUNED_SCHEMA", "configure", "load_tuned", "schedule_of",
-           "with_schedule"]
+__all__ = ["TUNED_SCHEMA", "SchedulePolicy", "configure", "load_tuned", "schedule_of", "with_schedule"]

@@ -120,3 +120,42 @@ def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_con
     with pytest.raises(bench.ConfigError, match="tune_schedule"):
         bench.run_bench(make_config(*INSTANCES, f"bench.schedule_file={tmp_path / 'missing.json'}"), ["schedule"],
                         [1001], tmp_path / "c", quiet=True)
+
+
+# ----- successive halving continues from block checkpoints ---------------------------------------
+def test_sha_promoted_trial_continues_from_its_checkpoint(make_config, tmp_path):
+    import torch
+
+    from graph.bench.sha import rung_sizes
+
+    assert rung_sizes(8, 2) == [8, 4, 2, 1] and rung_sizes(3, 2) == [3, 2, 1] and rung_sizes(1, 3) == [1]
+    cfg = make_config(*INSTANCES)
+    out = tmp_path / "b"
+    doc = bench.run_bench(cfg, ["sha"], [1000], out, quiet=True, optuna_trials=2)
+    run = doc["runs"][0]
+    assert run["status"] == "finished", run
+    assert run["rungs"] == [2, 1] and run["train_samples"] == 16 == doc["budget"]["episode"]["train_samples"]
+    rung0 = {r["trial"]: r for r in run["trials"] if r["rung"] == 0}
+    last = next(r for r in run["trials"] if r["rung"] == 1)
+    assert last["trial"] == min(rung0, key=lambda t: (rung0[t]["val_wer"], t))  # the better one is promoted
+    assert last["units"] == 8 and all(r["units"] == 4 for r in rung0.values())
+    first = rung0[last["trial"]]
+    assert last["global_step"] == first["global_step"] + last["steps"]  # continued, not restarted
+    ckpt = Path(last["run_dir"]) / "checkpoints" / "block-0002"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["trainer"]["global_step"] == last["global_step"]
+    assert state["trainer"]["cursor"] == first["samples"] + last["samples"]  # the data cursor went on too
+    opt = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    assert {float(s["step"]) for s in opt["state"].values()} == {float(last["global_step"])}  # Adam's moments too
+    assert run["judged_run_dir"] == last["run_dir"] and run["hidden_wer"] is not None
+    judged = json.loads((Path(last["run_dir"]) / "judge.json").read_text())
+    assert judged["scored"] and run["final_sha256"] == json.loads(
+        (Path(last["run_dir"]) / "run.json").read_text())["final"]["sha256"]
+
+    # resume: without the result and the last rung's record, only the last rung runs again
+    (out / "runs" / "bench-sha-s1000" / "result.json").unlink()
+    Path(last["run_dir"], "rung-1.json").unlink()
+    before = {t: Path(r["run_dir"], "rung-0.json").stat().st_mtime_ns for t, r in rung0.items()}
+    again = bench.run_bench(cfg, ["sha"], [1000], out, quiet=True, optuna_trials=2)["runs"][0]
+    assert {t: Path(r["run_dir"], "rung-0.json").stat().st_mtime_ns for t, r in rung0.items()} == before
+    assert (again["hidden_wer"], again["final_sha256"]) == (run["hidden_wer"], run["final_sha256"])

@@ -26,10 +26,9 @@ from graph.bench.budget import Budget, optuna_distributions, start_params, trial
 from graph.bench.common import FAULTS, WallClock, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
-from graph.bench.trials import BenchContext
+from graph.bench.trials import BenchContext, judge_trial
 from sttrl import controllers as registry
 from sttrl.config import Config, config_from_dict
-from sttrl.errors import SttrlError
 from sttrl.io import atomic_write_json
 from sttrl.memory import release_memory
 
@@ -93,7 +92,7 @@ class TpeController:
                              if t.state == optuna.trial.TrialState.COMPLETE)
             records = [json.loads((run_dir / f"trial-{n:03d}" / "trial.json").read_text()) for n in numbers]
             best = min(records, key=lambda t: (t["val_wer"], t["number"]))
-            report, final = _judge_best(Path(best["run_dir"]))
+            report, final = judge_trial(Path(best["run_dir"]))
         finally:
             clock.tick(force=True)
             data.clear()
@@ -161,17 +160,6 @@ def _prune_trial_files(run_dir: Path) -> None:
         shutil.rmtree(tdir / "checkpoints", ignore_errors=True)
         if r["number"] != best["number"]:
             shutil.rmtree(tdir / "final", ignore_errors=True)
-
-
-def _judge_best(tdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from sttrl.judge import judge
-
-    record = json.loads((tdir / "run.json").read_text())
-    if not record.get("final") or not (tdir / "final" / "model.safetensors").is_file():
-        raise SttrlError(f"the best trial {tdir} has no saved final model")
-    path = tdir / "judge.json"
-    report = json.loads(path.read_text()) if path.is_file() else judge(tdir, progress=False)
-    return report, record["final"]
 
 
 def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: list[dict[str, Any]],

@@ -57,3 +57,19 @@ class TrialsController(Protocol):
     name: str
 
     def run(self, ctx: BenchContext, seed: int, progress: "BenchProgress") -> dict[str, Any]: ...
+
+
+def judge_trial(tdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Judge a trial's saved final model on the hidden test split (read back when judged before); returns the
+    report and the run record's ``final``."""
+    import json
+
+    from sttrl.errors import SttrlError
+    from sttrl.judge import judge
+
+    record = json.loads((tdir / "run.json").read_text())
+    if not record.get("final") or not (tdir / "final" / "model.safetensors").is_file():
+        raise SttrlError(f"the best trial {tdir} has no saved final model")
+    path = tdir / "judge.json"
+    report = json.loads(path.read_text()) if path.is_file() else judge(tdir, progress=False)
+    return report, record["final"]
