@@ -169,6 +169,19 @@ class EpisodeRuntime:
             shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
         return path
 
+    @torch_thread
+    def adopt(self, checkpoint: str | Path) -> None:
+        """Start this run from another run's training checkpoint (Population Based Training's exploit): its
+        weights, optimizer and RNG state, data cursor and global step become this run's block 0, the point a
+        faulted first block rolls back to. Only on a run that has trained nothing yet."""
+        if self.completed_blocks() != [0]:
+            raise CheckpointError(f"run {self.run_dir} has trained blocks {self.completed_blocks()}: adopt only at its start")
+        self.trainer.load_checkpoint(Path(checkpoint))
+        self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None,
+                                        "adopted_from": str(checkpoint)})
+        self.block = 0
+        (self.eval_dir / f"{block_name(0)}.json").unlink(missing_ok=True)  # block 0 holds other weights now
+
     def completed_blocks(self) -> list[int]:
         if not self.ckpt_dir.is_dir():
             return []

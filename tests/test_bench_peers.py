@@ -159,3 +159,31 @@ def test_sha_promoted_trial_continues_from_its_checkpoint(make_config, tmp_path)
     again = bench.run_bench(cfg, ["sha"], [1000], out, quiet=True, optuna_trials=2)["runs"][0]
     assert {t: Path(r["run_dir"], "rung-0.json").stat().st_mtime_ns for t, r in rung0.items()} == before
     assert (again["hidden_wer"], again["final_sha256"]) == (run["hidden_wer"], run["final_sha256"])
+
+
+# ----- population based training on a loopback Ray cluster ---------------------------------------
+def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path):
+    import glob
+    import tempfile
+
+    from graph.bench import executors
+
+    pytest.importorskip("ray.tune")
+    had_token = executors.AUTH_TOKEN.exists()
+    before = set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*"))
+    cfg = make_config(*INSTANCES, "bench.pbt_population=2", "bench.pbt_blocks=2", "bench.pbt_max_concurrent=1")
+    doc = bench.run_bench(cfg, ["pbt"], [1000], tmp_path / "b", quiet=True)
+    run = doc["runs"][0]
+    assert run["status"] == "finished", run
+    assert (run["population"], run["blocks"], run["units_per_block"]) == (2, 2, 4)
+    assert len(run["reports"]) == 4 and run["train_samples"] == 16 == doc["budget"]["episode"]["train_samples"]
+    assert run["replay_log"] and any(Path(p).name == "pbt_global.txt" for p in run["replay_log"])
+    rows = {(r["trial"], r["blocks_done"]): r for r in run["reports"]}
+    exploited = [r for r in run["reports"] if r["adopted_from"]]
+    assert run["exploits"] == len(exploited) >= 1, run["reports"]  # the worse member exploited the better one
+    for r in exploited:  # weights, optimizer and global step came with the donor's checkpoint
+        donor = rows[(r["adopted_from"], r["blocks_done"] - 1)]
+        assert r["global_step"] == donor["global_step"] + r["steps_attempted"]
+    assert run["hidden_wer"] is not None and json.loads((Path(run["judged_run_dir"]) / "judge.json").read_text())["scored"]
+    assert executors.AUTH_TOKEN.exists() == had_token
+    assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
