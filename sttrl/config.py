@@ -326,6 +326,10 @@ class BenchConfig(_Strict):
     schedule_warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Untuned schedule: warm-up share.")
     schedule_final_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Untuned schedule: final lr / peak.")
     sha_eta: int = Field(2, ge=2, le=8, description="sha: keep the best 1/eta of the trials at each rung.")
+    oracle_lrs: list[float] | None = Field(None, min_length=1, description="oracle: the static lr grid (null: the "
+                                           "instance's start lr x 1/3, 1, 3).")
+    oracle_batch_sizes: list[int] | None = Field(None, min_length=1, description="oracle: the static batch grid "
+                                                 "(null: the instance's start batch).")
     pbt_population: int = Field(4, ge=2, le=256, description="pbt: population size (the issue asks >= 4; 2 "
                                 "only for tests).")
     pbt_blocks: int | None = Field(None, ge=1, le=10_000, description="pbt: blocks (reports) per member; null = "

@@ -187,3 +187,16 @@ def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path
     assert run["hidden_wer"] is not None and json.loads((Path(run["judged_run_dir"]) / "judge.json").read_text())["scored"]
     assert executors.AUTH_TOKEN.exists() == had_token
     assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
+
+
+# ----- the oracle gives regret ----------------------------------------------------------------------
+def test_oracle_gives_regret_and_is_not_a_contestant(make_config, tmp_path):
+    cfg = make_config(*INSTANCES, "bench.oracle_lrs=[1e-3, 3e-3]")
+    doc = bench.run_bench(cfg, ["static", "oracle"], [1000], tmp_path / "b", quiet=True)
+    runs = {r["controller"]: r for r in doc["runs"]}
+    orc = runs["oracle"]
+    assert orc["status"] == "finished" and len(orc["grid"]) == 2
+    assert orc["hidden_wer"] == min(p["test_wer"] for p in orc["grid"]) and orc["train_samples"] == 16
+    assert "oracle" not in doc["summary"] and "oracle" not in doc["paired"]["controllers"]
+    assert doc["paired"]["oracle"] == "oracle"
+    assert doc["paired"]["controllers"]["static"]["regret"] == pytest.approx(runs["static"]["hidden_wer"] - orc["hidden_wer"])

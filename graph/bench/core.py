@@ -17,6 +17,7 @@ from rich.console import Console
 
 import graph.agents  # noqa: F401 - registers llm
 import graph.bench.lookahead  # noqa: F401 - registers lookahead
+import graph.bench.oracle  # noqa: F401 - registers oracle
 import graph.bench.pbt  # noqa: F401 - registers pbt
 import graph.bench.sha  # noqa: F401 - registers sha
 import graph.bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)

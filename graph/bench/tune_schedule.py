@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,35 +46,38 @@ def one_block(cfg: Config) -> Config:
     return config_from_dict(data)
 
 
-def run_point(cfg: Config, instance: int, sched: dict[str, Any], run_dir: Path, data_cache: dict[str, Any]) -> dict[str, Any]:
-    """One schedule on one train instance, judged on hidden dev; ``run_dir/tune.json`` holds the row."""
+def run_point(cfg: Config, instance: int, configure: Callable[[Config], Config], run_dir: Path,
+              data_cache: dict[str, Any], split: str = "dev") -> dict[str, Any]:
+    """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
+    block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present)."""
     from sttrl.data import build_speech_data
     from sttrl.instances import apply
     from sttrl.judge import judge
     from sttrl.memory import release_memory
     from sttrl.runtime import EpisodeRuntime
 
-    row_path = run_dir / "tune.json"
+    row_path = run_dir / "point.json"
     if row_path.is_file():
         return json.loads(row_path.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again (at most one block is lost)
     data = cfg.to_dict()
     data["run"] = {**data["run"], "seed": instance}
-    icfg = one_block(with_schedule(apply(config_from_dict(data), instance), sched))
+    icfg = one_block(configure(apply(config_from_dict(data), instance)))
     key = json.dumps(icfg.data.model_dump(mode="json"), sort_keys=True)
     if key not in data_cache:
         data_cache.clear()  # one corpus in memory at a time
         data_cache[key] = build_speech_data(icfg.data, progress=False)
     t0 = time.perf_counter()
     rt = EpisodeRuntime(icfg, run_dir, progress=False, data=data_cache[key], run_id=run_dir.name)
-    res = rt.train_block(1, rt.initial_hp())
+    hp = rt.initial_hp()
+    res = rt.train_block(1, hp)
     rt.save_final()
     del rt
     release_memory(collect=True)
-    report = judge(run_dir, progress=False, split="dev")
-    row = {"instance": instance, "peak_lr": sched["peak_lr"], "shape": sched["shape"], "status": res.status,
-           "steps": res.steps_attempted, "samples": res.samples, "dev_wer": report.get("wer"),
-           "scored": report.get("scored"), "seconds": time.perf_counter() - t0}
+    report = judge(run_dir, progress=False, split=split)
+    row = {"instance": instance, "hp": hp.to_dict(), "status": res.status, "steps": res.steps_attempted,
+           "samples": res.samples, f"{split}_wer": report.get("wer"), "scored": report.get("scored"),
+           "run_dir": str(run_dir), "seconds": time.perf_counter() - t0}
     atomic_write_json(row_path, row)
     return row
 
@@ -95,7 +99,8 @@ def tune(cfg: Config, lrs: list[float], shapes: list[str], instances: list[int],
             sched = {"peak_lr": lr, "shape": shape, "warmup_fraction": warmup_fraction, "final_fraction": final_fraction}
             got = []
             for i in instances:
-                row = run_point(cfg, i, sched, work / f"{shape}-lr{lr:g}-i{i}", cache)
+                row = run_point(cfg, i, lambda c, s=sched: with_schedule(c, s), work / f"{shape}-lr{lr:g}-i{i}", cache)
+                row.update(peak_lr=lr, shape=shape)
                 rows.append(row)
                 got.append(row)
                 on_line(f"{shape} peak {lr:g} instance {i}: dev WER {row['dev_wer']:.3f} ({row['status']})")
