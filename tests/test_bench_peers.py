@@ -200,3 +200,31 @@ def test_oracle_gives_regret_and_is_not_a_contestant(make_config, tmp_path):
     assert "oracle" not in doc["summary"] and "oracle" not in doc["paired"]["controllers"]
     assert doc["paired"]["oracle"] == "oracle"
     assert doc["paired"]["controllers"]["static"]["regret"] == pytest.approx(runs["static"]["hidden_wer"] - orc["hidden_wer"])
+
+
+# ----- suites ------------------------------------------------------------------------------------
+def test_suites_smoke_end_to_end_and_estimates(make_config, tmp_path, capsys):
+    cfg = make_config()
+    common = ["--set", f"data.cache_dir={cfg.data.cache_dir}", "--set", f"run.out_dir={cfg.run.out_dir}"]
+    assert bench.main(["--suite", "nope", *common]) == 2
+    assert "unknown suite 'nope'; valid: cpu, full, smoke" in capsys.readouterr().out
+    assert bench.main(["--suite", "full", "--dry-run", *common]) == 0
+    full = capsys.readouterr().out
+    assert "10 test instances" in full and "expected device time" in full and "pbt" in full and "oracle" in full
+    assert bench.main(["--suite", "cpu", "--preset", "debug", *common]) == 2  # a suite fixes its preset
+    assert "runs preset bench-cpu; drop --preset debug" in capsys.readouterr().out
+
+    out = tmp_path / "smoke"
+    assert bench.main(["--suite", "smoke", "--out", str(out), "--quiet", *common]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("suite smoke: preset debug, 5 controllers x 1 test instances")
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["preset"] == "debug" and doc["seeds"] == [1000] and doc["pairing"] == "instance"
+    runs = {r["controller"]: r for r in doc["runs"]}
+    assert list(runs) == ["static", "rule", "schedule", "tpe", "sha"]
+    assert all(r["status"] == "finished" and r["hidden_wer"] is not None for r in runs.values())
+    budget = doc["budget"]["episode"]["train_samples"]
+    assert {c: runs[c]["train_samples"] for c in ("static", "schedule", "tpe", "sha")} == dict.fromkeys(
+        ("static", "schedule", "tpe", "sha"), budget)  # equal samples, whatever the controller's kind
+    assert runs["rule"]["train_samples"] <= budget and doc["paired"]["reference"] == "schedule"
+    assert (out / "bench-actions.png").stat().st_size > 5_000

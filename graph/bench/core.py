@@ -25,7 +25,7 @@ from graph.bench.budget import budget_of
 from graph.bench.common import SCHEMA, config_differences, llm_unavailable
 from graph.bench.episodes import AgentFactory, run_episode
 from graph.bench.executors import check_executor, error_result, run_on_ray
-from graph.bench.plot import write_bench_plot, write_paired_plot
+from graph.bench.plot import write_action_raster, write_bench_plot, write_paired_plot
 from graph.bench.progress import BenchProgress
 from graph.bench.results import markdown_table, paired_stats, summarize
 from graph.bench.trials import BenchContext
@@ -187,6 +187,9 @@ class Bench:
             write_paired_plot(self.out / "bench-paired.png", self.runs, doc["paired"],
                               f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by {doc['pairing']} "
                               f"against {self.reference}")
+            write_action_raster(self.out / "bench-actions.png", self.runs,
+                                f"sttrl controllers, preset {self.cfg.preset}: action per block "
+                                f"(rows: controller · {doc['pairing']})")
         return doc
 
     # ----- running --------------------------------------------------------------------------------
