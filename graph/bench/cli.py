@@ -16,7 +16,7 @@ from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.memory import limit_arenas
 
-DEFAULT_CONTROLLERS = "static,random,rule,llm,tpe"
+DEFAULT_CONTROLLERS = "static,random,rule,schedule,llm,tpe,sha"
 EXAMPLES = """examples:
   python -m graph.bench --suite smoke --out runs/bench-smoke                 debug preset, seconds (CI)
   python -m graph.bench --suite cpu --set bench.schedule_file=runs/schedule.json   bench-cpu, ~80 min on 2 cores
