@@ -23,19 +23,23 @@ which depends on the order Ray delivers results.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
-from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from graph.bench.budget import Budget, start_params, trial_hp
-from graph.bench.common import FAULTS, WallClock, thread_id
+from graph.bench.common import WallClock, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
-from graph.bench.trials import BenchContext, judge_trial
+from graph.bench.trials import (
+    BenchContext,
+    finished_earlier,
+    fit_batches,
+    judge_trial,
+    search_result,
+)
 from sttrl import controllers as registry
 from sttrl.actions import Hyperparams
 from sttrl.config import Config, config_from_dict
@@ -108,25 +112,19 @@ class PbtController:
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
         name = thread_id(self.name, seed)
+        done = finished_earlier(ctx, name, progress)
+        if done is not None:
+            return done
         run_dir = ctx.out / "runs" / name
-        result_path = run_dir / "result.json"
         b = ctx.budget
         clock = WallClock(ctx.out / "wall" / f"{name}.json")
-        if result_path.is_file():
-            progress.start_run(name, b.train_steps, b.steps_per_action, "finished earlier: skipped")
-            res = {**json.loads(result_path.read_text()), "wall_s": clock.seconds}
-            progress.end_run(result_line(res))
-            return {**res, "resumed": "skipped (finished earlier)"}
         cfg = ctx.seed_config(seed)
         population, blocks = cfg.bench.pbt_population, pbt_blocks(cfg)
         units = b.total // (population * blocks)
         if units < 1:
             raise SttrlError(f"pbt: {population} members x {blocks} blocks leave less than one {b.unit[:-1]} per block "
                              f"(budget {b.total} {b.unit})")
-        space = dict(ctx.space())
-        if b.unit == "samples":
-            space["batch_size"] = [x for x in space["batch_size"] if x * space["grad_accum"] <= units] \
-                or space["batch_size"][:1]
+        space = fit_batches(ctx.space(), b, units)
         start = Hyperparams.from_config(cfg.train, ctx.max_freeze())
         first = trial_hp(space, start_params(cfg, space, ctx.max_freeze()))
         first = Hyperparams(first.lr, start.batch_size, start.grad_accum, start.freeze_layers)
@@ -147,7 +145,7 @@ class PbtController:
             release_memory(collect=True)
         res = pbt_result(seed, name, run_dir, rows, best_row, best_dir, report, final, b, population, blocks, units,
                          clock.seconds)
-        atomic_write_json(result_path, res)
+        atomic_write_json(run_dir / "result.json", res)
         progress.end_run(result_line(res) + f", best member {best_row['trial']} {best_row['hp']}")
         return {**res, "resumed": note}
 
@@ -228,27 +226,11 @@ def pbt_result(seed: int, name: str, run_dir: Path, rows: list[dict[str, Any]], 
                units: int, wall_s: float) -> dict[str, Any]:
     """The run's result: the best member's judged numbers, every block report and the best-so-far curve."""
     rows = sorted(rows, key=lambda r: (r["blocks_done"], r["trial"]))
-    x, y, spent, best_so_far = [], [], 0, math.inf
-    for r in rows:
-        spent += r["spent"]
-        best_so_far = min(best_so_far, r["val_wer"])
-        x.append(spent)
-        y.append(best_so_far)
-    faults = Counter(r["status"] for r in rows if r["status"] in FAULTS)
-    return {
-        "controller": "pbt", "seed": seed, "thread_id": name, "run_dir": str(run_dir), "judged_run_dir": str(best_dir),
-        "status": "finished", "hidden_wer": report.get("wer"), "hidden_cer": report.get("cer"),
-        "score": report.get("score"), "judge_passed_all_checks": report.get("passed_all_checks"),
-        "start_val_wer": None, "best_val_wer": min(r["val_wer"] for r in rows), "final_val_wer": best["val_wer"],
-        "train_steps": sum(r["steps_attempted"] for r in rows), "train_samples": sum(r["samples"] for r in rows),
-        "train_steps_kept": best["global_step"], "evaluations": len(rows), "decisions": len(rows),
-        "end_reason": "budget", "best_member": best["trial"], "population": population, "blocks": blocks,
-        "units_per_block": units, "exploits": sum(1 for r in rows if r.get("adopted_from")), "reports": rows,
-        "replay_log": sorted(str(p) for p in (run_dir / "tune").glob("pbt_*.txt")),
-        "faults": {k: faults.get(k, 0) for k in FAULTS}, "final_sha256": final.get("sha256"), "wall_s": wall_s,
-        "curve": {"x": x, "y": y, "unit": budget.unit,
-                  "kind": "best validation WER so far over the population's block reports"},
-    }
+    res = search_result("pbt", seed, name, run_dir, rows, best, best_dir, report, final, budget.unit,
+                        "best validation WER so far over the population's block reports", wall_s)
+    return {**res, "best_member": best["trial"], "population": population, "blocks": blocks, "units_per_block": units,
+            "exploits": sum(1 for r in rows if r.get("adopted_from")), "reports": rows,
+            "replay_log": sorted(str(p) for p in (run_dir / "tune").glob("pbt_*.txt"))}
 
 
 def _pbt(cfg: Config, **_: Any) -> PbtController:

@@ -25,17 +25,22 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from graph.bench.budget import Budget, start_params, trial_hp
-from graph.bench.common import FAULTS, WallClock, thread_id
+from graph.bench.common import WallClock, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
-from graph.bench.trials import BenchContext, judge_trial
+from graph.bench.trials import (
+    BenchContext,
+    finished_earlier,
+    fit_batches,
+    judge_trial,
+    search_result,
+)
 from sttrl import controllers as registry
 from sttrl.actions import Hyperparams
 from sttrl.config import Config, config_from_dict
@@ -76,23 +81,16 @@ class ShaController:
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
         name = thread_id(self.name, seed)
+        done = finished_earlier(ctx, name, progress)
+        if done is not None:
+            return done
         run_dir = ctx.out / "runs" / name
-        result_path = run_dir / "result.json"
         b = ctx.budget
         clock = WallClock(ctx.out / "wall" / f"{name}.json")
-        if result_path.is_file():
-            progress.start_run(name, b.train_steps, b.steps_per_action, "finished earlier: skipped")
-            res = {**json.loads(result_path.read_text()), "wall_s": clock.seconds}
-            progress.end_run(result_line(res))
-            return {**res, "resumed": "skipped (finished earlier)"}
         cfg = ctx.seed_config(seed)
         eta = cfg.bench.sha_eta
         sizes = rung_sizes(b.optuna_trials, eta)
-        space = dict(ctx.space())
-        first_share = b.total // len(sizes) // sizes[0]
-        if b.unit == "samples":
-            space["batch_size"] = [x for x in space["batch_size"] if x * space["grad_accum"] <= first_share] \
-                or space["batch_size"][:1]
+        space = fit_batches(ctx.space(), b, b.total // len(sizes) // sizes[0])  # the first rung's share
         start = start_params(cfg, space, ctx.max_freeze())
         params = sample_params(space, start, sizes[0], seed)
         hps = [trial_hp(space, p) if i else _start_hp(cfg, space, ctx.max_freeze(), p) for i, p in enumerate(params)]
@@ -124,7 +122,7 @@ class ShaController:
             data.clear()
             release_memory(collect=True)
         res = sha_result(seed, name, run_dir, records, best, report, final, b, sizes, eta, clock.seconds)
-        atomic_write_json(result_path, res)
+        atomic_write_json(run_dir / "result.json", res)
         progress.end_run(result_line(res) + f", best trial {best['trial']} {best['hp']}")
         return {**res, "resumed": note}
 
@@ -175,25 +173,9 @@ def sha_result(seed: int, name: str, run_dir: Path, records: list[dict[str, Any]
                report: dict[str, Any], final: dict[str, Any], budget: Budget, sizes: list[int], eta: int,
                wall_s: float) -> dict[str, Any]:
     """The run's result: the survivor's judged numbers, every rung record and the best-so-far curve."""
-    x, y, spent, best_so_far = [], [], 0, math.inf
-    for r in records:
-        spent += r["spent"]
-        best_so_far = min(best_so_far, r["val_wer"])
-        x.append(spent)
-        y.append(best_so_far)
-    faults = Counter(r["status"] for r in records if r["status"] in FAULTS)
-    return {
-        "controller": "sha", "seed": seed, "thread_id": name, "run_dir": str(run_dir), "judged_run_dir": best["run_dir"],
-        "status": "finished", "hidden_wer": report.get("wer"), "hidden_cer": report.get("cer"),
-        "score": report.get("score"), "judge_passed_all_checks": report.get("passed_all_checks"),
-        "start_val_wer": None, "best_val_wer": min(r["val_wer"] for r in records), "final_val_wer": best["val_wer"],
-        "train_steps": sum(r["steps_attempted"] for r in records), "train_samples": sum(r["samples"] for r in records),
-        "train_steps_kept": best["global_step"], "evaluations": len(records), "decisions": len(records),
-        "end_reason": "budget", "best_trial": best["trial"], "rungs": sizes, "eta": eta, "trials": records,
-        "faults": {k: faults.get(k, 0) for k in FAULTS}, "final_sha256": final.get("sha256"), "wall_s": wall_s,
-        "curve": {"x": x, "y": y, "unit": budget.unit,
-                  "kind": "best validation WER so far over rung evaluations (promoted trials continue)"},
-    }
+    res = search_result("sha", seed, name, run_dir, records, best, Path(best["run_dir"]), report, final, budget.unit,
+                        "best validation WER so far over rung evaluations (promoted trials continue)", wall_s)
+    return {**res, "best_trial": best["trial"], "rungs": sizes, "eta": eta, "trials": records}
 
 
 def _sha(cfg: Config, **_: Any) -> ShaController:

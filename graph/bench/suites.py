@@ -71,8 +71,7 @@ def suite_controllers(suite: Suite) -> list[str]:
     """The suite's controllers; ``full``: every registered one but the ``optuna`` alias."""
     if suite.controllers:
         return list(suite.controllers)
-    from sttrl import controllers as registry
-
     import graph.bench.core  # noqa: F401 - registers every controller
+    from sttrl import controllers as registry
 
     return [c for c in registry.names() if c != "optuna"]

@@ -26,7 +26,7 @@ from graph.bench.budget import Budget, optuna_distributions, start_params, trial
 from graph.bench.common import FAULTS, WallClock, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
-from graph.bench.trials import BenchContext, judge_trial
+from graph.bench.trials import BenchContext, finished_earlier, judge_trial
 from sttrl import controllers as registry
 from sttrl.config import Config, config_from_dict
 from sttrl.io import atomic_write_json
@@ -44,15 +44,12 @@ class TpeController:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = thread_id(self.name, seed)
+        done = finished_earlier(ctx, name, progress)
+        if done is not None:
+            return done
         run_dir = ctx.out / "runs" / name
         result_path = run_dir / "result.json"
         b = ctx.budget
-        if result_path.is_file():
-            progress.start_run(name, b.train_steps, b.steps_per_trial, "finished earlier: skipped")
-            res = json.loads(result_path.read_text())
-            res["wall_s"] = WallClock(ctx.out / "wall" / f"{name}.json").seconds
-            progress.end_run(result_line(res))
-            return {**res, "resumed": "skipped (finished earlier)"}
         cfg = ctx.seed_config(seed)
         space = ctx.space()
         dists = optuna_distributions(space)
