@@ -228,3 +228,21 @@ def test_suites_smoke_end_to_end_and_estimates(make_config, tmp_path, capsys):
         ("static", "schedule", "tpe", "sha"), budget)  # equal samples, whatever the controller's kind
     assert runs["rule"]["train_samples"] <= budget and doc["paired"]["reference"] == "schedule"
     assert (out / "bench-actions.png").stat().st_size > 5_000
+
+
+def test_budget_in_samples_and_what_a_missing_extra_says(make_config, monkeypatch, tmp_path):
+    from graph.bench.core import default_reference
+    from sttrl import controllers as registry
+    from sttrl.actions import Hyperparams
+
+    b = bench.budget_of(make_config(*INSTANCES), optuna_trials=4)
+    hp = Hyperparams(1e-3, 4, 1, 0)
+    assert (b.unit, b.total, b.units_per_trial, b.steps_for(4, hp), b.steps_for(6, hp), b.spent(3, hp)) == \
+        ("samples", 16, 4, 1, 2, 12)
+    assert bench.budget_of(make_config()).total == 6  # debug: 3 blocks x 2 steps
+    assert default_reference(["oracle", "tpe"]) == "tpe"
+    with pytest.raises(bench.ConfigError, match="regret only"):
+        bench.Bench(make_config(), ["static", "oracle"], [0], tmp_path, reference="oracle")
+    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(bench.ConfigError, match=r"controller 'pbt' needs ray: pip install -e '\.\[ray\]'"):
+        registry.get("pbt")

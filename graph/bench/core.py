@@ -48,11 +48,11 @@ def check_controllers(controllers: Sequence[str]) -> None:
 
 def default_reference(controllers: Sequence[str]) -> str:
     """The controller every paired difference is taken against: ``schedule`` when it runs, else ``static``,
-    else the first one."""
+    else the first one that is not the oracle."""
     for c in ("schedule", "static"):
         if c in controllers:
             return c
-    return controllers[0]
+    return next((c for c in controllers if c != ORACLE), controllers[0])
 
 
 class Bench:
@@ -105,6 +105,8 @@ class Bench:
                 self.controllers.append(c)
         if reference is not None and reference not in controllers:
             raise ConfigError(f"--reference {reference!r} is not among --controllers ({', '.join(controllers)})")
+        if reference == ORACLE:
+            raise ConfigError("--reference oracle: the oracle gives regret only; choose a contestant")
         self.reference = reference or default_reference(list(controllers))
         self.ctx = BenchContext(cfg, self.out, self.budget)
         self.runs: list[dict[str, Any]] = []
