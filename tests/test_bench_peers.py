@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from graph import bench
+from graph.bench.suites import DEBUG_INSTANCES
 from sttrl.trainer import scheduled_lr
 
-# a debug instance set: two test instances, two train instances, a budget of 8 samples per block
-INSTANCES = ("env.instances={lr: [5e-4, 2e-3], batch_sizes: [2, 4], train_seeds: [0, 1], test_seeds: [1000, 1001]}",
-             "env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=2", "run.threads=1")
+# the smoke suite's debug instance set: test instances 1000-1001, train 0-1, 2 blocks of 8 samples
+INSTANCES = DEBUG_INSTANCES
 
 
 @pytest.fixture(autouse=True)
