@@ -23,8 +23,9 @@ def _style(c: str, order: list[str]) -> str:
 
 
 def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str = "steps") -> Path:
-    """``bench.png``: validation WER over the training ``unit`` spent (steps or samples), mean line and
-    min-max band per controller."""
+    """``bench.png``: validation WER (log axis) over the training ``unit`` spent (steps or samples), mean line
+    and min-max band per controller; searches (best so far over trials) in a panel of their own beside the
+    controllers whose curve follows one model from the start (episodes, lookahead)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -34,20 +35,25 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
 
     names = list(summary)
     colors = _colors(names)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for c, s in summary.items():
-        cv = s["curve"]
-        label = f"{c} (n={s['runs']})"
-        spec = registry.REGISTRY.get(c)
-        if spec is not None and spec.kind == "trials":
-            label += ": best so far over trials"
-        ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=label)
-        ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
-    ax.set_xlabel(f"training {unit} spent")
-    ax.set_ylabel("validation WER")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="line: mean over seeds; band: min-max", title_fontsize=8)
+    # a curve from the starting model (x = 0) follows one model; a search's starts after its first trial
+    kinds = {c: "episode" if s["curve"]["x"][:1] == [0] else "trials" for c, s in summary.items()}
+    panels = [k for k in ("episode", "trials") if k in kinds.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], panels):
+        for c, s in summary.items():
+            if kinds[c] != kind:
+                continue
+            cv = s["curve"]
+            ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=f"{c} (n={s['runs']})")
+            ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"training {unit} spent")
+        ax.set_title("episodes: the current model after each block" if kind == "episode" else
+                     "searches: best validation WER so far", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, title="line: mean over instances; band: min-max", title_fontsize=8)
+    axes[0][0].set_ylabel("validation WER (log)")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
