@@ -38,3 +38,17 @@ def test_unknown_executor_and_missing_ray_are_one_line(make_config, tmp_path, mo
     monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bench.ConfigError, match=r"pip install -e '\.\[ray\]'"):
         executors.check_executor("ray")
+
+
+def test_two_clusters_one_after_another_in_one_process():
+    """Ray 2.60's token auth kept the token in the process after its file was removed, and the next cluster's
+    GCS never started; clusters started here run without it and leave the environment as they found it."""
+    import os
+
+    import ray  # noqa: F401 - importing ray itself exports RAY_CLIENT_MODE
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+    for _ in range(2):
+        with executors.ray_cluster(num_cpus=1) as ray:
+            assert ray.get(ray.remote(lambda: 2).remote()) == 2
+    assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before
