@@ -85,6 +85,7 @@ def test_runs_are_drawn_from_test_instances_at_equal_samples(make_config, tmp_pa
     assert [t["action"] for t in traj] == ["keep", "keep"] and "untuned" in traj[0]["rationale"]
     assert doc["paired"]["reference"] == "schedule" and doc["paired"]["instances"] == "test instances"
     assert doc["paired"]["controllers"]["static"]["n_pairs"] == 1
+    assert "| train steps | train samples |" in doc["table"] and doc["summary"]["tpe"]["train_samples"]["mean"] == 16
 
 
 def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_config, tmp_path, capsys):

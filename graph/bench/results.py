@@ -101,9 +101,9 @@ def summarize(runs: list[dict[str, Any]], controllers: Sequence[str], end: int |
         out[c] = {
             "runs": len(done),
             "seeds": [r["seed"] for r in done],
-            **{k: mean_std([r[k] for r in done]) for k in ("hidden_wer", "hidden_cer", "best_val_wer",
-                                                               "final_val_wer", "train_steps", "evaluations",
-                                                               "wall_s")},
+            **{k: mean_std([r.get(k) for r in done]) for k in ("hidden_wer", "hidden_cer", "best_val_wer",
+                                                                   "final_val_wer", "train_steps", "train_samples",
+                                                                   "evaluations", "wall_s")},
             "hidden_wer_robust": stats.describe([r["hidden_wer"] for r in done]),
             "val_auc_log_wer": mean_std([a for a in aucs if a is not None]),
             "faults": {k: sum(r["faults"][k] for r in done) for k in FAULTS},
@@ -161,14 +161,14 @@ def _num(v: float | None, spec: str = ".3f") -> str:
 
 def markdown_table(summary: dict[str, Any], paired: dict[str, Any] | None = None) -> str:
     """The results table; with ``paired`` a second table of paired differences and the claims in words."""
-    head = ("controller", "runs", "hidden WER", "hidden CER", "best val WER", "train steps", "val evals", "wall s",
-            "OOM/NaN/div")
+    head = ("controller", "runs", "hidden WER", "hidden CER", "best val WER", "train steps", "train samples",
+            "val evals", "wall s", "OOM/NaN/div")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for c, s in summary.items():
         f = s["faults"]
         lines.append("| " + " | ".join([
             c, str(s["runs"]), _pm(s["hidden_wer"]), _pm(s["hidden_cer"]), _pm(s["best_val_wer"]),
-            _count(s["train_steps"]), _count(s["evaluations"]), _pm(s["wall_s"], ".1f"),
+            _count(s["train_steps"]), _count(s.get("train_samples", {})), _count(s["evaluations"]), _pm(s["wall_s"], ".1f"),
             f"{f['oom']}/{f['nan']}/{f['diverged']}",
         ]) + " |")
     if not paired or not paired.get("controllers"):
