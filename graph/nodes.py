@@ -30,6 +30,7 @@ from langgraph.runtime import Runtime
 from graph import live
 from graph.agents import DEFAULT_MODEL
 from graph.state import EpisodeContext, EpisodeState
+from sttrl import controllers as controller_registry
 from sttrl import episode
 from sttrl.actions import REGISTRY, Action
 from sttrl.config import Config, config_from_dict, load_config
@@ -125,6 +126,9 @@ def setup(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeC
             raise ConfigError("input 'instance' needs env.instances in the config (the distribution to draw from)")
         cfg = apply_instance(cfg, int(state["instance"]))
     agent_name = state.get("agent") or "rule"
+    spec = controller_registry.REGISTRY.get(agent_name) if agent_name in controller_registry.names() else None
+    if spec is not None and spec.configure is not None:  # e.g. schedule: the trainer's lr schedule (idempotent)
+        cfg = spec.configure(cfg)
     model = state.get("model") or (DEFAULT_MODEL if agent_name == "llm" else None)
     _controller({**state, "thread_id": thread_id, "agent": agent_name, "model": model or ""}, cfg, runtime)
     run_dir = str(state.get("run_dir") or Path(cfg.run.out_dir) / thread_id)

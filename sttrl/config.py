@@ -151,7 +151,17 @@ class TrainConfig(_Strict):
     batch_factor: int = Field(2, ge=2, le=8)
     weight_decay: float = Field(0.01, ge=0.0, le=1.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
-    warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up over the first global steps.")
+    warmup_steps: int = Field(0, ge=0, description="Linear lr warm-up over the first global steps (lr_schedule="
+                              "constant only).")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Per-step lr inside the trainer: constant (the action's lr, after warmup_steps); "
+        "linear or cosine: linear warm-up over warmup_fraction of the horizon to the action's lr (the peak), then "
+        "linear or cosine decay to lr_final_fraction x peak at the horizon (the episode's total optimizer steps at "
+        "its starting hyperparameters, computed from the budget). Used by the schedule controller.")
+    warmup_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Warm-up share of the horizon (lr_schedule "
+                                   "linear/cosine).")
+    lr_final_fraction: float = Field(0.0, ge=0.0, le=1.0, description="lr at the horizon as a fraction of the peak "
+                                     "(lr_schedule linear/cosine).")
     divergence_ratio: float = Field(
         2.0,
         gt=1.0,
@@ -309,6 +319,24 @@ class BenchConfig(_Strict):
 
     tpe_lr_max: float | None = Field(None, gt=0.0, description="Upper end of the TPE/search lr range (below "
                                      "values known to collapse the model); null = what an episode can reach.")
+    schedule_file: Path | None = Field(None, description="The schedule controller's tuned file (python -m "
+                                       "graph.bench.tune_schedule): its peak lr and shape win over the values below.")
+    schedule_peak_lr: float | None = Field(None, gt=0.0, description="Untuned schedule: peak lr (null: the "
+                                           "instance's starting lr).")
+    schedule_shape: Literal["linear", "cosine"] = Field("cosine", description="Untuned schedule: decay shape.")
+    schedule_warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Untuned schedule: warm-up share.")
+    schedule_final_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Untuned schedule: final lr / peak.")
+    sha_eta: int = Field(2, ge=2, le=8, description="sha: keep the best 1/eta of the trials at each rung.")
+    oracle_lrs: list[float] | None = Field(None, min_length=1, description="oracle: the static lr grid (null: the "
+                                           "instance's start lr x 1/3, 1, 3).")
+    oracle_batch_sizes: list[int] | None = Field(None, min_length=1, description="oracle: the static batch grid "
+                                                 "(null: the instance's start batch).")
+    pbt_population: int = Field(4, ge=2, le=256, description="pbt: population size (the issue asks >= 4; 2 "
+                                "only for tests).")
+    pbt_blocks: int | None = Field(None, ge=1, le=10_000, description="pbt: blocks (reports) per member; null = "
+                                   "max(2, env.max_actions // 2). Each block trains budget / (population x blocks).")
+    pbt_max_concurrent: int | None = Field(None, ge=1, description="pbt: members training at once (null: as the "
+                                           "Ray cluster's CPUs allow, run.threads each).")
 
 
 class Config(_Strict):

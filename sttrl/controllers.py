@@ -63,6 +63,9 @@ class ControllerSpec:
     extra: str | None = None  # the pip extra that installs them
     color: str = "#7f7f7f"  # plots
     offline: bool = True  # runs with no network
+    # episode controllers: adjusts the episode's config before it starts (after the instance is drawn), e.g.
+    # ``schedule`` sets the trainer's per-step lr schedule; None leaves it as it is
+    configure: Callable[[Any], Any] | None = None
 
     def missing_packages(self) -> list[str]:
         return [p for p in self.packages if importlib.util.find_spec(p) is None]
@@ -84,6 +87,7 @@ def _builtins() -> None:
     """Register sttrl's own controllers (the classical policies, the learned one) on first use."""
     import sttrl.policies  # noqa: F401 - registers rule, random, static
     import sttrl.policy.controller  # noqa: F401 - registers learned (torch is imported only when it decides)
+    import sttrl.schedule  # noqa: F401 - registers schedule
 
 
 def names(kind: Kind | None = None) -> list[str]:

@@ -117,6 +117,8 @@ class EpisodeRuntime:
             raise ConfigError("the training or validation split is empty: raise data.sentences_per_domain")
         self.trainer = Trainer(self.loaded, self.train_store, cfg.train, cfg.run.seed, self.device, cfg.run.dtype)
         self.max_freeze = self.loaded.encoder_layers
+        if cfg.train.lr_schedule != "constant":  # the schedule's horizon: the whole budget at the start's settings
+            self.trainer.horizon_steps = cfg.env.max_actions * self.steps_for(self.initial_hp())
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.eval_dir = self.run_dir / "evals"
         self.block = 0  # blocks whose checkpoint is loaded in the trainer
@@ -166,6 +168,19 @@ class EpisodeRuntime:
         for old in blocks[:-keep] if keep else []:  # 0 keeps every block (forkable at any step)
             shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
         return path
+
+    @torch_thread
+    def adopt(self, checkpoint: str | Path) -> None:
+        """Start this run from another run's training checkpoint (Population Based Training's exploit): its
+        weights, optimizer and RNG state, data cursor and global step become this run's block 0, the point a
+        faulted first block rolls back to. Only on a run that has trained nothing yet."""
+        if self.completed_blocks() != [0]:
+            raise CheckpointError(f"run {self.run_dir} has trained blocks {self.completed_blocks()}: adopt only at its start")
+        self.trainer.load_checkpoint(Path(checkpoint))
+        self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None,
+                                        "adopted_from": str(checkpoint)})
+        self.block = 0
+        (self.eval_dir / f"{block_name(0)}.json").unlink(missing_ok=True)  # block 0 holds other weights now
 
     def completed_blocks(self) -> list[int]:
         if not self.ckpt_dir.is_dir():

@@ -1,4 +1,4 @@
-"""Real training blocks: AdamW, warm-up, gradient accumulation, layer freezing, clipping, faults, checkpoints.
+"""Real training blocks: AdamW, warm-up and lr schedules (``train.lr_schedule``), gradient accumulation, layer freezing, clipping, faults, checkpoints.
 
 A block trains ``n`` optimizer steps with the given hyperparameters. Faults are transitions, not
 crashes: the model, optimizer and data cursor roll back to the block's start and the block ends
@@ -125,6 +125,7 @@ class Trainer:
             fused=device.type in ("cuda", "cpu"),
         )
         self.state = TrainerState()
+        self.horizon_steps: int | None = None  # lr_schedule linear/cosine: the episode's total optimizer steps
         self._process = psutil.Process()
 
     # ----- data order -------------------------------------------------------------------------
@@ -172,9 +173,17 @@ class Trainer:
 
     # ----- one step ---------------------------------------------------------------------------
     def _lr_at(self, hp: Hyperparams, step: int) -> float:
-        if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
-            return hp.lr * (step + 1) / self.cfg.warmup_steps
-        return hp.lr
+        """The lr of global step ``step`` (0-based): ``hp.lr`` under ``train.lr_schedule`` (see
+        :func:`scheduled_lr`)."""
+        c = self.cfg
+        if c.lr_schedule == "constant":
+            if c.warmup_steps and step < c.warmup_steps:
+                return hp.lr * (step + 1) / c.warmup_steps
+            return hp.lr
+        if not self.horizon_steps:
+            raise ValueError(f"train.lr_schedule={c.lr_schedule} needs the horizon (Trainer.horizon_steps), set by the "
+                             "runtime from the budget")
+        return scheduled_lr(hp.lr, step, self.horizon_steps, c.lr_schedule, c.warmup_fraction, c.lr_final_fraction)
 
     def _loss(self, batch) -> torch.Tensor:
         """Mean cross-entropy over the labelled positions only.
@@ -379,6 +388,22 @@ class Trainer:
         t = record["trainer"]
         self.state = TrainerState(t["global_step"], t["cursor"], t["reference_loss"])
         return record["meta"]
+
+
+def scheduled_lr(peak: float, step: int, horizon: int, shape: str, warmup_fraction: float,
+                 final_fraction: float) -> float:
+    """The lr of 0-based global step ``step`` under a warm-up-then-decay schedule over ``horizon`` steps.
+
+    ``W = round(warmup_fraction x horizon)`` warm-up steps: ``peak x (step + 1) / W`` (as ``warmup_steps``);
+    then with ``p = (step - W) / (horizon - W)`` (clipped to [0, 1]): linear ``f = 1 - p``, cosine
+    ``f = (1 + cos(pi p)) / 2``, and ``lr = peak x (final + (1 - final) f)``: the peak at step ``W``, the final
+    value reached at step ``horizon`` (one past the last step, as transformers' schedules)."""
+    warm = round(warmup_fraction * horizon)
+    if step < warm:
+        return peak * (step + 1) / warm
+    p = min(1.0, max(0.0, (step - warm) / max(1, horizon - warm)))
+    f = 1.0 - p if shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+    return peak * (final_fraction + (1.0 - final_fraction) * f)
 
 
 def read_checkpoint_record(path: Path, verify: bool = False) -> dict:

@@ -208,7 +208,8 @@ def test_policy_agents_and_unknown_names(cfg):
     d = make_agent("rule", cfg).decide(obs(), [])
     assert d.source == "rule" and d.action is Action.KEEP
     assert make_agent("random", cfg).decide(obs(), []).source == "random"
-    with pytest.raises(AgentConfigError, match="unknown controller .genius.; valid: learned, llm, random, rule, static"):
+    with pytest.raises(AgentConfigError,
+                       match="unknown controller .genius.; valid: learned, llm, random, rule, schedule, static"):
         make_agent("genius", cfg)
 
 

@@ -10,18 +10,21 @@ import pytest
 
 from graph import bench
 from graph.bench import executors
+from graph.bench.suites import DEBUG_INSTANCES
 
-KEYS = ("controller", "seed", "status", "hidden_wer", "hidden_cer", "best_val_wer", "train_steps", "evaluations",
-        "actions", "curve", "final_sha256")
+KEYS = ("controller", "seed", "status", "hidden_wer", "hidden_cer", "best_val_wer", "train_steps", "train_samples",
+        "evaluations", "actions", "curve", "final_sha256", "instance")
 
 
 def test_ray_executor_matches_local(make_config, tmp_path):
     had_token = executors.AUTH_TOKEN.exists()
     before = set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*"))
-    cfg = make_config("env.max_actions=2", "run.threads=1")
-    local = bench.run_bench(cfg, ["static", "random"], [0], tmp_path / "local", quiet=True)
+    # a test instance drawn in, a budget in samples, and the schedule controller's own config: the worker
+    # builds every run's config as the local executor does
+    cfg = make_config(*DEBUG_INSTANCES)
+    local = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "local", quiet=True)
     # one task at a time (2 CPUs per task on a 2-CPU cluster): two torch processes on 2 cores slow each other
-    ray = bench.run_bench(cfg, ["static", "random"], [0], tmp_path / "ray", quiet=True, executor="ray",
+    ray = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "ray", quiet=True, executor="ray",
                           ray_num_cpus=2, cpus_per_episode=2)
     assert [r["status"] for r in ray["runs"]] == ["finished", "finished"], ray["runs"]
     assert [[r[k] for k in KEYS] for r in ray["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
@@ -35,3 +38,17 @@ def test_unknown_executor_and_missing_ray_are_one_line(make_config, tmp_path, mo
     monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bench.ConfigError, match=r"pip install -e '\.\[ray\]'"):
         executors.check_executor("ray")
+
+
+def test_two_clusters_one_after_another_in_one_process():
+    """Ray 2.60's token auth kept the token in the process after its file was removed, and the next cluster's
+    GCS never started; clusters started here run without it and leave the environment as they found it."""
+    import os
+
+    import ray  # noqa: F401 - importing ray itself exports RAY_CLIENT_MODE
+
+    before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+    for _ in range(2):
+        with executors.ray_cluster(num_cpus=1) as ray:
+            assert ray.get(ray.remote(lambda: 2).remote()) == 2
+    assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before

@@ -1,8 +1,11 @@
 """The benchmark's equal budget and the static search space that trial-running controllers draw from.
 
-An episode may spend ``env.max_actions x env.steps_per_action`` optimizer steps and ``max_actions + 1``
-validation evaluations. A trials controller gets the same training steps: ``K`` trials (``--trials``,
-default ``K = max_actions``) of ``floor(train_steps / K)`` steps each, one evaluation per trial.
+The budget is counted in the config's unit (``env.budget_unit``). ``steps``: an episode may spend
+``env.max_actions x env.steps_per_action`` optimizer steps; ``samples``: ``env.max_actions x
+env.samples_per_action`` training samples, whatever the batch size; either way ``max_actions + 1`` validation
+evaluations. A trials controller gets the same total: ``K`` trials (``--trials``, default ``K = max_actions``)
+of ``floor(total / K)`` units each, one evaluation per trial; in samples, a trial of batch ``b`` (accumulation
+``a``) trains ``ceil(units / (b x a))`` optimizer steps (exact when it divides, as an episode's block).
 
 Search space: what an episode can reach from the preset's start within ``max_actions`` decisions, applying
 sttrl's own actions and bounds per dimension (lr log-uniform between the lowest and highest reachable
@@ -12,9 +15,10 @@ below values known to collapse the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sttrl.actions import Action, Hyperparams, apply
 from sttrl.config import Config
@@ -23,15 +27,47 @@ from sttrl.errors import ConfigError
 
 @dataclass(frozen=True)
 class Budget:
-    """What one episode may spend, and how a trials controller's trials share the same training steps."""
+    """What one episode may spend, and how a trials controller's trials share the same training budget
+    (``unit``: steps or samples, see the module docstring)."""
 
     max_actions: int
     steps_per_action: int
     optuna_trials: int
+    unit: Literal["steps", "samples"] = "steps"
+    samples_per_action: int | None = None
+
+    @property
+    def per_action(self) -> int:
+        """Units one block trains: optimizer steps, or training samples."""
+        if self.unit == "samples":
+            assert self.samples_per_action is not None
+            return self.samples_per_action
+        return self.steps_per_action
+
+    @property
+    def total(self) -> int:
+        """The episode's training budget in ``unit``."""
+        return self.max_actions * self.per_action
 
     @property
     def train_steps(self) -> int:
+        """Optimizer steps of the budget (``unit=steps``); in samples, the steps at ``steps_per_action`` per
+        block, used only to size progress bars."""
         return self.max_actions * self.steps_per_action
+
+    @property
+    def units_per_trial(self) -> int:
+        return self.total // self.optuna_trials
+
+    def steps_for(self, units: int, hp: Hyperparams) -> int:
+        """Optimizer steps that train ``units`` of the budget at ``hp`` (at least one)."""
+        if self.unit == "samples":
+            return max(1, math.ceil(units / (hp.batch_size * hp.grad_accum)))
+        return max(1, units)
+
+    def spent(self, steps: int, hp: Hyperparams) -> int:
+        """Units that ``steps`` optimizer steps at ``hp`` spend."""
+        return steps * hp.batch_size * hp.grad_accum if self.unit == "samples" else steps
 
     @property
     def evaluations(self) -> int:
@@ -39,6 +75,7 @@ class Budget:
 
     @property
     def steps_per_trial(self) -> int:
+        """Optimizer steps per trial (``unit=steps``; in samples see :meth:`steps_for`)."""
         return self.train_steps // self.optuna_trials
 
     @property
@@ -48,6 +85,15 @@ class Budget:
         return min(10, max(1, self.optuna_trials // 2))
 
     def to_dict(self) -> dict[str, Any]:
+        if self.unit == "samples":
+            return {
+                "unit": "samples",
+                "episode": {"max_actions": self.max_actions, "samples_per_action": self.samples_per_action,
+                            "train_samples": self.total, "evaluations": self.evaluations},
+                "optuna": {"trials": self.optuna_trials, "samples_per_trial": self.units_per_trial,
+                           "train_samples": self.units_per_trial * self.optuna_trials,
+                           "evaluations": self.optuna_trials, "n_startup_trials": self.n_startup_trials},
+            }
         return {
             "episode": {"max_actions": self.max_actions, "steps_per_action": self.steps_per_action,
                         "train_steps": self.train_steps, "evaluations": self.evaluations},
@@ -62,10 +108,11 @@ def budget_of(cfg: Config, optuna_trials: int | None = None) -> Budget:
     trials = cfg.env.max_actions if optuna_trials is None else optuna_trials
     if trials < 1:
         raise ConfigError("--optuna-trials must be at least 1")
-    b = Budget(cfg.env.max_actions, cfg.env.steps_per_action, trials)
-    if b.steps_per_trial < 1:
-        raise ConfigError(f"--optuna-trials {trials} leaves less than one training step per trial "
-                          f"(budget {b.train_steps} steps)")
+    env = cfg.env
+    b = Budget(env.max_actions, env.steps_per_action, trials, env.budget_unit, env.samples_per_action)
+    if b.units_per_trial < 1:
+        raise ConfigError(f"--optuna-trials {trials} leaves less than one training {b.unit[:-1]} per trial "
+                          f"(budget {b.total} {b.unit})")
     return b
 
 

@@ -10,13 +10,16 @@ from rich.console import Console
 
 from graph.bench.core import Bench, check_controllers
 from graph.bench.episodes import AgentFactory
+from graph.bench.suites import SUITES, get_suite, suite_controllers
 from sttrl import controllers as registry
-from sttrl.config import add_config_arguments, load_config
+from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.memory import limit_arenas
 
-DEFAULT_CONTROLLERS = "static,random,rule,llm,tpe"
+DEFAULT_CONTROLLERS = "static,random,rule,schedule,llm,tpe,sha"
 EXAMPLES = """examples:
+  python -m graph.bench --suite smoke --out runs/bench-smoke                 debug preset, seconds (CI)
+  python -m graph.bench --suite cpu --set bench.schedule_file=runs/schedule.json   bench-cpu, ~80 min on 2 cores
   python -m graph.bench --preset debug --controllers static,random,rule,tpe --seeds 3 --out runs/bench-debug
   python -m graph.bench --preset cpu --seeds 3 --out runs/bench-cpu          all controllers (llm needs a key)
   python -m graph.bench --preset cpu --seeds 3 --out runs/bench-cpu          again: resumes, skips finished runs
@@ -28,20 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="python -m graph.bench",
-        description="Compare controllers on the same training-step and evaluation budget; the judge's\n"
-        "hidden-domain WER is the outcome, paired by seed against a reference controller. Writes\n"
-        "DIR/bench.json, DIR/bench.png and DIR/bench-paired.png and prints a table. Run the same command\n"
-        "again to resume.",
+        description="Compare controllers on the same training budget (steps or samples) and evaluations; the\n"
+        "judge's hidden-domain WER is the outcome, paired by test instance (env.instances) or seed against a\n"
+        "reference controller. Writes DIR/bench.json, DIR/bench.png and DIR/bench-paired.png and\n"
+        "prints a table. Run the same command again to resume.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p)
-    p.add_argument("--controllers", default=DEFAULT_CONTROLLERS,
-                   help=f"comma-separated, from {', '.join(registry.names())} (default: {DEFAULT_CONTROLLERS})")
+    p.set_defaults(preset=None)  # cpu, or the suite's
+    p.add_argument("--suite", metavar="NAME", help=f"a prepared benchmark: {', '.join(sorted(SUITES))} (preset, "
+                   "controllers, test instances; the estimated time is printed first; see graph/bench/suites.py)")
+    p.add_argument("--controllers", default=None,
+                   help=f"comma-separated, from {', '.join(registry.names())} (default: {DEFAULT_CONTROLLERS}, "
+                        "or the suite's)")
     p.add_argument("--reference", metavar="NAME",
                    help="paired differences are taken against it (default: schedule, else static, else the first)")
-    p.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds per controller (default: 3)")
-    p.add_argument("--first-seed", type=int, default=0, metavar="S", help="seeds are S .. S+N-1 (default: 0)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="seeds per controller; with env.instances, test instances (default: 3, or the suite's)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="S",
+                   help="seeds are S .. S+N-1; with env.instances, test_seeds[S : S+N] (default: 0)")
     p.add_argument("--out", type=Path, metavar="DIR", help="benchmark directory (default: <run.out_dir>/bench-<preset>)")
     p.add_argument("--model", metavar="PROVIDER:MODEL", help="chat model of the llm controller")
     p.add_argument("--optuna-trials", "--trials", type=int, metavar="K", dest="optuna_trials",
@@ -53,8 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-episode", type=float, metavar="N", help="Ray CPUs per run (default: run.threads or 1)")
     p.add_argument("--gpus-per-episode", type=float, default=0, metavar="F",
                    help="Ray GPUs per run, fractional on GPU machines, e.g. 0.25 (default: 0)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (and a suite's estimate) and exit")
     p.add_argument("--quiet", action="store_true", help="print only skipped controllers and the final table")
     return p
+
+
+def plan_seeds(cfg: Config, n: int, first: int = 0) -> list[int]:
+    """The runs' seeds: ``first .. first+n-1``; with ``env.instances``, the test instances
+    ``test_seeds[first : first+n]`` (their seeds are the pairing key)."""
+    spec = cfg.env.instances
+    if spec is None:
+        return list(range(first, first + n))
+    if first < 0 or first + n > len(spec.test_seeds):
+        raise ConfigError(f"--seeds {n} --first-seed {first} asks for test instances {first}..{first + n - 1}, but "
+                          f"env.instances.test_seeds has {len(spec.test_seeds)}")
+    return list(spec.test_seeds[first:first + n])
 
 
 def _resolve_secrets(controllers: list[str], model: str | None) -> None:
@@ -75,16 +97,28 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))
     try:
-        cfg = load_config(args.preset, args.config, args.overrides)
-        controllers = [c.strip() for c in args.controllers.split(",") if c.strip()]
+        suite = get_suite(args.suite) if args.suite else None
+        if suite and args.preset and args.preset != suite.preset:
+            raise ConfigError(f"--suite {suite.name} runs preset {suite.preset}; drop --preset {args.preset}")
+        preset = suite.preset if suite else (args.preset or "cpu")
+        cfg = load_config(preset, args.config, [*(suite.overrides if suite else ()), *args.overrides])
+        names = args.controllers or (",".join(suite_controllers(suite)) if suite else DEFAULT_CONTROLLERS)
+        controllers = [c.strip() for c in names.split(",") if c.strip()]
         if not controllers:
             raise ConfigError(f"--controllers is empty; valid: {', '.join(registry.names())}")
         check_controllers(controllers)
-        if args.seeds < 1:
+        n_seeds = args.seeds if args.seeds is not None else (suite.instances if suite else 3)
+        if n_seeds < 1:
             raise ConfigError("--seeds must be at least 1")
         _resolve_secrets(controllers, args.model)
-        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        out = args.out or Path(cfg.run.out_dir) / f"bench-{cfg.preset}"
+        seeds = plan_seeds(cfg, n_seeds, args.first_seed)
+        if suite:  # before anything runs: what it will cost
+            console.print(suite.describe(controllers, len(seeds)), highlight=False, markup=False, soft_wrap=True)
+        if args.dry_run:
+            console.print(f"dry run: seeds {seeds}, controllers {', '.join(controllers)}; nothing was run",
+                          highlight=False, markup=False, soft_wrap=True)
+            return 0
+        out = args.out or Path(cfg.run.out_dir) / f"bench-{suite.name if suite else cfg.preset}"
         bench = Bench(cfg, controllers, seeds, out, model=args.model, optuna_trials=args.optuna_trials,
                       agent_factory=agent_factory, console=console, quiet=args.quiet, reference=args.reference,
                       executor=args.executor, address=args.address, cpus_per_episode=args.cpus_per_episode,

@@ -29,6 +29,20 @@ def with_seed(cfg: Config, seed: int, out: Path) -> Config:
     return config_from_dict(data)
 
 
+def run_config(cfg: Config, seed: int, out: Path, controller: str | None = None) -> Config:
+    """The config of one run: :func:`with_seed`, then with ``env.instances`` the instance of ``seed`` drawn in
+    (``sttrl.instances.apply``; the seed is then a test instance's and the pairing key), then the
+    controller's own adjustment (``ControllerSpec.configure``, e.g. ``schedule``'s lr schedule)."""
+    from sttrl import controllers as registry
+    from sttrl.instances import apply
+
+    cfg = apply(with_seed(cfg, seed, out), seed)
+    spec = registry.REGISTRY.get(controller) if controller and controller in registry.names() else None
+    if spec is not None and spec.configure is not None:
+        cfg = spec.configure(cfg)
+    return cfg
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():

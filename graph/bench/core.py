@@ -1,5 +1,6 @@
-"""``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds), runs, resumes
-or skips each through one interface per controller kind, and writes bench.json, the figures and the table."""
+"""``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds, which with
+``env.instances`` are test instances' seeds), runs, resumes or skips each through one interface per
+controller kind, and writes bench.json, the figures and the table."""
 
 from __future__ import annotations
 
@@ -16,19 +17,26 @@ from rich.console import Console
 
 import graph.agents  # noqa: F401 - registers llm
 import graph.bench.lookahead  # noqa: F401 - registers lookahead
+import graph.bench.oracle  # noqa: F401 - registers oracle
+import graph.bench.pbt  # noqa: F401 - registers pbt
+import graph.bench.sha  # noqa: F401 - registers sha
 import graph.bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)
 from graph.bench.budget import budget_of
 from graph.bench.common import SCHEMA, config_differences, llm_unavailable
 from graph.bench.episodes import AgentFactory, run_episode
 from graph.bench.executors import check_executor, error_result, run_on_ray
-from graph.bench.plot import write_bench_plot, write_paired_plot
+from graph.bench.plot import write_action_raster, write_bench_plot, write_paired_plot
 from graph.bench.progress import BenchProgress
 from graph.bench.results import markdown_table, paired_stats, summarize
 from graph.bench.trials import BenchContext
 from sttrl import controllers as registry
 from sttrl.config import Config
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.instances import draw
 from sttrl.io import atomic_write_json
+
+
+ORACLE = "oracle"  # regret only: never a contestant in the summary or the paired tests
 
 
 def check_controllers(controllers: Sequence[str]) -> None:
@@ -40,11 +48,11 @@ def check_controllers(controllers: Sequence[str]) -> None:
 
 def default_reference(controllers: Sequence[str]) -> str:
     """The controller every paired difference is taken against: ``schedule`` when it runs, else ``static``,
-    else the first one."""
+    else the first one that is not the oracle."""
     for c in ("schedule", "static"):
         if c in controllers:
             return c
-    return controllers[0]
+    return next((c for c in controllers if c != ORACLE), controllers[0])
 
 
 class Bench:
@@ -67,6 +75,12 @@ class Bench:
         self.gpus_per_episode = gpus_per_episode
         if not seeds:
             raise ConfigError("at least one seed is needed")
+        spec = cfg.env.instances
+        if spec is not None:  # every run is drawn from a test instance; its seed is the pairing key
+            bad = [s for s in seeds if s not in spec.test_seeds]
+            if bad:
+                raise ConfigError(f"seeds {bad} are not test instances (env.instances.test_seeds: "
+                                  f"{spec.test_seeds}); the benchmark reports test instances only")
         self.cfg, self.out = cfg, Path(out)
         self.model = model or DEFAULT_MODEL
         self.budget = budget_of(cfg, optuna_trials)
@@ -91,6 +105,8 @@ class Bench:
                 self.controllers.append(c)
         if reference is not None and reference not in controllers:
             raise ConfigError(f"--reference {reference!r} is not among --controllers ({', '.join(controllers)})")
+        if reference == ORACLE:
+            raise ConfigError("--reference oracle: the oracle gives regret only; choose a contestant")
         self.reference = reference or default_reference(list(controllers))
         self.ctx = BenchContext(cfg, self.out, self.budget)
         self.runs: list[dict[str, Any]] = []
@@ -121,13 +137,18 @@ class Bench:
         """bench.json: the plan, the budget, every run's numbers, the summary and the paired statistics."""
         import torch
 
-        summary = summarize(self.runs, self.controllers, self.budget.train_steps)
-        paired = paired_stats(self.runs, summary, self.reference, seed=self.seeds[0])
+        contestants = [c for c in self.controllers if c != ORACLE]
+        summary = summarize(self.runs, contestants, self.budget.total)
+        paired = paired_stats(self.runs, summary, self.reference, seed=self.seeds[0],
+                              oracle=ORACLE if ORACLE in self.controllers else None)
+        spec = self.cfg.env.instances
         return {
             "schema": SCHEMA,
             "preset": self.cfg.preset,
             "controllers": self.controllers,
             "seeds": self.seeds,
+            "pairing": "instance" if spec is not None else "seed",
+            "instances": {str(s): draw(spec, s) for s in self.seeds} if spec is not None else None,
             "skipped": self.skipped,
             "model": self.model if "llm" in self.controllers else None,
             "budget": self.budget.to_dict(),
@@ -136,22 +157,41 @@ class Bench:
                         "logical_cores": os.cpu_count(), "torch": torch.__version__,
                         "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "schedule_tuning": self._schedule_tuning(),
             "runs": self.runs,
             "summary": summary,
             "paired": paired,
             "table": markdown_table(summary, paired),
         }
 
+    def _schedule_tuning(self) -> dict[str, Any] | None:
+        """The schedule controller's tuned setting and what tuning it cost (reported next to it), or why untuned."""
+        if "schedule" not in self.controllers:
+            return None
+        path = self.cfg.bench.schedule_file
+        if path is None:
+            return {"tuned": False, "note": "no bench.schedule_file: the config's bench.schedule_* values"}
+        from sttrl.schedule import load_tuned
+
+        doc = load_tuned(path)
+        return {"tuned": True, "file": str(path), **{k: doc[k] for k in ("peak_lr", "shape", "warmup_fraction",
+                                                                        "final_fraction", "dev_wer", "train_instances",
+                                                                        "cost")}}
+
     def write(self) -> dict[str, Any]:
         doc = self.document()
         atomic_write_json(self.json_path, doc)
         if doc["summary"]:
+            unit = self.budget.unit
             write_bench_plot(self.out / "bench.png", doc["summary"],
-                             f"sttrl controllers, preset {self.cfg.preset}: validation WER over training steps "
-                             f"(budget {self.budget.train_steps} steps)")
+                             f"sttrl controllers, preset {self.cfg.preset}: validation WER over training {unit} "
+                             f"(budget {self.budget.total} {unit})", unit=unit)
             write_paired_plot(self.out / "bench-paired.png", self.runs, doc["paired"],
-                              f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by seed "
+                              f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by {doc['pairing']} "
                               f"against {self.reference}")
+            write_action_raster(self.out / "bench-actions.png", self.runs,
+                                f"sttrl controllers, preset {self.cfg.preset}: action per block "
+                                f"(rows: controller · {doc['pairing']})")
         return doc
 
     # ----- running --------------------------------------------------------------------------------

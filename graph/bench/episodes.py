@@ -1,5 +1,7 @@
 """Running one benchmark episode: the real LangGraph episode (``graph.run.stream_episode``), checkpointed
-under thread id ``bench-<controller>-s<seed>``, resumed where it stopped, skipped when finished."""
+under thread id ``bench-<controller>-s<seed>``, resumed where it stopped, skipped when finished. With
+``env.instances`` the seed is a test instance's: its starting conditions are drawn into the config
+(:func:`graph.bench.common.run_config`) before the thread starts."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from graph.bench.common import WallClock, thread_id, with_seed
+from graph.bench.common import WallClock, run_config, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import episode_result, result_line
 from sttrl.config import Config
@@ -24,7 +26,8 @@ def run_episode(compiled: Any, cfg: Config, out: Path, controller: str, seed: in
     from graph.run import episode_input, stream_episode, thread_status
 
     tid = thread_id(controller, seed)
-    cfg = with_seed(cfg, seed, out)
+    unit = cfg.env.budget_unit
+    cfg = run_config(cfg, seed, out, controller)  # the instance (env.instances) is drawn in here
     clock = WallClock(out / "wall" / f"{tid}.json")
     snap = compiled.get_state({"configurable": {"thread_id": tid}})
     values = snap.values or {}
@@ -32,7 +35,7 @@ def run_episode(compiled: Any, cfg: Config, out: Path, controller: str, seed: in
     steps = cfg.env.max_actions * cfg.env.steps_per_action
     if status == "finished":
         progress.start_run(tid, steps, cfg.env.steps_per_action, "finished earlier: skipped")
-        res = episode_result(controller, seed, values, clock.seconds)
+        res = episode_result(controller, seed, values, clock.seconds, unit)
         progress.end_run(result_line(res))
         return {**res, "resumed": "skipped (finished earlier)"}
     if status == "new":
@@ -56,6 +59,6 @@ def run_episode(compiled: Any, cfg: Config, out: Path, controller: str, seed: in
         release_memory(collect=True)
     if not values.get("judge"):
         raise SttrlError(f"thread {tid} ended without a judge result")
-    res = episode_result(controller, seed, values, clock.seconds)
+    res = episode_result(controller, seed, values, clock.seconds, unit)
     progress.end_run(result_line(res))
     return {**res, "resumed": note}

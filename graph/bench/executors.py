@@ -5,8 +5,14 @@ A Ray task runs :func:`run_job` in a worker: the same code as the local executor
 the shared checkpoint database ``DIR/checkpoints.sqlite``, or the trials controller), so for the same
 seeds both executors give the same numbers, and a benchmark interrupted on one continues on the other.
 Each task reserves ``cpus_per_episode`` CPUs (torch uses ``run.threads``) and ``gpus_per_episode``
-(fractional) GPUs. A cluster started here uses a temp dir of its own and never leaves Ray's token-auth
-file behind: both are removed at shutdown. Workers resolve their own secrets from the environment or .env
+(fractional) GPUs. A cluster started here has node address 127.0.0.1, a temp dir of its own (removed at
+shutdown), and runs without Ray 2.60's token auth (``RAY_AUTH_MODE=disabled`` unless the environment sets
+it): with token auth Ray writes ``~/.ray/auth_token`` and keeps the token in the process, so removing the
+file at shutdown made the next cluster started by the same process hang waiting for its GCS (the PBT test
+followed by the Ray executor test in one pytest run). The cost: while the cluster lives, other local
+processes of the machine could connect to it unauthenticated. A token file Ray writes anyway is still
+removed, and the ``RAY_*`` variables Ray exports into the process are restored at shutdown. Workers resolve
+their own secrets from the environment or .env
 (nothing secret is sent as a task argument).
 """
 
@@ -76,11 +82,15 @@ def run_job(cfg_data: dict[str, Any], out: str, controller: str, seed: int, mode
 @contextmanager
 def ray_cluster(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> Iterator[Any]:
     """``ray`` connected to ``address``, or to a local cluster started here on loopback (its temp dir and a
-    token-auth file it created are removed at shutdown)."""
+    token-auth file it created are removed at shutdown, and the ``RAY_*`` variables Ray exported into this
+    process are restored, so another cluster can start here later)."""
     import ray
 
     temp_dir = None if address else tempfile.mkdtemp(prefix="sttrl-ray-")
     had_token = AUTH_TOKEN.exists()
+    ray_env = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+    if not address:  # a loopback cluster of this process only: no token (see the module docstring)
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     repo = str(Path(__file__).resolve().parents[2])
     env = {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)}
     try:
@@ -96,6 +106,11 @@ def ray_cluster(address: str | None = None, num_cpus: int | None = None, num_gpu
             shutil.rmtree(temp_dir, ignore_errors=True)
         if not had_token and AUTH_TOKEN.exists():
             AUTH_TOKEN.unlink()
+        # ray.init exports settings such as RAY_AUTH_MODE=token into this process; left behind, a later cluster
+        # started here would wait for the token file just removed (its GCS never starts): restore them
+        for k in [k for k in os.environ if k.startswith("RAY_") and k not in ray_env]:
+            del os.environ[k]
+        os.environ.update(ray_env)
 
 
 def run_on_ray(jobs: Sequence[tuple[int, str, int]], job_args: Callable[[str, int], tuple[Any, ...]],

@@ -1,5 +1,6 @@
-"""The benchmark's figures: ``bench.png`` (validation WER over training steps per controller) and
-``bench-paired.png`` (per-instance difference of hidden WER against the reference, with the bootstrap CI).
+"""The benchmark's figures: ``bench.png`` (validation WER over the training budget per controller),
+``bench-paired.png`` (per-instance difference of hidden WER against the reference, with the bootstrap CI) and
+``bench-actions.png`` (the action raster: controller x instance x block).
 Matplotlib with the Agg backend; written atomically."""
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def _style(c: str, order: list[str]) -> str:
     return MARKERS[order.index(c) % len(MARKERS)]
 
 
-def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
-    """``bench.png``: validation WER over training steps spent, mean line and min-max band per controller."""
+def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str = "steps") -> Path:
+    """``bench.png``: validation WER (log axis) over the training ``unit`` spent (steps or samples), mean line
+    and min-max band per controller; searches (best so far over trials) in a panel of their own beside the
+    controllers whose curve follows one model from the start (episodes, lookahead)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -32,20 +35,25 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str) -> Path:
 
     names = list(summary)
     colors = _colors(names)
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for c, s in summary.items():
-        cv = s["curve"]
-        label = f"{c} (n={s['runs']})"
-        spec = registry.REGISTRY.get(c)
-        if spec is not None and spec.kind == "trials":
-            label += ": best so far over trials"
-        ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=label)
-        ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
-    ax.set_xlabel("training steps spent")
-    ax.set_ylabel("validation WER")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="line: mean over seeds; band: min-max", title_fontsize=8)
+    # a curve from the starting model (x = 0) follows one model; a search's starts after its first trial
+    kinds = {c: "episode" if s["curve"]["x"][:1] == [0] else "trials" for c, s in summary.items()}
+    panels = [k for k in ("episode", "trials") if k in kinds.values()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], panels):
+        for c, s in summary.items():
+            if kinds[c] != kind:
+                continue
+            cv = s["curve"]
+            ax.plot(cv["x"], cv["mean"], _style(c, names), ms=4, color=colors[c], label=f"{c} (n={s['runs']})")
+            ax.fill_between(cv["x"], cv["min"], cv["max"], color=colors[c], alpha=0.15, linewidth=0)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"training {unit} spent")
+        ax.set_title("episodes: the current model after each block" if kind == "episode" else
+                     "searches: best validation WER so far", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, title="line: mean over instances; band: min-max", title_fontsize=8)
+    axes[0][0].set_ylabel("validation WER (log)")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -80,5 +88,53 @@ def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, 
     ax.set_xlabel(f"Δ hidden WER vs {ref} (dots: instances; diamond: mean with bootstrap 95 % CI; < 0 is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> Path | None:
+    """``bench-actions.png``: the action each episode controller took at each block, one row per
+    (controller, instance), grouped by controller; a blank cell is a block not trained (stopped early).
+    Controllers that run their own trials have no per-block actions and are left out. None when no run has
+    actions."""
+    rows = [r for r in runs if r.get("status") == "finished" and r.get("actions")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from graph.bench.results import pairing_key
+    from graph.plot import save_figure
+    from sttrl.actions import ALL_ACTIONS
+
+    order = list(dict.fromkeys(r["controller"] for r in rows))
+    rows.sort(key=lambda r: (order.index(r["controller"]), pairing_key(r)))
+    width = max(len(r["actions"]) for r in rows)
+    names = list(ALL_ACTIONS)
+    grid = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        for j, a in enumerate(r["actions"]):
+            grid[i, j] = names.index(a) if a in names else np.nan
+    palette = ["#c7c7c7", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#000000",
+               "#e377c2", "#17becf"]
+    cmap = ListedColormap(palette[: len(names)]).with_extremes(bad="white")
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.45 * width), 1.4 + 0.28 * len(rows)))
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto",
+              interpolation="nearest")
+    ax.set_yticks(range(len(rows)), [f"{r['controller']} · {pairing_key(r)}" for r in rows], fontsize=7)
+    ax.set_xticks(range(width), [str(j + 1) for j in range(width)], fontsize=7)
+    for i in range(1, len(rows)):
+        if rows[i]["controller"] != rows[i - 1]["controller"]:
+            ax.axhline(i - 0.5, color="black", lw=1)
+    ax.set_xlabel("block (decision)")
+    ax.set_title(title, fontsize=10)
+    used = sorted({int(v) for v in grid[~np.isnan(grid)]})
+    ax.legend(handles=[Patch(color=palette[k], label=names[k]) for k in used], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), title="action", title_fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -12,19 +12,23 @@ from graph.bench import stats
 from graph.bench.common import FAULTS, mean_std
 
 
-def episode_result(controller: str, seed: int, values: dict[str, Any], wall_s: float) -> dict[str, Any]:
-    """The numbers of a finished episode, from its thread state and its run directory's trajectory."""
+def episode_result(controller: str, seed: int, values: dict[str, Any], wall_s: float,
+                   unit: str = "steps") -> dict[str, Any]:
+    """The numbers of a finished episode, from its thread state and its run directory's trajectory; the
+    validation curve's x counts the budget's ``unit`` (steps or samples)."""
     from sttrl.trajectory import Trajectory
 
     run_dir = Path(values["run_dir"])
     records = Trajectory(run_dir / "trajectory.jsonl").records()
     start = values["start"]
-    spent, evals = 0, 1
+    spent, steps, samples, evals = 0, 0, 0, 1
     x, y = [0], [float(start["wer"])]
     faults: Counter[str] = Counter()
     for r in records:
         if r.get("train"):
-            spent += int(r["train"]["steps_attempted"])
+            steps += int(r["train"]["steps_attempted"])
+            samples += int(r["train"]["samples"])
+            spent = samples if unit == "samples" else steps
         if r.get("eval"):
             evals += 1
             x.append(spent)
@@ -32,7 +36,7 @@ def episode_result(controller: str, seed: int, values: dict[str, Any], wall_s: f
         if r["status"] in FAULTS:
             faults[r["status"]] += 1
     judged = values.get("judge") or {}
-    return {
+    out = {
         "controller": controller,
         "seed": seed,
         "thread_id": values["thread_id"],
@@ -45,7 +49,8 @@ def episode_result(controller: str, seed: int, values: dict[str, Any], wall_s: f
         "start_val_wer": float(start["wer"]),
         "best_val_wer": min(y[1:]) if len(y) > 1 else y[0],
         "final_val_wer": y[-1],
-        "train_steps": spent,
+        "train_steps": steps,
+        "train_samples": samples,
         "train_steps_kept": int((values.get("final") or {}).get("global_step", 0)),
         "evaluations": evals,
         "decisions": len(records),
@@ -55,8 +60,13 @@ def episode_result(controller: str, seed: int, values: dict[str, Any], wall_s: f
         "faults": {k: faults.get(k, 0) for k in FAULTS},
         "final_sha256": (values.get("final") or {}).get("sha256"),
         "wall_s": wall_s,
-        "curve": {"x": x, "y": y, "kind": "validation WER of the current model: start, then after each block"},
+        "curve": {"x": x, "y": y, "unit": unit,
+                  "kind": "validation WER of the current model: start, then after each block"},
     }
+    instance = ((values.get("config") or {}).get("env") or {}).get("instance")
+    if instance is not None:
+        out["instance"] = instance
+    return out
 
 
 
@@ -91,9 +101,9 @@ def summarize(runs: list[dict[str, Any]], controllers: Sequence[str], end: int |
         out[c] = {
             "runs": len(done),
             "seeds": [r["seed"] for r in done],
-            **{k: mean_std([r[k] for r in done]) for k in ("hidden_wer", "hidden_cer", "best_val_wer",
-                                                               "final_val_wer", "train_steps", "evaluations",
-                                                               "wall_s")},
+            **{k: mean_std([r.get(k) for r in done]) for k in ("hidden_wer", "hidden_cer", "best_val_wer",
+                                                                   "final_val_wer", "train_steps", "train_samples",
+                                                                   "evaluations", "wall_s")},
             "hidden_wer_robust": stats.describe([r["hidden_wer"] for r in done]),
             "val_auc_log_wer": mean_std([a for a in aucs if a is not None]),
             "faults": {k: sum(r["faults"][k] for r in done) for k in FAULTS},
@@ -103,21 +113,32 @@ def summarize(runs: list[dict[str, Any]], controllers: Sequence[str], end: int |
     return out
 
 
-def paired_stats(runs: list[dict[str, Any]], summary: dict[str, Any], reference: str, seed: int = 0) -> dict[str, Any]:
-    """Paired statistics of hidden WER against ``reference`` over seeds (the instances until instance sets
-    exist), the claims they allow in words; also stored per controller in ``summary[c]["paired"]``."""
+def pairing_key(run: dict[str, Any]) -> int:
+    """What a run is paired on: its instance's seed (``env.instances``), else its run seed."""
+    inst = run.get("instance")
+    return int(inst["seed"]) if isinstance(inst, dict) else int(run["seed"])
+
+
+def paired_stats(runs: list[dict[str, Any]], summary: dict[str, Any], reference: str, seed: int = 0,
+                 oracle: str | None = None) -> dict[str, Any]:
+    """Paired statistics of hidden WER against ``reference`` over instances (test instances with
+    ``env.instances``, else seeds), regret against ``oracle`` when given, the claims they allow in words;
+    also stored per controller in ``summary[c]["paired"]``."""
     by: dict[str, dict[int, float]] = {}
     for r in runs:
-        if r.get("status") == "finished" and r.get("hidden_wer") is not None and r["controller"] in summary:
-            by.setdefault(r["controller"], {})[int(r["seed"])] = float(r["hidden_wer"])
+        if r.get("status") == "finished" and r.get("hidden_wer") is not None and (
+                r["controller"] in summary or r["controller"] == oracle):
+            by.setdefault(r["controller"], {})[pairing_key(r)] = float(r["hidden_wer"])
     if reference not in by:
         return {"reference": reference, "controllers": {}, "claims": [f"no finished {reference} runs to pair against"]}
-    per = stats.paired(by, reference, seed=seed)
+    per = stats.paired(by, reference, seed=seed, oracle=oracle if oracle in by else None)
+    per.pop(oracle, None)  # the oracle gives regret; it is not a contestant
     for c, s in per.items():
         summary[c]["paired"] = s
     n = min((s.get("n_pairs", 0) for c, s in per.items() if c != reference), default=len(by[reference]))
-    return {"reference": reference, "instances": "seeds", "controllers": per,
-            "claims": stats.claims(per, reference, n)}
+    kind = "test instances" if any(isinstance(r.get("instance"), dict) for r in runs) else "seeds"
+    return {"reference": reference, "instances": kind, "oracle": oracle if oracle in by else None,
+            "controllers": per, "claims": stats.claims(per, reference, n)}
 
 
 def _pm(s: dict[str, Any], spec: str = ".3f") -> str:
@@ -140,14 +161,14 @@ def _num(v: float | None, spec: str = ".3f") -> str:
 
 def markdown_table(summary: dict[str, Any], paired: dict[str, Any] | None = None) -> str:
     """The results table; with ``paired`` a second table of paired differences and the claims in words."""
-    head = ("controller", "runs", "hidden WER", "hidden CER", "best val WER", "train steps", "val evals", "wall s",
-            "OOM/NaN/div")
+    head = ("controller", "runs", "hidden WER", "hidden CER", "best val WER", "train steps", "train samples",
+            "val evals", "wall s", "OOM/NaN/div")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for c, s in summary.items():
         f = s["faults"]
         lines.append("| " + " | ".join([
             c, str(s["runs"]), _pm(s["hidden_wer"]), _pm(s["hidden_cer"]), _pm(s["best_val_wer"]),
-            _count(s["train_steps"]), _count(s["evaluations"]), _pm(s["wall_s"], ".1f"),
+            _count(s["train_steps"]), _count(s.get("train_samples", {})), _count(s["evaluations"]), _pm(s["wall_s"], ".1f"),
             f"{f['oom']}/{f['nan']}/{f['diverged']}",
         ]) + " |")
     if not paired or not paired.get("controllers"):

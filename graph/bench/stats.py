@@ -125,7 +125,7 @@ def paired(by_controller: Mapping[str, Mapping[int, float]], reference: str, ora
     raw_p: dict[str, float | None] = {}
     for c, vals in by_controller.items():
         s: dict[str, Any] = describe(list(vals.values()))
-        if c != reference and ref:
+        if c not in (reference, oracle) and ref:  # the oracle gives regret only: not tested, not in Holm
             keys = sorted(k for k in vals if k in ref and vals[k] is not None and ref[k] is not None)
             d = np.asarray([vals[k] - ref[k] for k in keys], dtype=float)
             sd = float(d.std(ddof=1)) if d.size > 1 else None

@@ -1,8 +1,8 @@
 """``tpe`` (alias ``optuna``): Optuna's TPE over static settings, run as a trials controller.
 
-``K`` trials (``--optuna-trials``, default ``env.max_actions``) share the episode's training steps: each
-is a fresh model from the same starting weights (the seed), trained ``floor(train_steps / K)`` steps with
-one static setting and evaluated once on validation. The instance's start is enqueued as trial 0; the
+``K`` trials (``--optuna-trials``, default ``env.max_actions``) share the episode's training budget: each
+is a fresh model from the same starting weights (the seed), trained ``floor(total / K)`` steps or samples
+(``env.budget_unit``; see :mod:`graph.bench.budget`) with one static setting and evaluated once on validation. The instance's start is enqueued as trial 0; the
 sampler is ``TPESampler(seed=seed * 1000 + i, n_startup_trials=clamp(K // 2, 1, 10))`` for the ``i``-th
 trial (a fresh seeded sampler per trial keeps a resumed study identical to an uninterrupted one); the lr
 range stops at ``bench.tpe_lr_max``. The trial with the lowest validation WER (earliest on ties) is
@@ -26,10 +26,9 @@ from graph.bench.budget import Budget, optuna_distributions, start_params, trial
 from graph.bench.common import FAULTS, WallClock, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
-from graph.bench.trials import BenchContext
+from graph.bench.trials import BenchContext, finished_earlier, judge_trial
 from sttrl import controllers as registry
 from sttrl.config import Config, config_from_dict
-from sttrl.errors import SttrlError
 from sttrl.io import atomic_write_json
 from sttrl.memory import release_memory
 
@@ -45,15 +44,12 @@ class TpeController:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = thread_id(self.name, seed)
+        done = finished_earlier(ctx, name, progress)
+        if done is not None:
+            return done
         run_dir = ctx.out / "runs" / name
         result_path = run_dir / "result.json"
         b = ctx.budget
-        if result_path.is_file():
-            progress.start_run(name, b.train_steps, b.steps_per_trial, "finished earlier: skipped")
-            res = json.loads(result_path.read_text())
-            res["wall_s"] = WallClock(ctx.out / "wall" / f"{name}.json").seconds
-            progress.end_run(result_line(res))
-            return {**res, "resumed": "skipped (finished earlier)"}
         cfg = ctx.seed_config(seed)
         space = ctx.space()
         dists = optuna_distributions(space)
@@ -93,7 +89,7 @@ class TpeController:
                              if t.state == optuna.trial.TrialState.COMPLETE)
             records = [json.loads((run_dir / f"trial-{n:03d}" / "trial.json").read_text()) for n in numbers]
             best = min(records, key=lambda t: (t["val_wer"], t["number"]))
-            report, final = _judge_best(Path(best["run_dir"]))
+            report, final = judge_trial(Path(best["run_dir"]))
         finally:
             clock.tick(force=True)
             data.clear()
@@ -129,9 +125,10 @@ def _trial(cfg: Config, b: Budget, run_dir: Path, name: str, number: int, index:
         clock.tick()
         progress.steps(base + info.step_in_block, f"trial {number} loss {info.loss:.3f}")
 
+    steps = b.steps_for(b.units_per_trial, hp)
     progress.line(f"  {name} trial {number}: lr {hp.lr:.3g} batch {hp.batch_size} frozen {hp.freeze_layers}, "
-                  f"{b.steps_per_trial} steps")
-    res = rt.train_block(1, rt.initial_hp(), steps=b.steps_per_trial, on_step=on_step)
+                  f"{steps} steps")
+    res = rt.train_block(1, rt.initial_hp(), steps=steps, on_step=on_step)
     ev = rt.evaluate(1)
     earlier = [json.loads(p.read_text())["val_wer"] for p in run_dir.glob("trial-*/trial.json")]
     if not earlier or ev.wer < min(earlier):
@@ -139,7 +136,7 @@ def _trial(cfg: Config, b: Budget, run_dir: Path, name: str, number: int, index:
     rec = {
         "number": number, "index": index, "params": params, "hp": rt.initial_hp().to_dict(),
         "status": res.status, "note": res.note, "steps": res.steps, "steps_attempted": res.steps_attempted,
-        "mean_loss": res.mean_loss, "val_wer": ev.wer, "val_cer": ev.cer, "train_seconds": res.seconds,
+        "samples": res.samples, "spent": b.spent(res.steps_attempted, hp), "mean_loss": res.mean_loss, "val_wer": ev.wer, "val_cer": ev.cer, "train_seconds": res.seconds,
         "eval_seconds": ev.seconds, "seconds": time.perf_counter() - t0, "run_dir": str(tdir),
     }
     atomic_write_json(rec_path, rec)
@@ -162,24 +159,13 @@ def _prune_trial_files(run_dir: Path) -> None:
             shutil.rmtree(tdir / "final", ignore_errors=True)
 
 
-def _judge_best(tdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from sttrl.judge import judge
-
-    record = json.loads((tdir / "run.json").read_text())
-    if not record.get("final") or not (tdir / "final" / "model.safetensors").is_file():
-        raise SttrlError(f"the best trial {tdir} has no saved final model")
-    path = tdir / "judge.json"
-    report = json.loads(path.read_text()) if path.is_file() else judge(tdir, progress=False)
-    return report, record["final"]
-
-
 def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: list[dict[str, Any]],
                best: dict[str, Any], report: dict[str, Any], final: dict[str, Any], space: dict[str, Any],
                budget: Budget, first: dict[str, Any], wall_s: float) -> dict[str, Any]:
     """The run's result: the best trial's judged numbers, every trial, and the best-so-far curve."""
     x, y, spent, best_so_far = [], [], 0, math.inf
     for t in trials:
-        spent += t["steps_attempted"]
+        spent += t.get("spent", t["steps_attempted"])
         best_so_far = min(best_so_far, t["val_wer"])
         x.append(spent)
         y.append(best_so_far)
@@ -190,7 +176,8 @@ def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: lis
         "hidden_wer": report.get("wer"), "hidden_cer": report.get("cer"), "score": report.get("score"),
         "judge_passed_all_checks": report.get("passed_all_checks"),
         "start_val_wer": None, "best_val_wer": best["val_wer"], "final_val_wer": best["val_wer"],
-        "train_steps": spent, "train_steps_kept": sum(t["steps"] for t in trials), "evaluations": len(trials),
+        "train_steps": sum(t["steps_attempted"] for t in trials), "train_samples": sum(t.get("samples", 0) for t in trials),
+        "train_steps_kept": sum(t["steps"] for t in trials), "evaluations": len(trials),
         "decisions": len(trials), "end_reason": "budget", "best_trial": best["number"], "trials": trials,
         "space": {"lr_log_uniform": list(space["lr"]), "batch_size": list(space["batch_size"]),
                   "freeze_layers": list(space["freeze_layers"]), "grad_accum": space["grad_accum"]},
@@ -200,6 +187,7 @@ def tpe_result(controller: str, seed: int, name: str, run_dir: Path, trials: lis
         "final_sha256": final.get("sha256"),
         "wall_s": wall_s,
         "curve": {"x": x, "y": y, "trial_wer": [t["val_wer"] for t in trials],
+                  "unit": budget.unit,
                   "kind": "best validation WER so far over trials, in trial order (each trial starts from the "
                           "starting weights)"},
     }
