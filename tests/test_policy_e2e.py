@@ -52,6 +52,18 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     assert records and all(r["source"] == "learned" for r in records), [r["source"] for r in records]
     assert all(r["action"] in load_config("debug").env.actions for r in records)
 
+    # ... and in the benchmark, which needs its directory
+    from graph.bench import main as bench_main
+
+    bench_out = tmp / "bench"
+    assert bench_main(["--preset", "debug", *sets, "--controllers", "learned", "--seeds", "1", "--quiet",
+                       "--out", str(bench_out)]) == 2
+    assert "--learned-model DIR" in capsys.readouterr().out
+    assert bench_main(["--preset", "debug", *sets, "--controllers", "learned", "--learned-model", str(tmp / "rloo"),
+                       "--seeds", "1", "--set", "env.max_actions=2", "--quiet", "--out", str(bench_out)]) == 0
+    doc = json.loads((bench_out / "bench.json").read_text())
+    assert doc["learned_model"] == str(tmp / "rloo") and doc["runs"][0]["status"] == "finished"
+
 
 def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
     path, sets, tmp = teacher

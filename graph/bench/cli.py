@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds are S .. S+N-1; with env.instances, test_seeds[S : S+N] (default: 0)")
     p.add_argument("--out", type=Path, metavar="DIR", help="benchmark directory (default: <run.out_dir>/bench-<preset>)")
     p.add_argument("--model", metavar="PROVIDER:MODEL", help="chat model of the llm controller")
+    p.add_argument("--learned-model", metavar="DIR", help="model directory of the learned controller (python -m sttrl.learn)")
     p.add_argument("--optuna-trials", "--trials", type=int, metavar="K", dest="optuna_trials",
                    help="trials of a trials controller (tpe) sharing the episode's training steps "
                         "(default: env.max_actions)")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
         bench = Bench(cfg, controllers, seeds, out, model=args.model, optuna_trials=args.optuna_trials,
                       agent_factory=agent_factory, console=console, quiet=args.quiet, reference=args.reference,
                       executor=args.executor, address=args.address, cpus_per_episode=args.cpus_per_episode,
-                      gpus_per_episode=args.gpus_per_episode)
+                      gpus_per_episode=args.gpus_per_episode, learned_model=args.learned_model)
         doc = bench.run()
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False)

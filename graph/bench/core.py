@@ -63,7 +63,7 @@ class Bench:
                  agent_factory: AgentFactory | None = None, console: Console | None = None,
                  quiet: bool = False, reference: str | None = None, executor: str = "local",
                  address: str | None = None, cpus_per_episode: float | None = None, gpus_per_episode: float = 0,
-                 ray_num_cpus: int | None = None) -> None:
+                 ray_num_cpus: int | None = None, learned_model: str | None = None) -> None:
         from graph.agents import DEFAULT_MODEL
 
         check_controllers(controllers)
@@ -83,6 +83,10 @@ class Bench:
                                   f"{spec.test_seeds}); the benchmark reports test instances only")
         self.cfg, self.out = cfg, Path(out)
         self.model = model or DEFAULT_MODEL
+        self.learned_model = learned_model
+        if "learned" in controllers and not learned_model:
+            raise ConfigError("controller learned needs its model directory: --learned-model DIR "
+                              "(trained by python -m sttrl.learn)")
         self.budget = budget_of(cfg, optuna_trials)
         self.agent_factory = agent_factory
         self.console = console or Console()
@@ -151,6 +155,7 @@ class Bench:
             "instances": {str(s): draw(spec, s) for s in self.seeds} if spec is not None else None,
             "skipped": self.skipped,
             "model": self.model if "llm" in self.controllers else None,
+            "learned_model": self.learned_model if "learned" in self.controllers else None,
             "budget": self.budget.to_dict(),
             "config": self.cfg.to_dict(),
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
@@ -223,7 +228,7 @@ class Bench:
                         if spec.kind == "trials":
                             res = spec.factory(self.cfg).run(self.ctx, seed, progress)
                         else:
-                            res = run_episode(compiled, self.cfg, self.out, controller, seed, self.model,
+                            res = run_episode(compiled, self.cfg, self.out, controller, seed, self.model_for(controller),
                                               self.agent_factory, progress)
                     except (SttrlError, RuntimeError, ValueError, OSError) as exc:
                         res = error_result(controller, seed, exc)
@@ -233,6 +238,10 @@ class Bench:
         finally:
             progress.close()
         return self.write()
+
+    def model_for(self, controller: str) -> str | None:
+        """The model an episode controller decides with: the chat model of ``llm``, the directory of ``learned``."""
+        return {"llm": self.model, "learned": self.learned_model}.get(controller)
 
     def _run_ray(self, plan: list[tuple[str, int]]) -> dict[str, Any]:
         """Every run a Ray task; bench.json is rewritten as each ends, runs kept in plan order."""
@@ -251,7 +260,7 @@ class Bench:
             self.write()
 
         run_on_ray([(i, c, s) for i, (c, s) in enumerate(plan)],
-                   lambda c, s: (self.cfg.to_dict(), out, c, s, self.model, self.budget.optuna_trials),
+                   lambda c, s: (self.cfg.to_dict(), out, c, s, self.model_for(c), self.budget.optuna_trials),
                    on_result, address=self.address, num_cpus=self.ray_num_cpus,
                    cpus_per_episode=self.cpus_per_episode, gpus_per_episode=self.gpus_per_episode)
         return self.write()

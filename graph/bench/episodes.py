@@ -39,7 +39,7 @@ def run_episode(compiled: Any, cfg: Config, out: Path, controller: str, seed: in
         progress.end_run(result_line(res))
         return {**res, "resumed": "skipped (finished earlier)"}
     if status == "new":
-        inp = episode_input(cfg, controller, model if controller == "llm" else None, out / "runs" / tid)
+        inp = episode_input(cfg, controller, model if controller in ("llm", "learned") else None, out / "runs" / tid)
         note = "new episode"
     elif status == "ended":
         raise SttrlError(f"thread {tid} ended without a judge result; remove it from {out} to rerun it")
