@@ -3,14 +3,16 @@ overrides chosen together, with the time they are expected to take printed befor
 
 - ``smoke``: the debug preset with a small instance set (2 test instances, a 16-sample budget), five
   controllers on one instance; seconds; CI runs it.
-- ``cpu``: ``bench-cpu`` on 2 CPU cores within 90 minutes: 5 test instances x static, random, rule, schedule,
-  tpe, sha (pbt's Ray overhead and the oracle's three full-budget runs per instance do not fit).
+- ``cpu``: ``bench-cpu`` on 2 CPU cores within 90 minutes: 3 test instances x static, rule, schedule, tpe, sha
+  (random, already shown worse, pbt's Ray overhead and the oracle's full-budget grid per instance do not fit).
 - ``full``: the configuration meant for a GPU machine: all 10 ``bench-cpu`` test instances, every controller
   (llm is skipped without a key), expected device time printed first.
 
-Estimates are ``runs x seconds per episode x the controller's cost factor``. Seconds per episode are
-assumptions, not measurements: ``bench-cpu`` on 2 cores ~150 s (README's ~2 minutes per headroom episode
-plus the judge on the test split), on one GPU ~30 s; the factors count extra evaluations and training
+Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 300 s,
+from a measurement (2026-11-29, benchmarks/headroom.py): a static run that trains the 512-sample budget as one
+block took 218 s (118 s training, 38.6 s judging 306 hidden-dev utterances, the rest setup, the start's
+evaluation and checkpoints); an episode adds 8 validation evaluations (8.4 s each) and judges the ~585-utterance
+test split. On one GPU ~30 s is an assumption (not measured: no GPU was lent); the factors count extra evaluations and training
 (sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes). The
 schedule controller is untuned unless ``--set bench.schedule_file=FILE`` (``python -m graph.bench.tune_schedule``);
 its tuning time is not in the estimate.
@@ -54,7 +56,7 @@ class Suite:
 SUITES = {
     "smoke": Suite("smoke", "debug", ("static", "rule", "schedule", "tpe", "sha"), 1, DEBUG_INSTANCES, 8.0,
                    "2 CPU cores"),
-    "cpu": Suite("cpu", "bench-cpu", ("static", "random", "rule", "schedule", "tpe", "sha"), 5, (), 150.0,
+    "cpu": Suite("cpu", "bench-cpu", ("static", "rule", "schedule", "tpe", "sha"), 3, (), 300.0,
                  "2 CPU cores"),
     "full": Suite("full", "bench-cpu", (), 10, (), 30.0, "one GPU"),
 }
