@@ -19,7 +19,11 @@ from pathlib import Path
 
 import torch
 
-_CPU_ALLOCATOR_TEXT = ("defaultcpuallocator: can't allocate memory", "cannot allocate memory", "out of memory")
+# oneDNN (torch's CPU kernels) reports a scratchpad it could not allocate as "could not create a primitive"
+# (seen under an address-space limit in loss.backward()); a non-memory cause would repeat on every block as a
+# visible oom transition with this message, never a silently wrong number.
+_CPU_ALLOCATOR_TEXT = ("defaultcpuallocator: can't allocate memory", "cannot allocate memory", "out of memory",
+                       "could not create a primitive")
 
 
 def is_allocation_failure(exc: BaseException) -> bool:

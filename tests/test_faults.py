@@ -45,6 +45,7 @@ def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
     assert type(info.value) is RuntimeError and is_allocation_failure(info.value)
     assert is_allocation_failure(MemoryError()) and is_allocation_failure(torch.OutOfMemoryError("x"))
     assert not is_allocation_failure(RuntimeError("shape mismatch")) and not is_allocation_failure(ValueError("x"))
+    assert is_allocation_failure(RuntimeError("could not create a primitive"))  # oneDNN under a memory limit
 
 
 def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache, tmp_path):
