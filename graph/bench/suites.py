@@ -8,11 +8,10 @@ overrides chosen together, with the time they are expected to take printed befor
 - ``full``: the configuration meant for a GPU machine: all 10 ``bench-cpu`` test instances, every controller
   (llm is skipped without a key), expected device time printed first.
 
-Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 300 s,
-from a measurement (2026-11-29, benchmarks/headroom.py): a static run that trains the 512-sample budget as one
-block took 218 s (118 s training, 38.6 s judging 306 hidden-dev utterances, the rest setup, the start's
-evaluation and checkpoints); an episode adds 8 validation evaluations (8.4 s each) and judges the ~585-utterance
-test split. On one GPU ~30 s is an assumption (not measured: no GPU was lent); the factors count extra evaluations and training
+Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 250 s,
+from a measurement (2026-11-29, quiet machine, benchmarks/headroom.py): a rule episode of the 512-sample budget
+took 216 s, of which 33.3 s judging the 306 hidden-dev utterances; a benchmark episode judges the ~585-utterance
+test split instead (about 30 s more). On one GPU ~30 s is an assumption (not measured: no GPU was lent); the factors count extra evaluations and training
 (sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes). The
 schedule controller is untuned unless ``--set bench.schedule_file=FILE`` (``python -m graph.bench.tune_schedule``);
 its tuning time is not in the estimate.
@@ -56,7 +55,7 @@ class Suite:
 SUITES = {
     "smoke": Suite("smoke", "debug", ("static", "rule", "schedule", "tpe", "sha"), 1, DEBUG_INSTANCES, 8.0,
                    "2 CPU cores"),
-    "cpu": Suite("cpu", "bench-cpu", ("static", "rule", "schedule", "tpe", "sha"), 3, (), 300.0,
+    "cpu": Suite("cpu", "bench-cpu", ("static", "rule", "schedule", "tpe", "sha"), 3, (), 250.0,
                  "2 CPU cores"),
     "full": Suite("full", "bench-cpu", (), 10, (), 30.0, "one GPU"),
 }
