@@ -51,16 +51,14 @@ def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller:
     data = icfg.to_dict()
     data["train"].update(setting or {})
     data["env"]["instances"] = None  # the instance is already applied; keep its record
-    if controller == "static" and one_block:
-        # A static setting reads no observation, so its budget is trained as one block of the same samples:
-        # same data order, same optimizer steps and lr; only the per-block validation evaluations (never read)
-        # and block checkpoints are skipped.
-        env = data["env"]
-        if env.get("budget_unit") != "samples":
-            raise SystemExit("headroom: --one-block needs env.budget_unit=samples")
-        env["samples_per_action"] = int(env["samples_per_action"]) * int(env["max_actions"])
-        env["max_actions"] = 1
     icfg = config_from_dict(data)
+    if controller == "static" and one_block:
+        # A static setting reads no observation, so its budget is trained as one block (graph.bench's
+        # one_block, as the schedule tuning and the oracle do): same data order, optimizer steps and lr; only the
+        # per-block validation evaluations (never read) and block checkpoints are skipped.
+        from graph.bench.tune_schedule import one_block as as_one_block
+
+        icfg = as_one_block(icfg)
     env = SttEnv(icfg)
     _, info = env.reset(seed=cfg.run.seed, options={"run_dir": str(run_dir), "instance": instance})
     policy = make_controller(controller, icfg, seed=cfg.run.seed)
