@@ -32,8 +32,21 @@ def test_ray_executor_matches_local(make_config, tmp_path):
     assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
 
 
+def test_pool_executor_matches_local(make_config, tmp_path):
+    """The pool executor runs each episode in a fresh spawned process through the same job as Ray's workers;
+    one worker here (two torch processes on 2 cores slow each other), several on a GPU machine."""
+    cfg = make_config(*DEBUG_INSTANCES)
+    local = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "local", quiet=True)
+    pool = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "pool", quiet=True, executor="pool",
+                           workers=1)
+    assert [r["status"] for r in pool["runs"]] == ["finished", "finished"], pool["runs"]
+    assert [[r[k] for k in KEYS] for r in pool["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
+    with pytest.raises(bench.ConfigError, match="--workers must be at least 1, not 0"):
+        bench.Bench(cfg, ["static"], [1000], tmp_path / "x", executor="pool", workers=0)
+
+
 def test_unknown_executor_and_missing_ray_are_one_line(make_config, tmp_path, monkeypatch):
-    with pytest.raises(bench.ConfigError, match="unknown executor 'dask'; valid: local, ray"):
+    with pytest.raises(bench.ConfigError, match="unknown executor 'dask'; valid: local, pool, ray"):
         bench.Bench(make_config(), ["static"], [0], tmp_path, executor="dask")
     monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bench.ConfigError, match=r"pip install -e '\.\[ray\]'"):

@@ -18,7 +18,8 @@ Modules
                        on train instances against hidden dev; writes the tuned file and its cost
     ``lookahead``      the lookahead controller in the benchmark
     ``episodes``       one episode: run, resume or read back (thread ``bench-<controller>-s<seed>``)
-    ``executors``      local or Ray (each run a Ray task on a loopback cluster or ``--address``)
+    ``executors``      local, a process pool (``--workers`` runs at once) or Ray (each run a Ray task on a
+                       loopback cluster or ``--address``)
     ``results``        a run's numbers, the pairing key, the per-controller summary and the table
     ``stats``          paired statistics (bootstrap CI, Wilcoxon, Holm, probability of improvement, regret, AUC)
     ``plot``           bench.png (validation WER over the budget), bench-paired.png (Δ hidden WER per instance),

@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials of a trials controller (tpe) sharing the episode's training steps "
                         "(default: env.max_actions)")
     p.add_argument("--executor", default="local", metavar="NAME",
-                   help="local (one run after another here) or ray (each run a Ray task; needs the ray extra)")
+                   help="local (one run after another here), pool (each run in a fresh process, --workers at once) "
+                        "or ray (each run a Ray task; needs the ray extra)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="with --executor pool: runs at once (default: 2; on one GPU, episodes share it)")
     p.add_argument("--address", metavar="ADDR", help="with --executor ray: an existing cluster (default: start one)")
     p.add_argument("--cpus-per-episode", type=float, metavar="N", help="Ray CPUs per run (default: run.threads or 1)")
     p.add_argument("--gpus-per-episode", type=float, default=0, metavar="F",
@@ -123,7 +126,8 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
         bench = Bench(cfg, controllers, seeds, out, model=args.model, optuna_trials=args.optuna_trials,
                       agent_factory=agent_factory, console=console, quiet=args.quiet, reference=args.reference,
                       executor=args.executor, address=args.address, cpus_per_episode=args.cpus_per_episode,
-                      gpus_per_episode=args.gpus_per_episode, learned_model=args.learned_model)
+                      gpus_per_episode=args.gpus_per_episode, learned_model=args.learned_model,
+                      workers=args.workers)
         doc = bench.run()
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False)

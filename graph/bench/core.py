@@ -24,7 +24,7 @@ import graph.bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)
 from graph.bench.budget import budget_of
 from graph.bench.common import SCHEMA, config_differences, llm_unavailable
 from graph.bench.episodes import AgentFactory, run_episode
-from graph.bench.executors import check_executor, error_result, run_on_ray
+from graph.bench.executors import check_executor, error_result, run_on_pool, run_on_ray
 from graph.bench.plot import write_action_raster, write_bench_plot, write_paired_plot
 from graph.bench.progress import BenchProgress
 from graph.bench.results import markdown_table, paired_stats, summarize
@@ -63,7 +63,7 @@ class Bench:
                  agent_factory: AgentFactory | None = None, console: Console | None = None,
                  quiet: bool = False, reference: str | None = None, executor: str = "local",
                  address: str | None = None, cpus_per_episode: float | None = None, gpus_per_episode: float = 0,
-                 ray_num_cpus: int | None = None, learned_model: str | None = None) -> None:
+                 ray_num_cpus: int | None = None, learned_model: str | None = None, workers: int = 2) -> None:
         from graph.agents import DEFAULT_MODEL
 
         check_controllers(controllers)
@@ -71,6 +71,9 @@ class Bench:
         if executor != "local" and agent_factory is not None:
             raise ConfigError("an agent factory (tests) works only with --executor local")
         self.executor, self.address, self.ray_num_cpus = executor, address, ray_num_cpus
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, not {workers}")
+        self.workers = workers
         self.cpus_per_episode = cpus_per_episode if cpus_per_episode is not None else (cfg.run.threads or 1)
         self.gpus_per_episode = gpus_per_episode
         if not seeds:
@@ -213,8 +216,8 @@ class Bench:
         plan = [(c, s) for s in self.seeds for c in self.controllers]
         self.runs = []
         self.write()
-        if self.executor == "ray":
-            return self._run_ray(plan)
+        if self.executor != "local":
+            return self._run_elsewhere(plan)
         quiet_library_bars()
         progress = BenchProgress(self.console, len(plan), self.quiet)
         try:
@@ -243,8 +246,8 @@ class Bench:
         """The model an episode controller decides with: the chat model of ``llm``, the directory of ``learned``."""
         return {"llm": self.model, "learned": self.learned_model}.get(controller)
 
-    def _run_ray(self, plan: list[tuple[str, int]]) -> dict[str, Any]:
-        """Every run a Ray task; bench.json is rewritten as each ends, runs kept in plan order."""
+    def _run_elsewhere(self, plan: list[tuple[str, int]]) -> dict[str, Any]:
+        """Every run a Ray task or a pool process; bench.json is rewritten as each ends, runs kept in plan order."""
         from graph.bench.results import result_line
 
         done: dict[int, dict[str, Any]] = {}
@@ -259,10 +262,13 @@ class Bench:
                                    markup=False, soft_wrap=True)
             self.write()
 
-        run_on_ray([(i, c, s) for i, (c, s) in enumerate(plan)],
-                   lambda c, s: (self.cfg.to_dict(), out, c, s, self.model_for(c), self.budget.optuna_trials),
-                   on_result, address=self.address, num_cpus=self.ray_num_cpus,
-                   cpus_per_episode=self.cpus_per_episode, gpus_per_episode=self.gpus_per_episode)
+        jobs = [(i, c, s) for i, (c, s) in enumerate(plan)]
+        args = lambda c, s: (self.cfg.to_dict(), out, c, s, self.model_for(c), self.budget.optuna_trials)  # noqa: E731
+        if self.executor == "pool":
+            run_on_pool(jobs, args, on_result, workers=self.workers)
+        else:
+            run_on_ray(jobs, args, on_result, address=self.address, num_cpus=self.ray_num_cpus,
+                       cpus_per_episode=self.cpus_per_episode, gpus_per_episode=self.gpus_per_episode)
         return self.write()
 
 

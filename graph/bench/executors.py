@@ -1,7 +1,8 @@
-"""Where the benchmark's runs execute: ``local`` (one after another in this process) or ``ray`` (each run a
-Ray task on a local cluster started here, or an existing one through ``--address``).
+"""Where the benchmark's runs execute: ``local`` (one after another in this process), ``pool`` (each run in a
+fresh process of a local pool of ``--workers`` processes: concurrent episodes on one machine or one GPU without
+Ray) or ``ray`` (each run a Ray task on a local cluster started here, or an existing one through ``--address``).
 
-A Ray task runs :func:`run_job` in a worker: the same code as the local executor (the episode through
+A pool process or a Ray task runs :func:`run_job`: the same code as the local executor (the episode through
 the shared checkpoint database ``DIR/checkpoints.sqlite``, or the trials controller), so for the same
 seeds both executors give the same numbers, and a benchmark interrupted on one continues on the other.
 Each task reserves ``cpus_per_episode`` CPUs (torch uses ``run.threads``) and ``gpus_per_episode``
@@ -30,7 +31,7 @@ from typing import Any
 from graph.bench.common import thread_id
 from sttrl.errors import ConfigError, SttrlError
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "pool", "ray")
 AUTH_TOKEN = Path.home() / ".ray" / "auth_token"
 RAY_EXTRA = "ray is not installed: pip install -e '.[ray]'"
 
@@ -126,5 +127,26 @@ def run_on_ray(jobs: Sequence[tuple[int, str, int]], job_args: Callable[[str, in
             try:
                 res = ray.get(done[0])
             except Exception as exc:  # a worker that died or raised outside the run
+                res = error_result(c, s, exc)
+            on_result(i, res)
+
+
+def run_on_pool(jobs: Sequence[tuple[int, str, int]], job_args: Callable[[str, int], tuple[Any, ...]],
+                on_result: Callable[[int, dict[str, Any]], None], *, workers: int) -> None:
+    """Every ``(index, controller, seed)`` job in a fresh spawned process (CUDA and torch's thread pools start
+    clean; a process per run returns its memory), at most ``workers`` at once; ``on_result`` as each ends."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_job, *job_args(c, s)): (i, c, s) for i, c, s in jobs}
+        for fut in cf.as_completed(futures):
+            i, c, s = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker that died (killed, out of memory) or raised outside the run
                 res = error_result(c, s, exc)
             on_result(i, res)

@@ -20,7 +20,6 @@ from graph.bench.common import FAULTS, thread_id
 from graph.bench.progress import BenchProgress
 from graph.bench.results import result_line
 from graph.bench.trials import BenchContext
-from graph.bench.tune_schedule import run_point
 from sttrl import controllers as registry
 from sttrl.config import Config, config_from_dict
 from sttrl.io import atomic_write_json
@@ -56,6 +55,8 @@ class OracleController:
         t0 = time.perf_counter()
         rows: list[dict[str, Any]] = []
         cache: dict[str, Any] = {}
+        from graph.bench.tune_schedule import run_point  # not at import: `python -m graph.bench.tune_schedule` runs clean
+
         for i, point in enumerate(grid):
             row = run_point(ctx.cfg, seed, _setting(point), run_dir / f"point-{i:02d}", cache, split="test")
             rows.append(row)
