@@ -52,7 +52,7 @@ def episode(preset: str, overrides: list[str], out: Path) -> dict[str, float]:
     import sttrl.trajectory as trajectory_mod
     from sttrl.config import load_config
     from sttrl.env import SttEnv
-    from sttrl.policies import make_policy
+    from sttrl.controllers import make_controller
     from sttrl.publish import publish_run
 
     cfg = load_config(preset, overrides=[f"run.out_dir={out}", *overrides])
@@ -67,13 +67,13 @@ def episode(preset: str, overrides: list[str], out: Path) -> dict[str, float]:
     trajectory_mod.publish_step = timed_hook
     try:
         env = SttEnv(cfg, progress=False, source="static")
-        policy = make_policy("static", cfg.env.actions, seed=0)
+        policy = make_controller("static", cfg, seed=0)
         t0 = time.perf_counter()
         _, info = env.reset(seed=0)
         done = False
         while not done:
-            action, why = policy.decide(info["observation"], [])
-            _, _, term, trunc, info = env.step(action, rationale=why)
+            decided = policy.decide(info["observation"], [])
+            _, _, term, trunc, info = env.step(decided.action, rationale=decided.rationale)
             done = term or trunc
         steps_done = time.perf_counter()
         env.close()
