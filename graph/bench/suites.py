@@ -11,7 +11,10 @@ overrides chosen together, with the time they are expected to take printed befor
 Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 250 s,
 from a measurement (2026-11-29, quiet machine, benchmarks/headroom.py): a rule episode of the 512-sample budget
 took 216 s, of which 33.3 s judging the 306 hidden-dev utterances; a benchmark episode judges the ~585-utterance
-test split instead (about 30 s more). On one GPU ~30 s is an assumption (not measured: no GPU was lent); the factors count extra evaluations and training
+test split instead (about 30 s more). On one GPU: 60 s, measured on an H200 (2026-11-29,
+benchmarks/results/gpu-h200-bench-cpu.md: one static episode 60.5 s from process start, of which 47.2 s in the
+run); there, ``--executor pool --workers 8`` ran 8 episodes in 77.4 s (6.3x the episodes per hour), which the
+estimate (one run at a time) does not count. The factors count extra evaluations and training
 (sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes). The
 schedule controller is untuned unless ``--set bench.schedule_file=FILE`` (``python -m graph.bench.tune_schedule``);
 its tuning time is not in the estimate.
@@ -57,7 +60,7 @@ SUITES = {
                    "2 CPU cores"),
     "cpu": Suite("cpu", "bench-cpu", ("static", "rule", "schedule", "tpe", "sha"), 3, (), 250.0,
                  "2 CPU cores"),
-    "full": Suite("full", "bench-cpu", (), 10, (), 30.0, "one GPU"),
+    "full": Suite("full", "bench-cpu", (), 10, (), 60.0, "one GPU, one run at a time"),
 }
 
 
