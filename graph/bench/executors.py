@@ -138,8 +138,6 @@ def run_on_pool(jobs: Sequence[tuple[int, str, int]], job_args: Callable[[str, i
     import concurrent.futures as cf
     import multiprocessing as mp
 
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, not {workers}")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                 max_tasks_per_child=1) as pool:
         futures = {pool.submit(run_job, *job_args(c, s)): (i, c, s) for i, c, s in jobs}
