@@ -7,6 +7,7 @@ and the config; a fact that is not recorded is left out rather than guessed. The
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -76,8 +77,14 @@ def facts(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: C
         else:
             out.append(t["memory"].format(peak=f"{peak:.3g}"))
     samples = sum(int((r.get("train") or {}).get("samples") or 0) for r in rows)
-    per_block = cfg.env.steps_per_action * int(observation.get("batch_size") or 0) * int(observation.get("grad_accum") or 1)
-    out.append(t["samples"].format(samples=samples, steps=observation.get("global_step", 0), per_block=per_block))
+    per_step = int(observation.get("batch_size") or 0) * int(observation.get("grad_accum") or 1)
+    steps = observation.get("global_step", 0)
+    if cfg.env.budget_unit == "samples" and cfg.env.samples_per_action and per_step:
+        block_steps = max(1, math.ceil(cfg.env.samples_per_action / per_step))
+        out.append(t["samples_fixed"].format(samples=samples, steps=steps, per_block=block_steps * per_step,
+                                             block_steps=block_steps))
+    else:
+        out.append(t["samples"].format(samples=samples, steps=steps, per_block=cfg.env.steps_per_action * per_step))
     n_val = (last.get("eval") or {}).get("n")
     if n_val:
         out.append(t["validation"].format(n=n_val))
@@ -85,7 +92,10 @@ def facts(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: C
     if clamped:
         out.append(t["clamped"].format(steps=", ".join(clamped)))
     left = observation.get("steps_left", cfg.env.max_actions - len(rows))
-    out.append(t["budget"].format(left=left, steps_per_action=cfg.env.steps_per_action))
+    if cfg.env.budget_unit == "samples":
+        out.append(t["budget_samples"].format(left=left, samples_per_action=cfg.env.samples_per_action))
+    else:
+        out.append(t["budget"].format(left=left, steps_per_action=cfg.env.steps_per_action))
     return [f"- {line}" for line in out]
 
 

@@ -52,3 +52,14 @@ def test_first_step_has_no_history_facts_and_prompt_includes_them():
     assert "training samples seen: 0 in 0 optimizer steps; the next block trains 8 samples" in text
     human = build_messages(obs, [], cfg)[1].content
     assert "training samples seen: 0" in human
+
+
+def test_samples_budget_is_stated_as_samples():
+    # budget in samples: 20 samples per decision at batch 4 x accumulation 2 = ceil(20 / 8) = 3 steps = 24 samples
+    cfg = load_config("debug", overrides=["env.budget_unit=samples", "env.samples_per_action=20"])
+    obs = {"step": 1, "steps_left": 2, "global_step": 3, "batch_size": 4, "grad_accum": 2, "memory_gb": None}
+    text = "\n".join(facts(obs, [record(1, [4.0, 3.0], samples=24)], cfg))
+    assert "training samples seen: 24 in 3 optimizer steps; every block trains 24 samples, in 3 optimizer steps" in text
+    assert "budget: 2 decisions left, each trains 20 samples; the budget counts training samples" in text
+    assert "optimizer steps; the episode's cost is counted in decisions" not in text
+    assert "a larger batch buys more samples" not in text
