@@ -312,6 +312,10 @@ class LookaheadConfig(_Strict):
         "(default: separates settings after few steps) or the lowest WER on probe_eval_utterances validation "
         "utterances (decodes once per probe).")
     probe_eval_utterances: int = Field(16, ge=1, le=100_000, description="Validation utterances for val_wer.")
+    charge_probes: bool = Field(True, description="Losing probes count against the episode's sample budget (a "
+                                "contestant in a benchmark: true). False labels every one of env.max_actions "
+                                "decisions (teacher trajectories, python -m sttrl.teacher): the blocks still spend "
+                                "exactly the budget, the probes are extra compute and are reported.")
 
 
 class BenchConfig(_Strict):

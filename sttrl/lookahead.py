@@ -3,7 +3,8 @@ checkpoint, train each for a short probe, keep the best by ``lookahead.criterion
 block from the winner's probe checkpoint (its probe steps are not trained again).
 
 Budget: an episode may train ``budget_samples(cfg)`` samples (``env.max_actions`` blocks of the episode's
-block size), and every probe sample counts. A decision costs the block plus the losing probes (the
+block size), and every probe sample counts (``lookahead.charge_probes: false`` lets the probes go free, for
+teacher trajectories: every decision is labelled). A decision costs the block plus the losing probes (the
 winner's probe is the start of its block); when what is left cannot pay for a whole decision with probes,
 the episode trains plain ``keep`` blocks while a block fits, then ends. ``lookahead.jsonl`` in the run
 directory holds, per decision, the observation, every probe with its measured outcome and the winner:
@@ -144,8 +145,10 @@ def run_lookahead(cfg: Config, run_dir: str | Path, *, data: Any = None, on_line
     while progress.step < cfg.env.max_actions:
         k = len(candidates(cfg))
         block = block_samples(cfg, progress.hp)
-        cost = block + (k - 1) * min(cfg.lookahead.probe_samples, block)
-        left = budget - spent.total
+        if cfg.lookahead.charge_probes:
+            cost, left = block + (k - 1) * min(cfg.lookahead.probe_samples, block), budget - spent.total
+        else:  # teacher trajectories: the probes are extra compute, every decision is labelled
+            cost, left = block, budget - spent.blocks
         probes: list[dict[str, Any]] = []
         if left >= cost:
             pend, probes = lookahead_step(rt, progress)

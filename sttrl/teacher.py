@@ -35,7 +35,7 @@ def _finite(x: Any) -> float | None:
 def teacher_rows(cfg: Config, seed: int, run_dir: Path) -> list[dict[str, Any]]:
     """Run the lookahead episode of train instance ``seed`` and return its labelled rows."""
     from sttrl.instances import apply
-    from sttrl.lookahead import LOG, run_lookahead
+    from sttrl.lookahead import run_lookahead
 
     spec = cfg.env.instances
     if spec is None:
@@ -45,17 +45,42 @@ def teacher_rows(cfg: Config, seed: int, run_dir: Path) -> list[dict[str, Any]]:
                           "train instances only (test instances are kept for reported results)")
     icfg = apply(cfg, seed)
     out = run_lookahead(icfg, run_dir)
+    return rows_from_run(run_dir, seed, icfg.env.instance, out["run_id"], out["records"])
+
+
+def rows_from_run(run_dir: Path, seed: int, instance: Any, run_id: str,
+                  records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The labelled rows of a lookahead run directory: one per probed decision in its ``lookahead.jsonl``, with
+    the trajectory ``records`` before it as history. Works on an interrupted run too (its decisions so far)."""
+    from sttrl.lookahead import LOG
+
     rows = []
-    for row in (json.loads(line) for line in (run_dir / LOG).read_text().splitlines()):
-        if not row["probes"]:
+    for row in (json.loads(line) for line in (Path(run_dir) / LOG).read_text().splitlines() if line.strip()):
+        if not row["probes"] or row["step"] > len(records):
             continue
         probes = [{**{k: p[k] for k in PROBE_KEYS}, "value": _finite(p["value"])} for p in row["probes"]]
         chosen = next((p["value"] for p in probes if p["action"] == row["chosen"]), None)
-        rows.append({"schema": SCHEMA, "run_id": out["run_id"], "instance_seed": seed, "instance": icfg.env.instance,
+        rows.append({"schema": SCHEMA, "run_id": run_id, "instance_seed": seed, "instance": instance,
                      "step": row["step"], "observation": row["observation"], "criterion": row["criterion"],
                      "chosen": row["chosen"], "chosen_value": chosen, "probes": probes,
-                     "val_wer_after": row["val_wer_after"], "history": out["records"][: row["step"] - 1]})
+                     "val_wer_after": row["val_wer_after"], "history": records[: row["step"] - 1]})
     return rows
+
+
+def rows_from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
+    """:func:`rows_from_run` reading the seed, instance, run id and records from the run directory itself
+    (``run.json`` and ``trajectory.jsonl``): rows of teacher runs made elsewhere, finished or interrupted."""
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+        records = [json.loads(x) for x in (run_dir / "trajectory.jsonl").read_text().splitlines() if x.strip()]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{run_dir} is not a readable lookahead run directory (run.json, trajectory.jsonl, "
+                          f"lookahead.jsonl): {exc}") from exc
+    instance = meta["config"]["env"].get("instance")
+    if not instance or "seed" not in instance:
+        raise ConfigError(f"{run_dir}/run.json has no env.instance: teacher rows need an instance-set run")
+    return rows_from_run(run_dir, int(instance["seed"]), instance, meta["run_id"], records)
 
 
 def write_teacher(cfg: Config, seeds: list[int], path: Path, on_line: Any = print) -> int:
@@ -77,8 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     add_config_arguments(p)
     p.add_argument("--instances", type=int, default=1, metavar="N", help="the first N env.instances.train_seeds")
     p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="these train seeds instead of --instances")
+    p.add_argument("--from-runs", type=Path, nargs="+", metavar="RUN_DIR", help="write the rows of these lookahead "
+                   "run directories (made elsewhere, e.g. on a GPU machine; interrupted ones give their decisions so "
+                   "far) instead of running episodes")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the JSONL file to write")
     args = p.parse_args(argv)
+    if args.from_runs:
+        from sttrl.io import atomic_write_text
+
+        try:
+            rows = [r for d in args.from_runs for r in rows_from_run_dir(d)]
+            bad = sorted({r["instance_seed"] for r in rows if r["instance"].get("split") != "train"})
+            if bad:
+                raise ConfigError(f"runs of instances {bad} are not train instances: teacher rows use train "
+                                  "instances only")
+        except SttrlError as exc:
+            print(f"error: {exc}")
+            return 2
+        atomic_write_text(args.out, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+        print(f"{len(rows)} rows ({SCHEMA}) from {len(args.from_runs)} run directories: {args.out}")
+        return 0
     try:
         cfg = load_config(args.preset, args.config, list(args.overrides))
         if cfg.env.instances is None:

@@ -34,6 +34,17 @@ def test_lookahead_budget_arithmetic(make_config, tmp_path):
     assert not (tmp_path / "la" / "probes" / "block-0001").exists()
 
 
+def test_uncharged_probes_label_every_decision(make_config, tmp_path):
+    # teacher mode: the blocks spend exactly the budget, every decision is probed, the probes are extra
+    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=16", "env.max_actions=3",
+                      "lookahead.candidates=[keep,lr_up]", "lookahead.probe_samples=8", "lookahead.charge_probes=false")
+    out = run_lookahead(cfg, tmp_path / "la")
+    rows = [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
+    assert out["decisions"] == 3 and all(len(r["probes"]) == 2 for r in rows)
+    assert out["spent"]["blocks"] == out["spent"]["budget"] == 48
+    assert out["spent"]["probes"] == 3 * 8 and out["spent"]["total"] == 48 + 24
+
+
 def test_lookahead_candidates_must_be_enabled(make_config):
     with pytest.raises(ConfigError, match="lookahead.candidates"):
         candidates(make_config("env.actions=[keep,stop]", "lookahead.candidates=[lr_up]"))

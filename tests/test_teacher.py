@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 
-from sttrl.teacher import SCHEMA, main
+from sttrl.teacher import SCHEMA, main, rows_from_run_dir
 
 
 def test_teacher_file_schema_loads_with_datasets(data_cache, tmp_path, capsys):
@@ -26,3 +28,11 @@ def test_teacher_file_schema_loads_with_datasets(data_cache, tmp_path, capsys):
     best = min((p for p in row["probes"] if p["value"] is not None), key=lambda p: p["value"])
     assert row["chosen"] == best["action"] and row["chosen_value"] == best["value"]
     assert all(p["samples"] >= 4 and p["losses"] for p in row["probes"])
+
+    # the same rows rebuilt from the run directory (runs made elsewhere: python -m sttrl.teacher --from-runs)
+    again = rows_from_run_dir(tmp_path / "runs" / "teacher-s0")
+    assert again == [json.loads(x) for x in out.read_text().splitlines()]
+    out2 = tmp_path / "again.jsonl"
+    assert main(["--from-runs", str(tmp_path / "runs" / "teacher-s0"), "--out", str(out2)]) == 0
+    assert out2.read_text() == out.read_text()
+    assert main(["--from-runs", str(tmp_path / "nope"), "--out", str(out2)]) == 2
