@@ -6,7 +6,7 @@ overrides chosen together, with the time they are expected to take printed befor
 - ``cpu``: ``bench-cpu`` on 2 CPU cores within 90 minutes: 3 test instances x static, rule, schedule, tpe, sha
   (random, already shown worse, pbt's Ray overhead and the oracle's full-budget grid per instance do not fit).
 - ``full``: the configuration meant for a GPU machine: all 10 ``bench-cpu`` test instances, every controller
-  (llm is skipped without a key), expected device time printed first.
+  (llm is skipped without a key), 128 validation utterances instead of 64, expected device time printed first.
 
 Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 250 s,
 from a measurement (2026-11-29, quiet machine, benchmarks/headroom.py): a rule episode of the 512-sample budget
@@ -60,7 +60,9 @@ SUITES = {
                    "2 CPU cores"),
     "cpu": Suite("cpu", "bench-cpu", ("static", "rule", "schedule", "tpe", "sha"), 3, (), 250.0,
                  "2 CPU cores"),
-    "full": Suite("full", "bench-cpu", (), 10, (), 60.0, "one GPU, one run at a time"),
+    # 128 validation utterances: half the measurement noise of bench-cpu's 64 (benchmarks/val_noise.py: SD 0.0145
+    # vs 0.0287), cheap on a GPU; on 2 cores it would add ~68 s to a ~250 s episode
+    "full": Suite("full", "bench-cpu", (), 10, ("train.max_eval_utterances=128",), 60.0, "one GPU, one run at a time"),
 }
 
 
