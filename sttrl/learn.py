@@ -76,6 +76,14 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     loaded = load_model(resolve_model(name), cache=False)  # a private copy: training changes it
     device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.model.to(device)
+    if cfg.policy.train_top_layers:
+        from sttrl.policy.core import train_top_layers
+
+        try:
+            n = train_top_layers(loaded.model, cfg.policy.train_top_layers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        on_line(f"training the top {cfg.policy.train_top_layers} decoder layers and the final norm: {n:,} parameters")
     learner = Learner(loaded, cfg)
     t0 = time.perf_counter()
     stage_function(stage)(learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items())))

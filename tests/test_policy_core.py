@@ -181,3 +181,24 @@ def test_sampled_answers_are_rewarded_from_measured_outcomes_and_invalid_ones_pe
     free = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"constrained": False})})
     _, rewards = sample_group(Learner(model, free), rows, 2, seed=0)  # random weights, free text: never valid JSON
     assert rewards == [-3.0 - cfg.policy.invalid_json_penalty] * 2
+
+
+def test_train_top_layers_freezes_the_rest_and_only_the_top_changes(model):
+    policy = model.model
+    n = core.train_top_layers(policy, 1)
+    top = policy.get_decoder().layers[-1]
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all(".layers.1." in name or name.endswith("model.norm.weight") for name in trainable)
+    assert n == sum(p.numel() for p in top.parameters()) + policy.get_decoder().norm.weight.numel()
+    before = {name: p.clone() for name, p in policy.named_parameters()}
+    opt = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.5)
+    b = core.make_batch([[5, 6, 7, 8]], [[20, 21, 22]], pad_id=0)
+    loss = -core.decision_logprobs(core.forward_logits(policy, b), b).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    changed = {name for name, p in policy.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and changed <= trainable
+    assert all(p.grad is None for name, p in policy.named_parameters() if name not in trainable)
+    with pytest.raises(ValueError, match="has 2 decoder layers"):
+        core.train_top_layers(policy, 3)

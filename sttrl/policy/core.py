@@ -146,6 +146,25 @@ class AdaptiveKL:
         return self.value
 
 
+def train_top_layers(model: torch.nn.Module, n: int) -> int:
+    """Freeze every weight but the top ``n`` decoder layers and the final norm (embeddings, tied or not, stay
+    frozen, so autograd starts at the first trained layer); returns the number of trainable parameters. A model
+    without ``get_decoder().layers`` (a Llama-style decoder) is a ValueError."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ValueError(f"policy.train_top_layers needs a decoder with .layers; {type(model).__name__} has none")
+    if n > len(layers):
+        raise ValueError(f"policy.train_top_layers={n} but the model has {len(layers)} decoder layers")
+    model.requires_grad_(False)
+    for layer in list(layers)[-n:]:
+        layer.requires_grad_(True)
+    norm = getattr(decoder, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def make_reference(model: torch.nn.Module) -> torch.nn.Module:
     """A frozen copy: eval mode, no gradients."""
     ref = copy.deepcopy(model)

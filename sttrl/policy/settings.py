@@ -36,6 +36,9 @@ class PolicyConfig(BaseModel):
                             "instances (episodes: each with k episodes) per optimizer step.")
     steps: int = Field(100, ge=1, le=1_000_000, description="Optimizer steps of the stage.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
+    train_top_layers: int | None = Field(None, ge=1, le=1000, description="Train only the top N decoder layers and "
+                                         "the final norm (embeddings and the layers below frozen: backward stops "
+                                         "there, about half a step's cost on a long prompt); null = every weight.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     # outcome stage (rloo)
     k_samples: int = Field(4, ge=2, le=256, description="Decisions sampled per state for the leave-one-out baseline.")
