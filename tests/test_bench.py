@@ -193,6 +193,13 @@ def test_a_benchmark_directory_keeps_its_config(make_config, tmp_path):
     bench.Bench(make_config(), ["static"], [0], out, quiet=True).write()
     with pytest.raises(bench.ConfigError, match="another config .*train.lr"):
         bench.Bench(make_config("train.lr=2e-3"), ["static"], [0], out, quiet=True).run()
+    # a field added to the config since the directory was written counts as its default, not as a difference
+    doc = json.loads((out / "bench.json").read_text())
+    del doc["config"]["lookahead"]["charge_probes"]
+    (out / "bench.json").write_text(json.dumps(doc))
+    bench.Bench(make_config(), ["static"], [0], out, quiet=True)._check_existing()
+    with pytest.raises(bench.ConfigError, match="lookahead.charge_probes"):
+        bench.Bench(make_config("lookahead.charge_probes=false"), ["static"], [0], out, quiet=True)._check_existing()
 
 
 # ----- kill-anywhere -----------------------------------------------------------------------------

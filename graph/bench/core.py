@@ -30,7 +30,7 @@ from graph.bench.progress import BenchProgress
 from graph.bench.results import markdown_table, paired_stats, summarize
 from graph.bench.trials import BenchContext
 from sttrl import controllers as registry
-from sttrl.config import Config
+from sttrl.config import Config, config_from_dict
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.instances import draw
 from sttrl.io import atomic_write_json
@@ -131,7 +131,12 @@ class Bench:
         if not self.json_path.is_file():
             return
         old = json.loads(self.json_path.read_text())
-        diff = config_differences(old.get("config", {}), self.cfg.to_dict())
+        old_cfg = old.get("config", {})
+        try:  # a field added since, absent from the old file, counts as its default
+            old_cfg = config_from_dict(old_cfg).to_dict()
+        except (ConfigError, ValueError):
+            pass
+        diff = config_differences(old_cfg, self.cfg.to_dict())
         if diff:
             raise ConfigError(f"{self.out} holds a benchmark with another config (differs in {', '.join(diff[:8])}); "
                               "choose another --out or the same options")
