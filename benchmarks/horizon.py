@@ -43,8 +43,7 @@ def budget_overrides(samples: int, max_actions: int) -> list[str]:
 def job(preset: str, config: str | None, overrides: list[str], samples: int, instance: int, kind: str,
         setting: dict[str, Any] | None, run_dir: str) -> dict[str, Any]:
     """One static run (in a fresh process); its checkpoints are removed after the judge (only the score is kept)."""
-    cfg = load_config(preset, config, overrides)
-    cfg = load_config(preset, config, overrides + budget_overrides(samples, cfg.env.max_actions))
+    cfg = load_config(preset, config, overrides)  # overrides include the budget's (budget_overrides)
     t = time.perf_counter()
     rep = episode(cfg, instance, setting, "static", Path(run_dir))
     for sub in ("checkpoints", "final"):
@@ -130,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         for n, i, kind, s in todo:
             tag = "-".join(f"{k}{v:g}" for k, v in (s or {}).items()) or "start"
             run_dir = str((args.out / f"n{n}-i{i}-{kind}-{tag}").resolve())
-            futs[pool.submit(job, args.preset, str(args.config) if args.config else None, list(args.overrides), n,
+            overrides = [*args.overrides, *budget_overrides(n, cfg.env.max_actions)]
+            futs[pool.submit(job, args.preset, str(args.config) if args.config else None, overrides, n,
                              i, kind, s, run_dir)] = (n, i, kind, tag)
         for fut in cf.as_completed(futs):
             n, i, kind, tag = futs[fut]

@@ -250,6 +250,14 @@ class EnvConfig(_Strict):
             raise ValueError("env.samples_per_action is required when env.budget_unit=samples")
         return self
 
+    def block_steps(self, batch_size: int, grad_accum: int = 1) -> int:
+        """Optimizer steps one block trains: ``steps_per_action``, or with ``budget_unit=samples`` as many as
+        ``samples_per_action`` needs at this batch size and accumulation (at least one)."""
+        if self.budget_unit == "samples":
+            assert self.samples_per_action is not None
+            return max(1, -(-self.samples_per_action // (batch_size * grad_accum)))
+        return self.steps_per_action
+
 
 class AgentConfig(_Strict):
     """How an LLM controller is asked (hosted or local chat models)."""

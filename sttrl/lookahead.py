@@ -36,13 +36,7 @@ SOURCE = "lookahead"
 
 def block_samples(cfg: Config, hp: Hyperparams) -> int:
     """Samples one block trains at ``hp`` (env.samples_per_action, or steps_per_action x batch x accumulation)."""
-    env = cfg.env
-    if env.budget_unit == "samples":
-        assert env.samples_per_action is not None
-        steps = max(1, math.ceil(env.samples_per_action / (hp.batch_size * hp.grad_accum)))
-    else:
-        steps = env.steps_per_action
-    return steps * hp.batch_size * hp.grad_accum
+    return cfg.env.block_steps(hp.batch_size, hp.grad_accum) * hp.batch_size * hp.grad_accum
 
 
 def budget_samples(cfg: Config, hp: Hyperparams) -> int:

@@ -7,7 +7,6 @@ and the config; a fact that is not recorded is left out rather than guessed. The
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -77,14 +76,11 @@ def facts(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: C
         else:
             out.append(t["memory"].format(peak=f"{peak:.3g}"))
     samples = sum(int((r.get("train") or {}).get("samples") or 0) for r in rows)
-    per_step = int(observation.get("batch_size") or 0) * int(observation.get("grad_accum") or 1)
-    steps = observation.get("global_step", 0)
-    if cfg.env.budget_unit == "samples" and cfg.env.samples_per_action and per_step:
-        block_steps = max(1, math.ceil(cfg.env.samples_per_action / per_step))
-        out.append(t["samples_fixed"].format(samples=samples, steps=steps, per_block=block_steps * per_step,
-                                             block_steps=block_steps))
-    else:
-        out.append(t["samples"].format(samples=samples, steps=steps, per_block=cfg.env.steps_per_action * per_step))
+    batch, accum = int(observation.get("batch_size") or 0), int(observation.get("grad_accum") or 1)
+    block_steps = cfg.env.block_steps(batch, accum) if batch else cfg.env.steps_per_action
+    template = "samples_fixed" if cfg.env.budget_unit == "samples" else "samples"
+    out.append(t[template].format(samples=samples, steps=observation.get("global_step", 0),
+                                  per_block=block_steps * batch * accum, block_steps=block_steps))
     n_val = (last.get("eval") or {}).get("n")
     if n_val:
         out.append(t["validation"].format(n=n_val))

@@ -17,7 +17,6 @@ trained again; a block cut off mid-way continues from its last intra-block check
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -229,11 +228,7 @@ class EpisodeRuntime:
     def steps_for(self, hp: Hyperparams) -> int:
         """Optimizer steps one action trains: ``env.steps_per_action``, or with ``env.budget_unit=samples`` as
         many as ``env.samples_per_action`` needs at this batch size (so no action changes the compute spent)."""
-        env = self.cfg.env
-        if env.budget_unit == "samples":
-            assert env.samples_per_action is not None
-            return max(1, math.ceil(env.samples_per_action / (hp.batch_size * hp.grad_accum)))
-        return env.steps_per_action
+        return self.cfg.env.block_steps(hp.batch_size, hp.grad_accum)
 
     @torch_thread
     def train_block(

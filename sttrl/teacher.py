@@ -77,23 +77,28 @@ def rows_from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{run_dir} is not a readable lookahead run directory (run.json, trajectory.jsonl, "
                           f"lookahead.jsonl): {exc}") from exc
-    instance = meta["config"]["env"].get("instance")
-    if not instance or "seed" not in instance:
+    instance = ((meta.get("config") or {}).get("env") or {}).get("instance")
+    if not instance or "seed" not in instance or "run_id" not in meta:
         raise ConfigError(f"{run_dir}/run.json has no env.instance: teacher rows need an instance-set run")
     return rows_from_run(run_dir, int(instance["seed"]), instance, meta["run_id"], records)
 
 
-def write_teacher(cfg: Config, seeds: list[int], path: Path, on_line: Any = print) -> int:
-    """Teacher rows of every seed into ``path`` (JSONL, written atomically at the end); the row count."""
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> int:
+    """``rows`` as JSONL into ``path``, written atomically; the row count."""
     from sttrl.io import atomic_write_text
 
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+    return len(rows)
+
+
+def write_teacher(cfg: Config, seeds: list[int], path: Path, on_line: Any = print) -> int:
+    """Teacher rows of every seed into ``path`` (JSONL, written atomically at the end); the row count."""
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         got = teacher_rows(cfg, seed, Path(cfg.run.out_dir) / f"teacher-s{seed}")
         rows += got
         on_line(f"instance {seed}: {len(got)} labelled states")
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-    return len(rows)
+    return write_rows(path, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,8 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the JSONL file to write")
     args = p.parse_args(argv)
     if args.from_runs:
-        from sttrl.io import atomic_write_text
-
         try:
             rows = [r for d in args.from_runs for r in rows_from_run_dir(d)]
             bad = sorted({r["instance_seed"] for r in rows if r["instance"].get("split") != "train"})
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         except SttrlError as exc:
             print(f"error: {exc}")
             return 2
-        atomic_write_text(args.out, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+        write_rows(args.out, rows)
         print(f"{len(rows)} rows ({SCHEMA}) from {len(args.from_runs)} run directories: {args.out}")
         return 0
     try:
