@@ -16,7 +16,7 @@ test: setup-test
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m graph.bench --preset cpu --controllers static,random,rule,tpe --seeds 3 --out runs/bench-cpu
+	$(PY) -m bench --preset cpu --controllers static,random,rule,tpe --seeds 3 --out runs/bench-cpu
 
 kill-anywhere: setup
 	$(PY) benchmarks/kill_anywhere.py --n 20

@@ -35,17 +35,17 @@ EVENTS: list[list[Any]] = []
 # (module, qualified name, label). Labels: setup.* / tool.* / core.* (inside tools) / final.* / judge / orch.*
 STTRL_TARGETS = [
     ("sttrl.data.dataset", "build_speech_data", "setup.data"),
-    ("sttrl.runtime", "EpisodeRuntime.__init__", "setup.runtime"),
-    ("sttrl.runtime", "EpisodeRuntime.probe_loss", "setup.probe_loss"),
-    ("sttrl.runtime", "EpisodeRuntime.train_block", "tool.train"),
-    ("sttrl.runtime", "EpisodeRuntime.evaluate", "tool.evaluate"),
-    ("sttrl.runtime", "EpisodeRuntime.save_final", "final.save"),
-    ("sttrl.judge", "judge", "judge"),
-    ("sttrl.trainer", "Trainer.train_block", "core.train_loop"),
-    ("sttrl.trainer", "Trainer.save_checkpoint", "core.save_checkpoint"),
-    ("sttrl.trainer", "Trainer.load_checkpoint", "core.load_checkpoint"),
-    ("sttrl.evaluate", "evaluate", "core.evaluate"),
-    ("sttrl.trajectory", "Trajectory.append", "orch.trajectory"),
+    ("sttrl.env.runtime", "EpisodeRuntime.__init__", "setup.runtime"),
+    ("sttrl.env.runtime", "EpisodeRuntime.probe_loss", "setup.probe_loss"),
+    ("sttrl.env.runtime", "EpisodeRuntime.train_block", "tool.train"),
+    ("sttrl.env.runtime", "EpisodeRuntime.evaluate", "tool.evaluate"),
+    ("sttrl.env.runtime", "EpisodeRuntime.save_final", "final.save"),
+    ("sttrl.judge.scoring", "judge", "judge"),
+    ("sttrl.train.trainer", "Trainer.train_block", "core.train_loop"),
+    ("sttrl.train.trainer", "Trainer.save_checkpoint", "core.save_checkpoint"),
+    ("sttrl.train.trainer", "Trainer.load_checkpoint", "core.load_checkpoint"),
+    ("sttrl.eval.decode", "evaluate", "core.evaluate"),
+    ("sttrl.outward.trajectory", "Trajectory.append", "orch.trajectory"),
 ]
 GRAPH_TARGETS = [
     ("graph.plot", "write_plot", "orch.plot"),
@@ -103,8 +103,14 @@ def _patch(module_name: str, qualname: str, label: str) -> bool:
 def _dump(path: str, patched: list[str], module: str) -> None:
     with _lock:
         events = sorted(EVENTS, key=lambda e: e[1])
-    payload = {"module": module, "argv": sys.argv, "start_unix": WALL0, "total_s": time.perf_counter() - T0,
-               "patched": patched, "events": events}
+    payload = {
+        "module": module,
+        "argv": sys.argv,
+        "start_unix": WALL0,
+        "total_s": time.perf_counter() - T0,
+        "patched": patched,
+        "events": events,
+    }
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
         json.dump(payload, fh)

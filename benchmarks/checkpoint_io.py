@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 NAME = "checkpoint_io"
 
@@ -36,8 +36,12 @@ def parse_args(argv: list[str] | None = None):
     common.add_preset_args(p)
     p.add_argument("--reps", type=int, default=None, help="measured rounds (default 5; 2 with --quick)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
-    p.add_argument("--dir", type=Path, default=None,
-                   help="where checkpoints are written (default: a temp dir under benchmarks/out/, same disk as runs/)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where checkpoints are written (default: a temp dir under benchmarks/out/, same disk as runs/)",
+    )
     return p.parse_args(argv)
 
 
@@ -50,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_model as load_safetensors_model
 
-    from sttrl.actions import Hyperparams
     from sttrl.io import sha256_file
-    from sttrl.model import count_parameters
-    from sttrl.trainer import CHECKPOINT_FILES, Trainer
+    from sttrl.train.blocks import Hyperparams
+    from sttrl.train.model import count_parameters
+    from sttrl.train.trainer import CHECKPOINT_FILES, Trainer
 
     quick = args.quick
     reps = args.reps or (2 if quick else 5)
@@ -66,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     # one block fills the AdamW moments
     n_params, n_trainable = count_parameters(loaded.model)
     info = common.machine_info(device)
-    print(f"{NAME}: preset {st['preset']}, {n_params / 1e6:.1f} M parameters, first block {res.status}; "
-          f"{common.describe_machine(info)}")
+    print(
+        f"{NAME}: preset {st['preset']}, {n_params / 1e6:.1f} M parameters, first block {res.status}; "
+        f"{common.describe_machine(info)}"
+    )
 
     base = args.dir or common.OUT_DIR
     base.mkdir(parents=True, exist_ok=True)
@@ -99,9 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(sizes.values())
 
         # Breakdown of the same work, part by part.
-        parts: dict[str, list[float]] = {k: [] for k in
-                                         ("save_pretrained", "torch.save optimizer", "sha256 of files",
-                                          "verify hashes", "safetensors load", "optimizer load")}
+        parts: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "save_pretrained",
+                "torch.save optimizer",
+                "sha256 of files",
+                "verify hashes",
+                "safetensors load",
+                "optimizer load",
+            )
+        }
         scratch = work / "parts"
         for _ in range(reps):
             shutil.rmtree(scratch, ignore_errors=True)
@@ -125,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             common.sync(device)
             parts["safetensors load"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            trainer.optimizer.load_state_dict(torch.load(scratch / "optimizer.pt", map_location=device, weights_only=False))
+            trainer.optimizer.load_state_dict(
+                torch.load(scratch / "optimizer.pt", map_location=device, weights_only=False)
+            )
             common.sync(device)
             parts["optimizer load"].append(time.perf_counter() - t0)
     finally:
@@ -134,20 +150,37 @@ def main(argv: list[str] | None = None) -> int:
     summary = {k: common.summarize(common.column(v, "seconds")) for k, v in results.items()}
     part_summary = {k: common.summarize(v) for k, v in parts.items()}
     save_s, load_s = summary["save"]["median"], summary["load"]["median"]
-    rows = [["write (save_checkpoint)", save_s, total / save_s / 2**20],
-            ["restore (load_checkpoint)", load_s, total / load_s / 2**20]]
+    rows = [
+        ["write (save_checkpoint)", save_s, total / save_s / 2**20],
+        ["restore (load_checkpoint)", load_s, total / load_s / 2**20],
+    ]
     table = common.markdown_table(["operation", "seconds (median)", "MB/s"], rows)
     table += "\n\n" + common.markdown_table(
-        ["file", "MB"], [[name, size / 2**20] for name, size in sizes.items()] + [["total", total / 2**20]])
+        ["file", "MB"], [[name, size / 2**20] for name, size in sizes.items()] + [["total", total / 2**20]]
+    )
     table += "\n\n" + common.markdown_table(
-        ["part", "seconds (median)"], [[k, v["median"]] for k, v in part_summary.items()])
-    table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']} ({n_params / 1e6:.1f} M parameters, "
-              f"AdamW state filled), median of {reps} rounds after {args.warmup} warm-up, warm page cache; "
-              f"weights after the last restore equal the saved ones: {same}; {common.describe_machine(info)}.")
-    payload = {"machine": info, "preset": st["preset"], "device": str(device), "parameters": n_params,
-               "trainable_parameters": n_trainable, "reps": reps, "warmup": args.warmup, "summary": summary,
-               "parts": part_summary, "files_bytes": sizes, "total_bytes": total, "restored_weights_equal": same,
-               "rounds": results}
+        ["part", "seconds (median)"], [[k, v["median"]] for k, v in part_summary.items()]
+    )
+    table += (
+        f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']} ({n_params / 1e6:.1f} M parameters, "
+        f"AdamW state filled), median of {reps} rounds after {args.warmup} warm-up, warm page cache; "
+        f"weights after the last restore equal the saved ones: {same}; {common.describe_machine(info)}."
+    )
+    payload = {
+        "machine": info,
+        "preset": st["preset"],
+        "device": str(device),
+        "parameters": n_params,
+        "trainable_parameters": n_trainable,
+        "reps": reps,
+        "warmup": args.warmup,
+        "summary": summary,
+        "parts": part_summary,
+        "files_bytes": sizes,
+        "total_bytes": total,
+        "restored_weights_equal": same,
+        "rounds": results,
+    }
     common.report(NAME, args, payload, table)
     return 0
 

@@ -35,13 +35,26 @@ def base_parser(name: str, description: str, threads: bool = True) -> argparse.A
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (debug preset, few repetitions): checks that the script runs, in about a minute")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE",
-                   help=f"JSON result file (default: benchmarks/out/{name}.json, or {name}-quick.json with --quick)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes (debug preset, few repetitions): checks that the script runs, in about a minute",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"JSON result file (default: benchmarks/out/{name}.json, or {name}-quick.json with --quick)",
+    )
     if threads:
-        p.add_argument("--threads", type=int, default=None, metavar="N",
-                       help="torch CPU threads (default: the preset's run.threads, else torch's default)")
+        p.add_argument(
+            "--threads",
+            type=int,
+            default=None,
+            metavar="N",
+            help="torch CPU threads (default: the preset's run.threads, else torch's default)",
+        )
     return p
 
 
@@ -106,8 +119,11 @@ def machine_info(device: Any = None) -> dict[str, Any]:
 
 
 def describe_machine(info: dict[str, Any]) -> str:
-    parts = [f"{info.get('cpu', '?')}", f"{info.get('logical_cores', '?')} logical cores",
-             f"torch {info.get('torch', '?')} with {info.get('torch_threads', '?')} threads"]
+    parts = [
+        f"{info.get('cpu', '?')}",
+        f"{info.get('logical_cores', '?')} logical cores",
+        f"torch {info.get('torch', '?')} with {info.get('torch_threads', '?')} threads",
+    ]
     if info.get("gpu"):
         parts.append(f"GPU {info['gpu']} ({info.get('gpu_memory_gb', '?')} GB)")
     if "load_average_1m" in info:
@@ -160,7 +176,7 @@ def interleaved(
                 log(f"  warm-up {w + 1}/{warmup} {name}: {fmt_measure(m)}")
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     for r in range(reps):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             m = contestants[name]()
             results[name].append(m)
@@ -180,8 +196,7 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     if not vals:
         return {"n": 0}
     q = statistics.quantiles(vals, n=4) if len(vals) >= 2 else [vals[0], vals[0], vals[0]]
-    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q[0], "q3": q[2],
-            "n": len(vals)}
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q[0], "q3": q[2], "n": len(vals)}
 
 
 def column(rows: list[dict[str, float]], key: str) -> list[float]:
@@ -245,18 +260,26 @@ def mb(nbytes: float) -> float:
 # ----- sttrl objects ----------------------------------------------------------------------------
 def add_preset_args(p: argparse.ArgumentParser, default: str = "cpu") -> None:
     p.add_argument("--preset", default=None, help=f"sttrl preset (default: {default}; debug with --quick)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. train.batch_size=16 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, e.g. train.batch_size=16 (repeatable)",
+    )
     p.add_argument("--device", default=None, help="cpu | cuda (default: the config's run.device)")
 
 
-def load_stack(args: argparse.Namespace, default_preset: str = "cpu", splits: Sequence[str] = ("train",)) -> dict[str, Any]:
+def load_stack(
+    args: argparse.Namespace, default_preset: str = "cpu", splits: Sequence[str] = ("train",)
+) -> dict[str, Any]:
     """Config, data, model and feature stores of a preset, built as an episode builds them (no run dir)."""
     from sttrl.config import load_config
     from sttrl.data import build_speech_data
-    from sttrl.features import FeatureStore
-    from sttrl.model import load_model
-    from sttrl.runtime import feature_cache_dir, resolve_device, seed_everything
+    from sttrl.train.device import resolve_device, seed_everything
+    from sttrl.train.features import FeatureStore, feature_cache_dir
+    from sttrl.train.model import load_model
 
     preset = args.preset or ("debug" if getattr(args, "quick", False) else default_preset)
     cfg = load_config(preset, None, list(getattr(args, "overrides", []) or []))
@@ -272,8 +295,16 @@ def load_stack(args: argparse.Namespace, default_preset: str = "cpu", splits: Se
     t_model = time.perf_counter() - t0
     features = feature_cache_dir(cfg)  # the same disk-backed feature cache as an episode
     stores = {s: FeatureStore(loaded, data.split(s), cfg.model.max_target_tokens, features) for s in splits}
-    return {"cfg": cfg, "preset": preset, "device": device, "data": data, "loaded": loaded, "stores": stores,
-            "threads": threads, "setup_seconds": {"data": t_data, "model": t_model}}
+    return {
+        "cfg": cfg,
+        "preset": preset,
+        "device": device,
+        "data": data,
+        "loaded": loaded,
+        "stores": stores,
+        "threads": threads,
+        "setup_seconds": {"data": t_data, "model": t_model},
+    }
 
 
 def warm_features(store: Any, indices: Sequence[int] | None = None, chunk: int = 64) -> float:
@@ -281,7 +312,7 @@ def warm_features(store: Any, indices: Sequence[int] | None = None, chunk: int =
     idx = list(range(len(store))) if indices is None else sorted(set(indices))
     t0 = time.perf_counter()
     for s in range(0, len(idx), chunk):
-        store.features(idx[s: s + chunk])
+        store.features(idx[s : s + chunk])
     return time.perf_counter() - t0
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from sttrl.rundir import TRAJECTORY
+
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -30,18 +32,34 @@ def main() -> int:
     p.add_argument("--cache", required=True, help="data.cache_dir")
     p.add_argument("--out-dir", required=True, help="run.out_dir (a fresh folder)")
     a = p.parse_args()
-    from graph.graph import GRAPH_NAME, build_graph
     from graph.checkpointer import open_checkpointer
     from graph.fork import fork
+    from graph.graph import GRAPH_NAME, build_graph
     from graph.run import main as run_main
 
     common = ["--set", f"data.cache_dir={a.cache}", "--set", f"run.out_dir={a.out_dir}", "--quiet"]
     t0 = time.perf_counter()
-    assert run_main(["--preset", a.preset, "--agent", "static", "--max-actions", str(a.max_actions), "--set",
-                     "env.keep_checkpoints=0", *common, "--thread-id", "parent"]) == 0
+    assert (
+        run_main(
+            [
+                "--preset",
+                a.preset,
+                "--agent",
+                "static",
+                "--max-actions",
+                str(a.max_actions),
+                "--set",
+                "env.keep_checkpoints=0",
+                *common,
+                "--thread-id",
+                "parent",
+            ]
+        )
+        == 0
+    )
     parent_s = time.perf_counter() - t0
     out = Path(a.out_dir)
-    recs = [json.loads(x) for x in (out / "parent" / "trajectory.jsonl").read_text().splitlines()]
+    recs = [json.loads(x) for x in (out / "parent" / TRAJECTORY).read_text().splitlines()]
     blocks = sorted((out / "parent" / "checkpoints").glob("block-*"))
     sizes = {b.name: du(b) for b in blocks}
     rows = []
@@ -56,18 +74,26 @@ def main() -> int:
             rows.append({"step": step, "fork_seconds": secs, "bytes_total": du(d), "bytes_new": new})
     step = a.max_actions - 1
     t = time.perf_counter()
-    assert run_main(["--fork", "parent", "--at", str(step), "--action", recs[step]["action"], "--thread-id", "run",
-                     *common]) == 0
+    assert (
+        run_main(
+            ["--fork", "parent", "--at", str(step), "--action", recs[step]["action"], "--thread-id", "run", *common]
+        )
+        == 0
+    )
     fork_run_s = time.perf_counter() - t
     parent_tail = sum(r["timings"]["step_seconds"] for r in recs[step:])
     print(f"\npreset {a.preset}: parent episode ({a.max_actions} steps + judge) {parent_s:.1f} s")
     for name, size in sizes.items():
         print(f"  checkpoint {name}: {size / 1e6:.1f} MB")
     for r in rows:
-        print(f"  fork after step {r['step']}: created in {r['fork_seconds']:.2f} s, run dir {r['bytes_total'] / 1e6:.1f} MB "
-              f"of which {r['bytes_new'] / 1e3:.1f} kB new (the rest hard-linked)")
-    print(f"  fork after step {step} run to its end (rebuild runtime + {a.max_actions - step} block(s) + judge): "
-          f"{fork_run_s:.1f} s; the parent's step(s) {step + 1}..{a.max_actions} took {parent_tail:.1f} s (train + eval)")
+        print(
+            f"  fork after step {r['step']}: created in {r['fork_seconds']:.2f} s, run dir {r['bytes_total'] / 1e6:.1f} MB "
+            f"of which {r['bytes_new'] / 1e3:.1f} kB new (the rest hard-linked)"
+        )
+    print(
+        f"  fork after step {step} run to its end (rebuild runtime + {a.max_actions - step} block(s) + judge): "
+        f"{fork_run_s:.1f} s; the parent's step(s) {step + 1}..{a.max_actions} took {parent_tail:.1f} s (train + eval)"
+    )
     return 0
 
 

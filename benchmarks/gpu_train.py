@@ -7,7 +7,7 @@ master weights (sttrl's ``run.dtype=bfloat16``). Inputs are synthetic: random lo
 shape and random label ids behind the multilingual prefix (``<|startoftranscript|><|sw|><|transcribe|>
 <|notimestamps|>``), served by a store with FeatureStore's ``batch(indices)`` interface, so the training
 itself goes through sttrl's ``Trainer`` unchanged. When the converted whisper-base directory is in the
-cache (``sttrl.pretrained.ensure_pretrained("whisper-base", cache_dir)``) or ``--tokenizer-dir`` names
+cache (``sttrl.train.pretrained.ensure_pretrained("whisper-base", cache_dir)``) or ``--tokenizer-dir`` names
 one, its tokenizer and a 30 s feature extractor make the processor, and the prefix ids come from it.
 
 Part 1, speed (per batch size, default 16 and 32): interleaved rounds of one K-step block each of
@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 NAME = "gpu_train"
 SMALL = {"d_model": 768, "layers": 12, "heads": 12, "ffn": 3072, "window": 30}
@@ -51,8 +51,12 @@ EOT, SOT, SW, TRANSCRIBE, NO_TIMESTAMPS = 50257, 50258, 50318, 50359, 50363
 def parse_args(argv: list[str] | None = None):
     p = common.base_parser(NAME, __doc__)
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="training dtype (default bfloat16)")
-    p.add_argument("--batches", default=None, help="comma-separated batch sizes to compare (default 16,32; 2,4 with --quick)")
+    p.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="training dtype (default bfloat16)"
+    )
+    p.add_argument(
+        "--batches", default=None, help="comma-separated batch sizes to compare (default 16,32; 2,4 with --quick)"
+    )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per block (default 10; 3 with --quick)")
     p.add_argument("--reps", type=int, default=None, help="measured rounds per batch size (default 3; 2 with --quick)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
@@ -60,14 +64,25 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--pool", type=int, default=64, help="distinct synthetic utterances (default 64)")
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5, the whisper-small preset's)")
     p.add_argument("--no-oom", action="store_true", help="skip the batch-growth / OOM part")
-    p.add_argument("--oom-start", type=int, default=None, help="first batch of the growth (default: the largest of --batches)")
+    p.add_argument(
+        "--oom-start", type=int, default=None, help="first batch of the growth (default: the largest of --batches)"
+    )
     p.add_argument("--oom-steps", type=int, default=2, help="steps per growth block (default 2)")
     p.add_argument("--max-batch", type=int, default=4096, help="stop growing here if no OOM happened (default 4096)")
-    p.add_argument("--cpu-budget-gb", type=float, default=None,
-                   help="CPU only: the memory_budget_gb standing in for OOM (default: RSS at the start + 0.25 GB)")
-    p.add_argument("--profile", action="store_true",
-                   help="also profile one sttrl block and one bare block per batch size (torch.profiler + cProfile)")
-    p.add_argument("--tokenizer-dir", type=Path, default=None, help="a Whisper tokenizer directory (multilingual, 51865 ids)")
+    p.add_argument(
+        "--cpu-budget-gb",
+        type=float,
+        default=None,
+        help="CPU only: the memory_budget_gb standing in for OOM (default: RSS at the start + 0.25 GB)",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one sttrl block and one bare block per batch size (torch.profiler + cProfile)",
+    )
+    p.add_argument(
+        "--tokenizer-dir", type=Path, default=None, help="a Whisper tokenizer directory (multilingual, 51865 ids)"
+    )
     return p.parse_args(argv)
 
 
@@ -77,10 +92,21 @@ def build_model(sizes: dict[str, int], device: Any, seed: int) -> Any:
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     config = WhisperConfig(
-        vocab_size=VOCAB, num_mel_bins=80, d_model=sizes["d_model"], encoder_layers=sizes["layers"],
-        decoder_layers=sizes["layers"], encoder_attention_heads=sizes["heads"], decoder_attention_heads=sizes["heads"],
-        encoder_ffn_dim=sizes["ffn"], decoder_ffn_dim=sizes["ffn"], max_source_positions=sizes["window"] * 50,
-        max_target_positions=448, pad_token_id=EOT, bos_token_id=EOT, eos_token_id=EOT, decoder_start_token_id=SOT,
+        vocab_size=VOCAB,
+        num_mel_bins=80,
+        d_model=sizes["d_model"],
+        encoder_layers=sizes["layers"],
+        decoder_layers=sizes["layers"],
+        encoder_attention_heads=sizes["heads"],
+        decoder_attention_heads=sizes["heads"],
+        encoder_ffn_dim=sizes["ffn"],
+        decoder_ffn_dim=sizes["ffn"],
+        max_source_positions=sizes["window"] * 50,
+        max_target_positions=448,
+        pad_token_id=EOT,
+        bos_token_id=EOT,
+        eos_token_id=EOT,
+        decoder_start_token_id=SOT,
         dropout=0.0,
     )
     torch.manual_seed(seed)
@@ -96,7 +122,7 @@ def build_processor(args: Any, window: int) -> tuple[Any, list[int], str]:
     if directory is None:
         try:
             from sttrl.config import DataConfig
-            from sttrl.pretrained import pretrained_dir
+            from sttrl.train.pretrained import pretrained_dir
 
             cand = Path(pretrained_dir("whisper-base", DataConfig().cache_dir))
             if not cand.is_absolute():
@@ -135,7 +161,7 @@ class SyntheticStore:
     def batch(self, indices: list[int]) -> Any:
         import torch
 
-        from sttrl.features import Batch
+        from sttrl.train.features import Batch
 
         idx = torch.tensor(indices)
         text = self.text[idx]
@@ -165,8 +191,9 @@ def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, aut
 
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, foreach=foreach)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, foreach=foreach
+    )
     cursor = {"pos": 0}
 
     def block(batch: int, k_steps: int) -> dict[str, Any]:
@@ -186,7 +213,9 @@ def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, aut
             cursor["pos"] += batch
             b = store.batch(idx).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels).loss
+                loss = model(
+                    input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels
+                ).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -204,9 +233,14 @@ def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, aut
             steps = [t_cpu[i + 1] - t_cpu[i] for i in range(k_steps)]
             peak = base
         step = statistics.median(steps)
-        return {"wall_s": wall, "samples_per_s_block": batch * k_steps / wall, "step_s": step,
-                "samples_per_s_step": batch / step, "peak_delta_gb": common.gb(peak - base),
-                "peak_gb": common.gb(peak)}
+        return {
+            "wall_s": wall,
+            "samples_per_s_block": batch * k_steps / wall,
+            "step_s": step,
+            "samples_per_s_step": batch / step,
+            "peak_delta_gb": common.gb(peak - base),
+            "peak_gb": common.gb(peak),
+        }
 
     return block
 
@@ -214,21 +248,30 @@ def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, aut
 def make_sttrl(trainer: Any, lr: float, device: Any, rollback: Any):
     import torch
 
-    from sttrl.actions import Hyperparams
+    from sttrl.train.blocks import Hyperparams
 
     def block(batch: int, k_steps: int) -> dict[str, Any]:
         hp = Hyperparams(lr, batch, 1, 0)
         infos: list[Any] = []
         common.sync(device)
         base = gpu_mem(device)
-        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback),
-                                 device)
+        wall, res = common.timed(
+            lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback), device
+        )
         steps = [batch / i.samples_per_s for i in infos]
         step = statistics.median(steps) if steps else float("nan")
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else base
-        return {"wall_s": wall, "samples_per_s_block": res.samples / wall, "loop_s": res.seconds,
-                "overhead_s": wall - res.seconds, "step_s": step, "samples_per_s_step": batch / step,
-                "peak_delta_gb": common.gb(peak - base), "peak_gb": common.gb(peak), "status": res.status}
+        return {
+            "wall_s": wall,
+            "samples_per_s_block": res.samples / wall,
+            "loop_s": res.seconds,
+            "overhead_s": wall - res.seconds,
+            "step_s": step,
+            "samples_per_s_step": batch / step,
+            "peak_delta_gb": common.gb(peak - base),
+            "peak_gb": common.gb(peak),
+            "status": res.status,
+        }
 
     return block
 
@@ -237,7 +280,7 @@ def make_sttrl(trainer: Any, lr: float, device: Any, rollback: Any):
 def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str, Any]:
     import torch
 
-    from sttrl.actions import Hyperparams
+    from sttrl.train.blocks import Hyperparams
 
     log: list[dict[str, Any]] = []
     batch, last_ok = start, None
@@ -251,16 +294,30 @@ def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str
         rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-oom-")) / "start")
         res = trainer.train_block(hp, args.oom_steps, rollback=rollback)
         dt = time.perf_counter() - t0
-        entry = {"batch": batch, "status": res.status, "steps_kept": res.steps, "seconds": dt,
-                 "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb, "note": res.note,
-                 "allocated_before_gb": allocated_before, "allocated_after_gb": common.gb(resident(device))}
+        entry = {
+            "batch": batch,
+            "status": res.status,
+            "steps_kept": res.steps,
+            "seconds": dt,
+            "samples_per_s": res.samples_per_s,
+            "peak_memory_gb": res.peak_memory_gb,
+            "note": res.note,
+            "allocated_before_gb": allocated_before,
+            "allocated_after_gb": common.gb(resident(device)),
+        }
         if res.status != "ok":
             after = trainer.model.state_dict()
             entry["weights_equal_to_before"] = all(torch.equal(before[k], after[k].cpu()) for k in before)
             entry["step_and_cursor_restored"] = (trainer.state.global_step, trainer.state.cursor) == state_before
-        print(f"  growth batch {batch}: {res.status} in {dt:.1f} s, peak {res.peak_memory_gb:.2f} GB"
-              + (f", weights equal to before: {entry['weights_equal_to_before']}, step+cursor restored: "
-                 f"{entry['step_and_cursor_restored']} ({res.note[:120]})" if res.status != "ok" else ""))
+        print(
+            f"  growth batch {batch}: {res.status} in {dt:.1f} s, peak {res.peak_memory_gb:.2f} GB"
+            + (
+                f", weights equal to before: {entry['weights_equal_to_before']}, step+cursor restored: "
+                f"{entry['step_and_cursor_restored']} ({res.note[:120]})"
+                if res.status != "ok"
+                else ""
+            )
+        )
         log.append(entry)
         del before
         gc.collect()
@@ -278,10 +335,16 @@ def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str
         allocated_before = common.gb(resident(device))
         rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-oom-")) / "start")
         res = trainer.train_block(Hyperparams(args.lr, last_ok, 1, 0), args.oom_steps, rollback=rollback)
-        result["recovery"] = {"batch": last_ok, "status": res.status, "steps_kept": res.steps,
-                              "samples_per_s": res.samples_per_s, "peak_memory_gb": res.peak_memory_gb,
-                              "allocated_before_gb": allocated_before, "allocated_after_gb": common.gb(resident(device)),
-                              "note": res.note}
+        result["recovery"] = {
+            "batch": last_ok,
+            "status": res.status,
+            "steps_kept": res.steps,
+            "samples_per_s": res.samples_per_s,
+            "peak_memory_gb": res.peak_memory_gb,
+            "allocated_before_gb": allocated_before,
+            "allocated_after_gb": common.gb(resident(device)),
+            "note": res.note,
+        }
         print(f"  recovery block at batch {last_ok}: {res.status}")
     return result
 
@@ -292,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from sttrl.config import TrainConfig
-    from sttrl.model import LoadedModel, set_frozen_layers
-    from sttrl.trainer import Trainer
+    from sttrl.train.model import LoadedModel, set_frozen_layers
+    from sttrl.train.trainer import Trainer
 
     quick = args.quick
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -304,23 +367,32 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.reps or (2 if quick else 3)
     autocast = args.dtype == "bfloat16" and device.type == "cuda"
     info = common.machine_info(device)
-    print(f"{NAME}: {common.describe_machine(info)}; device {device}, dtype {args.dtype}"
-          + ("" if device.type == "cuda" else " (bf16 autocast only on CUDA: CPU trains in float32)"))
+    print(
+        f"{NAME}: {common.describe_machine(info)}; device {device}, dtype {args.dtype}"
+        + ("" if device.type == "cuda" else " (bf16 autocast only on CUDA: CPU trains in float32)")
+    )
 
     processor, prefix, tok_source = build_processor(args, sizes["window"])
     frames = sizes["window"] * 100
     store = SyntheticStore(args.pool, frames, args.label_len, prefix, seed=0)
     model = build_model(sizes, device, seed=0)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"  model: {n_params / 1e6:.1f} M parameters, {sizes}; tokenizer: {tok_source}; "
-          f"labels {args.label_len} tokens + prefix {prefix}")
+    print(
+        f"  model: {n_params / 1e6:.1f} M parameters, {sizes}; tokenizer: {tok_source}; "
+        f"labels {args.label_len} tokens + prefix {prefix}"
+    )
     budget = None
     if device.type != "cuda":
         import psutil
 
         budget = args.cpu_budget_gb or round(psutil.Process().memory_info().rss / 2**30 + 0.25, 2)
-    tcfg = TrainConfig(lr=args.lr, batch_size=batches[0], batch_max=max(args.max_batch, max(batches)), warmup_steps=0,
-                       memory_budget_gb=budget)
+    tcfg = TrainConfig(
+        lr=args.lr,
+        batch_size=batches[0],
+        batch_max=max(args.max_batch, max(batches)),
+        warmup_steps=0,
+        memory_budget_gb=budget,
+    )
     loaded = LoadedModel(model, processor, prefix, {"language": "sw", "task": "transcribe"}, Path("synthetic"))
     set_frozen_layers(model, 0)
     trainer = Trainer(loaded, store, tcfg, seed=0, device=device, dtype=args.dtype)
@@ -333,25 +405,44 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         bare_models["bare_forloop"] = copy.deepcopy(model)
     for name, m in bare_models.items():
-        contestants[name] = make_bare(m, store, trainer.batch_indices, args.lr, device, autocast,
-                                      foreach=False if name == "bare_forloop" else None)
+        contestants[name] = make_bare(
+            m,
+            store,
+            trainer.batch_indices,
+            args.lr,
+            device,
+            autocast,
+            foreach=False if name == "bare_forloop" else None,
+        )
 
     speed: dict[str, Any] = {}
     for batch in batches:
         print(f"  batch {batch}: {k_steps} steps per block, {reps} rounds + {args.warmup} warm-up")
         try:
-            rounds = common.interleaved({n: (lambda f=f: f(batch, k_steps)) for n, f in contestants.items()}, reps,
-                                        args.warmup)
+            rounds = common.interleaved(
+                {n: (lambda f=f: f(batch, k_steps)) for n, f in contestants.items()}, reps, args.warmup
+            )
         except torch.OutOfMemoryError as exc:  # the bare loops have no rollback: record and go on
             speed[str(batch)] = {"error": f"OutOfMemoryError in a bare loop: {str(exc).splitlines()[0][:160]}"}
             torch.cuda.empty_cache()
             continue
-        summ = {n: {k: common.summarize(common.column(rs, k)) for k in rs[0] if k != "status"} for n, rs in rounds.items()}
-        ratios = {f"sttrl/{o}": {"block": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_block"),
-                                 "step": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_step")}
-                  for o in rounds if o != "sttrl"}
-        speed[str(batch)] = {"summary": summ, "ratios": ratios, "statuses": [r.get("status") for r in rounds["sttrl"]],
-                             "rounds": rounds}
+        summ = {
+            n: {k: common.summarize(common.column(rs, k)) for k in rs[0] if k != "status"} for n, rs in rounds.items()
+        }
+        ratios = {
+            f"sttrl/{o}": {
+                "block": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_block"),
+                "step": common.paired_ratio(rounds["sttrl"], rounds[o], "samples_per_s_step"),
+            }
+            for o in rounds
+            if o != "sttrl"
+        }
+        speed[str(batch)] = {
+            "summary": summ,
+            "ratios": ratios,
+            "statuses": [r.get("status") for r in rounds["sttrl"]],
+            "rounds": rounds,
+        }
         if args.profile:
             from train_throughput import profile_blocks
 
@@ -368,10 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         start = args.oom_start or max(batches)
-        print(f"  batch growth from {start} (x2 per block of {args.oom_steps} steps) until OOM"
-              + ("" if device.type == "cuda" else f" (CPU: memory_budget_gb={budget} stands in for OOM)"))
+        print(
+            f"  batch growth from {start} (x2 per block of {args.oom_steps} steps) until OOM"
+            + ("" if device.type == "cuda" else f" (CPU: memory_budget_gb={budget} stands in for OOM)")
+        )
         oom = grow_until_oom(trainer, args, start, device)
-        oom["kind"] = "torch.OutOfMemoryError" if device.type == "cuda" else f"simulated: train.memory_budget_gb={budget}"
+        oom["kind"] = (
+            "torch.OutOfMemoryError" if device.type == "cuda" else f"simulated: train.memory_budget_gb={budget}"
+        )
 
     rows = []
     for batch, s in speed.items():
@@ -380,32 +475,91 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for name, v in s["summary"].items():
             r = s["ratios"].get(f"sttrl/{name}")
-            rows.append([batch, name, v["samples_per_s_block"]["median"], v["samples_per_s_step"]["median"],
-                         v["peak_delta_gb"]["median"] if device.type == "cuda" else "-",
-                         f"{r['block']['median']:.3f}" if r else "-", f"{r['step']['median']:.3f}" if r else "-"])
-    table = common.markdown_table(["batch", "contestant", "block samples/s", "step samples/s",
-                                   "peak GB above start", "sttrl ÷ this (block)", "sttrl ÷ this (step)"], rows)
+            rows.append(
+                [
+                    batch,
+                    name,
+                    v["samples_per_s_block"]["median"],
+                    v["samples_per_s_step"]["median"],
+                    v["peak_delta_gb"]["median"] if device.type == "cuda" else "-",
+                    f"{r['block']['median']:.3f}" if r else "-",
+                    f"{r['step']['median']:.3f}" if r else "-",
+                ]
+            )
+    table = common.markdown_table(
+        [
+            "batch",
+            "contestant",
+            "block samples/s",
+            "step samples/s",
+            "peak GB above start",
+            "sttrl ÷ this (block)",
+            "sttrl ÷ this (step)",
+        ],
+        rows,
+    )
     if oom is not None:
         mem = "GPU allocated" if device.type == "cuda" else "process RSS"
-        orows = [[b["batch"], b["status"], b["peak_memory_gb"], b.get("weights_equal_to_before", "-"),
-                  b.get("step_and_cursor_restored", "-"), b["allocated_before_gb"], b["allocated_after_gb"]]
-                 for b in oom["blocks"]]
+        orows = [
+            [
+                b["batch"],
+                b["status"],
+                b["peak_memory_gb"],
+                b.get("weights_equal_to_before", "-"),
+                b.get("step_and_cursor_restored", "-"),
+                b["allocated_before_gb"],
+                b["allocated_after_gb"],
+            ]
+            for b in oom["blocks"]
+        ]
         if "recovery" in oom:
             rec = oom["recovery"]
-            orows.append([f"{rec['batch']} (after the OOM)", rec["status"], rec["peak_memory_gb"], "-", "-",
-                          rec["allocated_before_gb"], rec["allocated_after_gb"]])
+            orows.append(
+                [
+                    f"{rec['batch']} (after the OOM)",
+                    rec["status"],
+                    rec["peak_memory_gb"],
+                    "-",
+                    "-",
+                    rec["allocated_before_gb"],
+                    rec["allocated_after_gb"],
+                ]
+            )
         table += "\n\n" + common.markdown_table(
-            ["growth batch", "status", "peak GB (BlockResult)", "weights equal to before", "step + cursor restored",
-             f"{mem} before block (GB)", f"{mem} after block (GB)"], orows)
+            [
+                "growth batch",
+                "status",
+                "peak GB (BlockResult)",
+                "weights equal to before",
+                "step + cursor restored",
+                f"{mem} before block (GB)",
+                f"{mem} after block (GB)",
+            ],
+            orows,
+        )
         table += f"\n\nOOM: {oom['kind']}."
-    table += (f"\n\n{'QUICK (tiny sizes, CPU) — ' if quick else ''}{n_params / 1e6:.1f} M-parameter Whisper "
-              f"({sizes['d_model']}, {sizes['layers']}+{sizes['layers']} layers, {sizes['window']} s), "
-              f"{args.dtype if device.type == 'cuda' else 'float32 (CPU)'}, "
-              f"{k_steps} steps/block, median of {reps} interleaved rounds after {args.warmup} warm-up; "
-              f"{common.describe_machine(info)}.")
-    payload = {"machine": info, "device": str(device), "dtype": args.dtype, "sizes": sizes, "parameters": n_params,
-               "tokenizer": tok_source, "prefix": prefix, "label_len": args.label_len, "steps_per_block": k_steps,
-               "reps": reps, "warmup": args.warmup, "speed": speed, "oom": oom}
+    table += (
+        f"\n\n{'QUICK (tiny sizes, CPU) — ' if quick else ''}{n_params / 1e6:.1f} M-parameter Whisper "
+        f"({sizes['d_model']}, {sizes['layers']}+{sizes['layers']} layers, {sizes['window']} s), "
+        f"{args.dtype if device.type == 'cuda' else 'float32 (CPU)'}, "
+        f"{k_steps} steps/block, median of {reps} interleaved rounds after {args.warmup} warm-up; "
+        f"{common.describe_machine(info)}."
+    )
+    payload = {
+        "machine": info,
+        "device": str(device),
+        "dtype": args.dtype,
+        "sizes": sizes,
+        "parameters": n_params,
+        "tokenizer": tok_source,
+        "prefix": prefix,
+        "label_len": args.label_len,
+        "steps_per_block": k_steps,
+        "reps": reps,
+        "warmup": args.warmup,
+        "speed": speed,
+        "oom": oom,
+    }
     common.report(NAME, args, payload, table)
     return 0
 

@@ -34,13 +34,14 @@ from sttrl.config import add_config_arguments, config_from_dict, load_config  # 
 from sttrl.io import atomic_write_json  # noqa: E402
 
 
-def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller: str, run_dir: Path,
-            one_block: bool = True) -> dict[str, Any]:
+def episode(
+    cfg: Any, instance: int, setting: dict[str, Any] | None, controller: str, run_dir: Path, one_block: bool = True
+) -> dict[str, Any]:
     """One episode on ``instance`` (its start replaced by ``setting`` when given), judged on hidden dev."""
-    from sttrl.controllers import make_controller
-    from sttrl.env import SttEnv
-    from sttrl.instances import apply
-    from sttrl.judge import judge
+    from sttrl.control.registry import make_controller
+    from sttrl.env.gym import SttEnv
+    from sttrl.env.instances import apply
+    from sttrl.judge.scoring import judge
 
     done = run_dir / "judge-dev.json"
     if done.is_file():
@@ -53,10 +54,10 @@ def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller:
     data["env"]["instances"] = None  # the instance is already applied; keep its record
     icfg = config_from_dict(data)
     if controller == "static" and one_block:
-        # A static setting reads no observation, so its budget is trained as one block (graph.bench's
+        # A static setting reads no observation, so its budget is trained as one block (bench's
         # one_block, as the schedule tuning and the oracle do): same data order, optimizer steps and lr; only the
         # per-block validation evaluations (never read) and block checkpoints are skipped.
-        from graph.bench.tune_schedule import one_block as as_one_block
+        from bench.tune_schedule import one_block as as_one_block
 
         icfg = as_one_block(icfg)
     env = SttEnv(icfg)
@@ -65,7 +66,7 @@ def episode(cfg: Any, instance: int, setting: dict[str, Any] | None, controller:
     done_ep, obs = False, info["observation"]
     while not done_ep:
         d = policy.decide(obs, env.trajectory.records())
-        _, _, term, trunc, info = env.step(d.action, rationale=d.rationale, source=d.source)
+        _, _, term, trunc, info = env.step(d)
         obs, done_ep = info["observation"], term or trunc
     env.close()
     return judge(run_dir, progress=False, split="dev")
@@ -79,13 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid-lr", default="5e-5,1.5e-4,4.5e-4", help="comma-separated static learning rates")
     p.add_argument("--grid-batch", default="", help="comma-separated static batch sizes (default: the instance's)")
     p.add_argument("--out", type=Path, default=Path("runs/headroom"))
-    p.add_argument("--prune-above", type=float, default=1.0,
-                   help="drop from the test instances' grid every setting whose mean dev WER over the train instances "
-                        "is at or above this (a setting that collapses on the train instances; tuning on train is "
-                        "allowed); 0 keeps the whole grid")
-    p.add_argument("--blocks", choices=("one", "episode"), default="one",
-                   help="static runs as one block of the whole sample budget (default; no unread evaluations) "
-                        "or as the episode's blocks")
+    p.add_argument(
+        "--prune-above",
+        type=float,
+        default=1.0,
+        help="drop from the test instances' grid every setting whose mean dev WER over the train instances "
+        "is at or above this (a setting that collapses on the train instances; tuning on train is "
+        "allowed); 0 keeps the whole grid",
+    )
+    p.add_argument(
+        "--blocks",
+        choices=("one", "episode"),
+        default="one",
+        help="static runs as one block of the whole sample budget (default; no unread evaluations) "
+        "or as the episode's blocks",
+    )
     args = p.parse_args(argv)
     cfg = load_config(args.preset, args.config, args.overrides)
     if cfg.env.instances is None:
@@ -102,12 +111,24 @@ def main(argv: list[str] | None = None) -> int:
     def run(instance: int, kind: str, setting: dict[str, Any] | None, controller: str) -> float:
         tag = "-".join(f"{k}{v:g}" for k, v in (setting or {}).items()) or controller
         t = time.perf_counter()
-        rep = episode(cfg, instance, setting, controller, args.out / f"i{instance}-{kind}-{tag}",
-                      one_block=args.blocks == "one")
-        rows.append({"instance": instance, "kind": kind, "setting": setting, "controller": controller,
-                     "dev_wer": rep["wer"], "scored": rep["scored"], "seconds": time.perf_counter() - t})
-        atomic_write_json(args.out / "headroom.json", {"preset": cfg.preset, "grid": grid, "rows": rows,
-                                                       "seconds": time.perf_counter() - t0})
+        rep = episode(
+            cfg, instance, setting, controller, args.out / f"i{instance}-{kind}-{tag}", one_block=args.blocks == "one"
+        )
+        rows.append(
+            {
+                "instance": instance,
+                "kind": kind,
+                "setting": setting,
+                "controller": controller,
+                "dev_wer": rep["wer"],
+                "scored": rep["scored"],
+                "seconds": time.perf_counter() - t,
+            }
+        )
+        atomic_write_json(
+            args.out / "headroom.json",
+            {"preset": cfg.preset, "grid": grid, "rows": rows, "seconds": time.perf_counter() - t0},
+        )
         print(f"instance {instance} {kind} {tag}: dev WER {rep['wer']:.3f}", flush=True)
         return float(rep["wer"])
 
@@ -130,21 +151,40 @@ def main(argv: list[str] | None = None) -> int:
     def wer(i: int, kind: str, setting: dict[str, Any] | None = None) -> float:
         return next(r["dev_wer"] for r in rows if r["instance"] == i and r["kind"] == kind and r["setting"] == setting)
 
-    table = [{"instance": i, "start": wer(i, "start"), "oracle": min(wer(i, "grid", s) for s in test_grid),
-              "tuned": wer(i, "grid", tuned), "rule": wer(i, "rule")} for i in tests]
+    table = [
+        {
+            "instance": i,
+            "start": wer(i, "start"),
+            "oracle": min(wer(i, "grid", s) for s in test_grid),
+            "tuned": wer(i, "grid", tuned),
+            "rule": wer(i, "rule"),
+        }
+        for i in tests
+    ]
     mean = {k: statistics.fmean(r[k] for r in table) for k in ("start", "oracle", "tuned", "rule")}
-    summary = {"tuned_setting": tuned, "train_means": dict(zip(map(str, grid), train_means)), "test_grid": test_grid,
-               "pruned": pruned, "mean": mean, "repair_room": mean["start"] - mean["oracle"],
-               "adapt_room": mean["tuned"] - mean["oracle"], "per_instance": table}
-    atomic_write_json(args.out / "headroom.json", {"preset": cfg.preset, "grid": grid, "rows": rows,
-                                                   "summary": summary, "seconds": time.perf_counter() - t0})
+    summary = {
+        "tuned_setting": tuned,
+        "train_means": dict(zip(map(str, grid), train_means)),
+        "test_grid": test_grid,
+        "pruned": pruned,
+        "mean": mean,
+        "repair_room": mean["start"] - mean["oracle"],
+        "adapt_room": mean["tuned"] - mean["oracle"],
+        "per_instance": table,
+    }
+    atomic_write_json(
+        args.out / "headroom.json",
+        {"preset": cfg.preset, "grid": grid, "rows": rows, "summary": summary, "seconds": time.perf_counter() - t0},
+    )
     print("| instance | start | oracle | tuned static | rule |\n|---:|---:|---:|---:|---:|")
     for r in table:
         print(f"| {r['instance']} | {r['start']:.3f} | {r['oracle']:.3f} | {r['tuned']:.3f} | {r['rule']:.3f} |")
     print(f"| mean | {mean['start']:.3f} | {mean['oracle']:.3f} | {mean['tuned']:.3f} | {mean['rule']:.3f} |")
-    print(f"room to repair a start (start - oracle): {summary['repair_room']:+.3f}; room to adapt "
-          f"(tuned static - oracle): {summary['adapt_room']:+.3f}; tuned static setting {tuned}; "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"room to repair a start (start - oracle): {summary['repair_room']:+.3f}; room to adapt "
+        f"(tuned static - oracle): {summary['adapt_room']:+.3f}; tuned static setting {tuned}; "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 

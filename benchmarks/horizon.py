@@ -27,10 +27,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from headroom import episode  # noqa: E402
+from headroom import episode
 
-from sttrl.config import add_config_arguments, load_config  # noqa: E402
-from sttrl.io import atomic_write_json  # noqa: E402
+from sttrl.config import add_config_arguments, load_config
+from sttrl.io import atomic_write_json
 
 
 def budget_overrides(samples: int, max_actions: int) -> list[str]:
@@ -40,20 +40,36 @@ def budget_overrides(samples: int, max_actions: int) -> list[str]:
     return ["env.budget_unit=samples", f"env.samples_per_action={samples // max_actions}"]
 
 
-def job(preset: str, config: str | None, overrides: list[str], samples: int, instance: int, kind: str,
-        setting: dict[str, Any] | None, run_dir: str) -> dict[str, Any]:
+def job(
+    preset: str,
+    config: str | None,
+    overrides: list[str],
+    samples: int,
+    instance: int,
+    kind: str,
+    setting: dict[str, Any] | None,
+    run_dir: str,
+) -> dict[str, Any]:
     """One static run (in a fresh process); its checkpoints are removed after the judge (only the score is kept)."""
     cfg = load_config(preset, config, overrides)  # overrides include the budget's (budget_overrides)
     t = time.perf_counter()
     rep = episode(cfg, instance, setting, "static", Path(run_dir))
     for sub in ("checkpoints", "final"):
         shutil.rmtree(Path(run_dir) / sub, ignore_errors=True)
-    return {"samples": samples, "instance": instance, "kind": kind, "setting": setting, "dev_wer": rep["wer"],
-            "scored": rep["scored"], "seconds": time.perf_counter() - t}
+    return {
+        "samples": samples,
+        "instance": instance,
+        "kind": kind,
+        "setting": setting,
+        "dev_wer": rep["wer"],
+        "scored": rep["scored"],
+        "seconds": time.perf_counter() - t,
+    }
 
 
-def summarize(rows: list[dict[str, Any]], budgets: list[int], grid: list[dict[str, Any]], tests: list[int],
-              trains: list[int]) -> list[dict[str, Any]]:
+def summarize(
+    rows: list[dict[str, Any]], budgets: list[int], grid: list[dict[str, Any]], tests: list[int], trains: list[int]
+) -> list[dict[str, Any]]:
     """Per budget: the tuned setting (train instances), the mean start / oracle / tuned dev WER and both margins."""
     out = []
     for n in budgets:
@@ -69,12 +85,28 @@ def summarize(rows: list[dict[str, Any]], budgets: list[int], grid: list[dict[st
 
         means = [statistics.fmean(wer(i, "train-grid", s) for i in trains) for s in grid]
         tuned = grid[min(range(len(grid)), key=means.__getitem__)]
-        per = [{"instance": i, "start": wer(i, "start", None), "oracle": min(wer(i, "grid", s) for s in grid),
-                "tuned": wer(i, "grid", tuned)} for i in tests]
+        per = [
+            {
+                "instance": i,
+                "start": wer(i, "start", None),
+                "oracle": min(wer(i, "grid", s) for s in grid),
+                "tuned": wer(i, "grid", tuned),
+            }
+            for i in tests
+        ]
         m = {k: statistics.fmean(r[k] for r in per) for k in ("start", "oracle", "tuned")}
-        out.append({"samples": n, "complete": True, "tuned_setting": tuned, "train_means": means, "mean": m,
-                    "repair_room": m["start"] - m["oracle"], "adapt_room": m["tuned"] - m["oracle"],
-                    "per_instance": per})
+        out.append(
+            {
+                "samples": n,
+                "complete": True,
+                "tuned_setting": tuned,
+                "train_means": means,
+                "mean": m,
+                "repair_room": m["start"] - m["oracle"],
+                "adapt_room": m["tuned"] - m["oracle"],
+                "per_instance": per,
+            }
+        )
     return out
 
 
@@ -90,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.preset, args.config, args.overrides)
     if cfg.env.instances is None:
-        print(f"error: preset {cfg.preset} has no env.instances; the horizon study needs an instance set",
-              file=sys.stderr)
+        print(
+            f"error: preset {cfg.preset} has no env.instances; the horizon study needs an instance set", file=sys.stderr
+        )
         return 2
     if args.workers < 1:
         print(f"error: --workers must be at least 1 (got {args.workers})", file=sys.stderr)
@@ -117,21 +150,35 @@ def main(argv: list[str] | None = None) -> int:
 
     def write() -> list[dict[str, Any]]:
         summary = summarize(rows, budgets, grid, tests, trains)
-        atomic_write_json(result, {"preset": cfg.preset, "grid": grid, "budgets": budgets, "tests": tests,
-                                   "trains": trains, "rows": rows, "summary": summary,
-                                   "seconds": time.perf_counter() - t0})
+        atomic_write_json(
+            result,
+            {
+                "preset": cfg.preset,
+                "grid": grid,
+                "budgets": budgets,
+                "tests": tests,
+                "trains": trains,
+                "rows": rows,
+                "summary": summary,
+                "seconds": time.perf_counter() - t0,
+            },
+        )
         return summary
 
     print(f"{len(plan)} static runs ({len(todo)} to do) on {args.workers} worker(s)", flush=True)
-    with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
-                                max_tasks_per_child=1) as pool:
+    with cf.ProcessPoolExecutor(
+        max_workers=args.workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1
+    ) as pool:
         futs = {}
         for n, i, kind, s in todo:
             tag = "-".join(f"{k}{v:g}" for k, v in (s or {}).items()) or "start"
             run_dir = str((args.out / f"n{n}-i{i}-{kind}-{tag}").resolve())
             overrides = [*args.overrides, *budget_overrides(n, cfg.env.max_actions)]
-            futs[pool.submit(job, args.preset, str(args.config) if args.config else None, overrides, n,
-                             i, kind, s, run_dir)] = (n, i, kind, tag)
+            futs[
+                pool.submit(
+                    job, args.preset, str(args.config) if args.config else None, overrides, n, i, kind, s, run_dir
+                )
+            ] = (n, i, kind, tag)
         for fut in cf.as_completed(futs):
             n, i, kind, tag = futs[fut]
             try:
@@ -141,17 +188,23 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(row)
             write()
-            print(f"{n} samples, instance {i} {kind} {tag}: dev WER {row['dev_wer']:.3f} ({row['seconds']:.0f} s)",
-                  flush=True)
+            print(
+                f"{n} samples, instance {i} {kind} {tag}: dev WER {row['dev_wer']:.3f} ({row['seconds']:.0f} s)",
+                flush=True,
+            )
     summary = write()
-    print("| samples | start | oracle | tuned static (lr) | repair room | adapt room |\n|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| samples | start | oracle | tuned static (lr) | repair room | adapt room |\n|---:|---:|---:|---:|---:|---:|"
+    )
     for s in summary:
         if not s["complete"]:
             print(f"| {s['samples']} | incomplete |")
             continue
         m = s["mean"]
-        print(f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | {m['tuned']:.3f} ({s['tuned_setting']['lr']:g}) "
-              f"| {s['repair_room']:+.3f} | {s['adapt_room']:+.3f} |")
+        print(
+            f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | {m['tuned']:.3f} ({s['tuned_setting']['lr']:g}) "
+            f"| {s['repair_room']:+.3f} | {s['adapt_room']:+.3f} |"
+        )
     print(f"{time.perf_counter() - t0:.0f} s; rows: {result}")
     return 0
 

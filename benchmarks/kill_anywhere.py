@@ -49,6 +49,8 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/kill_anywhere.py` fro
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
+from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -58,16 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=20, help="kills (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill delays and of the episode (default 0)")
-    p.add_argument("--agent", default="random", choices=("random", "rule", "static"),
-                   help="the episode's controller (default random: many actions, never stops early)")
+    p.add_argument(
+        "--agent",
+        default="random",
+        choices=("random", "rule", "static"),
+        help="the episode's controller (default random: many actions, never stops early)",
+    )
     p.add_argument("--steps-per-action", type=int, default=8, help="optimizer steps per block (default 8)")
     p.add_argument("--max-actions", type=int, default=6, help="decisions per episode (default 6)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for the episodes, e.g. data.cache_dir=DIR (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for the episodes, e.g. data.cache_dir=DIR (repeatable)",
+    )
     p.add_argument("--workdir", type=Path, help="where runs, checkpoints and logs go (default: a temp dir, removed)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "kill_anywhere.json",
-                   help="JSON result file (default benchmarks/out/kill_anywhere.json)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "out" / "kill_anywhere.json",
+        help="JSON result file (default benchmarks/out/kill_anywhere.json)",
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one process may take (default 600)")
     return p
 
@@ -82,8 +98,9 @@ class Episode:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"  # every event line reaches the log before a kill
         with open(log, "w") as fh:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True, env=env)
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
+            )
         self.started = time.perf_counter()
 
     def wait(self, seconds: float) -> bool:
@@ -110,9 +127,26 @@ class Episode:
 
 
 def episode_cmd(args: argparse.Namespace, work: Path, thread: str) -> list[str]:
-    cmd = [sys.executable, "-u", "-m", "graph.run", "--preset", "debug", "--agent", args.agent, "--seed", str(args.seed),
-           "--steps-per-action", str(args.steps_per_action), "--max-actions", str(args.max_actions),
-           "--set", "env.checkpoint_every=1", "--set", f"run.out_dir={work / 'runs'}"]
+    cmd = [
+        sys.executable,
+        "-u",
+        "-m",
+        "graph.run",
+        "--preset",
+        "debug",
+        "--agent",
+        args.agent,
+        "--seed",
+        str(args.seed),
+        "--steps-per-action",
+        str(args.steps_per_action),
+        "--max-actions",
+        str(args.max_actions),
+        "--set",
+        "env.checkpoint_every=1",
+        "--set",
+        f"run.out_dir={work / 'runs'}",
+    ]
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd + ["--thread-id", thread]  # not --quiet: one line per event tells where a kill landed
@@ -136,9 +170,13 @@ class Checkpoints:
         values = snap.values or {}
         if not values and not snap.next:
             return {"checkpointed": False}
-        return {"checkpointed": True, "next": list(snap.next), "step": values.get("step", 0),
-                "finished": bool(values.get("judge")),
-                "setup_done": bool(values.get("run_id")) and values.get("step") is not None}
+        return {
+            "checkpointed": True,
+            "next": list(snap.next),
+            "step": values.get("step", 0),
+            "finished": bool(values.get("judge")),
+            "setup_done": bool(values.get("run_id")) and values.get("step") is not None,
+        }
 
 
 def partial_steps(run_dir: Path) -> int:
@@ -210,9 +248,9 @@ def expected_first_line(thread: str, state: dict[str, Any]) -> str:
 
 def outcome(run_dir: Path) -> dict[str, Any]:
     """Everything that must match between a resumed and an uninterrupted episode."""
-    recs = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines() if line.strip()]
-    report = json.loads((run_dir / "judge.json").read_text())
-    final = json.loads((run_dir / "run.json").read_text())["final"]
+    recs = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines() if line.strip()]
+    report = json.loads((run_dir / JUDGE_REPORT).read_text())
+    final = json.loads((run_dir / RUN_RECORD).read_text())["final"]
     return {
         "steps": [r["step"] for r in recs],
         "decisions": [[r["action"], r["source"], r["status"], r["hp_after"], r["reward"]] for r in recs],
@@ -253,8 +291,11 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
         raise RuntimeError(f"the reference episode failed:\n{ref_ep.text[-3000:]}")
     t_ref = time.perf_counter() - ref_ep.started
     ref = outcome(work / "runs" / "reference")
-    console.print(f"reference: {t_ref:.1f} s, {len(ref['steps'])} steps, judge WER {ref['judge'][0]:.3f} "
-                  f"CER {ref['judge'][1]:.3f}", highlight=False)
+    console.print(
+        f"reference: {t_ref:.1f} s, {len(ref['steps'])} steps, judge WER {ref['judge'][0]:.3f} "
+        f"CER {ref['judge'][1]:.3f}",
+        highlight=False,
+    )
 
     rng = random.Random(args.seed)
     kills: list[dict[str, Any]] = []
@@ -262,9 +303,15 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
     chain, thread = 1, "kill-1"
     chain_kills: list[int] = []
     pending: list[int] = []  # kills whose resume line has not been seen yet
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
-                   disable=not console.is_terminal)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
     task = bar.add_task("kills", total=args.n, info="")
     with bar:
         while True:
@@ -285,25 +332,41 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
             if not exited:
                 state = ckpts.state(thread)
                 run_dir = work / "runs" / thread
-                kill = {"kill": len(kills) + 1, "thread": thread, "after_s": round(delay, 2),
-                        "phase": phase_of(ep.text), "thread_at": thread_at(state, run_dir),
-                        "step": state.get("step"), "partial_steps": partial_steps(run_dir),
-                        "expected": expected_first_line(thread, state),
-                        "resumed": None, "resume_line": None, "log": ep.log.name}
+                kill = {
+                    "kill": len(kills) + 1,
+                    "thread": thread,
+                    "after_s": round(delay, 2),
+                    "phase": phase_of(ep.text),
+                    "thread_at": thread_at(state, run_dir),
+                    "step": state.get("step"),
+                    "partial_steps": partial_steps(run_dir),
+                    "expected": expected_first_line(thread, state),
+                    "resumed": None,
+                    "resume_line": None,
+                    "log": ep.log.name,
+                }
                 kills.append(kill)
                 chain_kills.append(kill["kill"])
                 pending.append(len(kills) - 1)
                 bar.update(task, advance=1, info=f"{kill['phase']}")
-                console.print(f"kill {kill['kill']}/{args.n} after {delay:.1f} s: {kill['phase']} "
-                              f"(thread {thread} at {kill['thread_at']})", highlight=False, markup=False)
+                console.print(
+                    f"kill {kill['kill']}/{args.n} after {delay:.1f} s: {kill['phase']} "
+                    f"(thread {thread} at {kill['thread_at']})",
+                    highlight=False,
+                    markup=False,
+                )
                 continue
             if ep.proc.returncode != 0:
                 raise RuntimeError(f"thread {thread} failed (exit {ep.proc.returncode}):\n{ep.text[-3000:]}")
             got = outcome(work / "runs" / thread)
             cmp = compare(got, ref)
             chains.append({"thread": thread, "kills": chain_kills, **cmp})
-            console.print(f"thread {thread} finished after {len(chain_kills)} kills: "
-                          + ", ".join(f"{k} {v}" for k, v in cmp.items()), highlight=False, markup=False)
+            console.print(
+                f"thread {thread} finished after {len(chain_kills)} kills: "
+                + ", ".join(f"{k} {v}" for k, v in cmp.items()),
+                highlight=False,
+                markup=False,
+            )
             if len(kills) >= args.n:
                 break
             chain += 1
@@ -315,8 +378,14 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
     return {
         "n": args.n,
         "seed": args.seed,
-        "episode": {"preset": "debug", "agent": args.agent, "steps_per_action": args.steps_per_action,
-                    "max_actions": args.max_actions, "checkpoint_every": 1, "overrides": args.overrides},
+        "episode": {
+            "preset": "debug",
+            "agent": args.agent,
+            "steps_per_action": args.steps_per_action,
+            "max_actions": args.max_actions,
+            "checkpoint_every": 1,
+            "overrides": args.overrides,
+        },
         "reference": {"seconds": t_ref, **ref},
         "kills": kills,
         "phases": {p: sum(1 for k in kills if k["phase"] == p) for p in dict.fromkeys(k["phase"] for k in kills)},
@@ -333,23 +402,36 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| kill | thread | after s | process was in | checkpointer had the thread at | resumed |",
-             "|---:|---|---:|---|---|---|"]
+    lines = [
+        "| kill | thread | after s | process was in | checkpointer had the thread at | resumed |",
+        "|---:|---|---:|---|---|---|",
+    ]
     for k in result["kills"]:
-        lines.append(f"| {k['kill']} | {k['thread']} | {k['after_s']:.1f} | {k['phase']} | {k['thread_at']} | "
-                     f"{'yes' if k['resumed'] else 'NO'} |")
+        lines.append(
+            f"| {k['kill']} | {k['thread']} | {k['after_s']:.1f} | {k['phase']} | {k['thread_at']} | "
+            f"{'yes' if k['resumed'] else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
 def summary_line(result: dict[str, Any]) -> str:
-    return (f"resumed runs {result['resumed']}/{result['n']}, lost steps {result['lost_steps']}, "
-            f"duplicated steps {result['duplicated_steps']}, judge equal: {'yes' if result['judge_equal'] else 'no'}")
+    return (
+        f"resumed runs {result['resumed']}/{result['n']}, lost steps {result['lost_steps']}, "
+        f"duplicated steps {result['duplicated_steps']}, judge equal: {'yes' if result['judge_equal'] else 'no'}"
+    )
 
 
 def passed(result: dict[str, Any]) -> bool:
-    return (result["resumed"] == result["n"] and result["lost_steps"] == 0 and result["duplicated_steps"] == 0
-            and result["judge_equal"] and result["numbers_equal"] and result["weights_equal"]
-            and result["steps_equal"] and bool(result["chains"]))
+    return (
+        result["resumed"] == result["n"]
+        and result["lost_steps"] == 0
+        and result["duplicated_steps"] == 0
+        and result["judge_equal"]
+        and result["numbers_equal"]
+        and result["weights_equal"]
+        and result["steps_equal"]
+        and bool(result["chains"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,9 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(markdown(result), highlight=False, markup=False)
     console.print("kills landed in: " + ", ".join(f"{p} {c}" for p, c in result["phases"].items()), highlight=False)
-    console.print(f"{len(result['chains'])} threads finished, {result['processes']} processes, "
-                  f"{result['seconds']:.0f} s; per-step numbers equal: {'yes' if result['numbers_equal'] else 'no'}, "
-                  f"final weights equal: {'yes' if result['weights_equal'] else 'no'}", highlight=False)
+    console.print(
+        f"{len(result['chains'])} threads finished, {result['processes']} processes, "
+        f"{result['seconds']:.0f} s; per-step numbers equal: {'yes' if result['numbers_equal'] else 'no'}, "
+        f"final weights equal: {'yes' if result['weights_equal'] else 'no'}",
+        highlight=False,
+    )
     console.print(summary_line(result), highlight=False, markup=False)
     console.print(f"written: {args.out}", highlight=False, markup=False)
     return 0 if result["passed"] else 1

@@ -18,8 +18,9 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -28,10 +29,24 @@ def observations(n: int) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         wer = 1.0 - 0.1 * i
-        rows.append(dict(step=i, global_step=20 * i, lr=1e-3 * (2 ** ((i % 3) - 1)), batch_size=8 * (1 + i % 2),
-                         grad_accum=1, freeze_layers=i % 3, max_freeze_layers=4, train_loss=3.0 - 0.3 * i + 0.2 * (i % 2),
-                         wer=wer, cer=wer * 0.7, best_wer=min(1.0, wer + 0.02), previous_wer=wer + 0.05 * (-1) ** i,
-                         memory_gb=1.2 + 0.1 * i, status="ok" if i != 3 else "nan"))
+        rows.append(
+            dict(
+                step=i,
+                global_step=20 * i,
+                lr=1e-3 * (2 ** ((i % 3) - 1)),
+                batch_size=8 * (1 + i % 2),
+                grad_accum=1,
+                freeze_layers=i % 3,
+                max_freeze_layers=4,
+                train_loss=3.0 - 0.3 * i + 0.2 * (i % 2),
+                wer=wer,
+                cer=wer * 0.7,
+                best_wer=min(1.0, wer + 0.02),
+                previous_wer=wer + 0.05 * (-1) ** i,
+                memory_gb=1.2 + 0.1 * i,
+                status="ok" if i != 3 else "nan",
+            )
+        )
     return rows
 
 
@@ -48,9 +63,8 @@ def main() -> int:
 
     import torch
 
-    from graph.agents import Decision, build_messages
+    from graph.agents import Decision, build_messages, load_prompt
     from graph.local_llm import build_local_chat_model, json_skeleton
-    from graph.agents import load_prompt
     from sttrl.config import load_config
     from sttrl.llm.constrained import bound_strings, chat_prompt_ids, generate
 
@@ -58,7 +72,9 @@ def main() -> int:
     cfg = load_config(args.preset)
     chat = build_local_chat_model(args.model)
     loaded = chat.loaded
-    print(f"model {args.model}: loaded in {loaded.load_seconds:.1f} s, {loaded.model.num_parameters() / 1e6:.1f} M parameters")
+    print(
+        f"model {args.model}: loaded in {loaded.load_seconds:.1f} s, {loaded.model.num_parameters() / 1e6:.1f} M parameters"
+    )
     schema = bound_strings(Decision.model_json_schema(), args.max_rationale_chars)
     hint = load_prompt("local_json").format(skeleton=json_skeleton(schema)).strip()
     roles = {"system": "system", "human": "user"}
@@ -80,10 +96,16 @@ def main() -> int:
         tok = loaded.tokenizer
         x = torch.tensor([ids])
         with torch.inference_mode():
-            out = loaded.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=budget,
-                                        logits_processor=processors, do_sample=False, eos_token_id=tok.eos_token_id,
-                                        pad_token_id=tok.pad_token_id)
-        new = out[0, len(ids):].tolist()
+            out = loaded.model.generate(
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=budget,
+                logits_processor=processors,
+                do_sample=False,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = out[0, len(ids) :].tolist()
         return tok.decode(new, skip_special_tokens=True), bool(new) and new[-1] == tok.eos_token_id
 
     def make_xgrammar() -> Callable[[list[int]], tuple[str, bool]]:
@@ -103,10 +125,15 @@ def main() -> int:
         def run(ids: list[int]) -> tuple[str, bool]:
             text = gen(loaded.tokenizer.decode(ids), max_new_tokens=budget)
             return text, True
+
         return run
 
     makers: dict[str, Callable[[], Callable[[list[int]], tuple[str, bool]]]] = {
-        "lmfe": lambda: run_lmfe, "none": lambda: run_none, "xgrammar": make_xgrammar, "outlines": make_outlines}
+        "lmfe": lambda: run_lmfe,
+        "none": lambda: run_none,
+        "xgrammar": make_xgrammar,
+        "outlines": make_outlines,
+    }
     allowed = set(cfg.env.actions)
     print(f"{args.n} decisions per method, preset {args.preset}, greedy, rationale <= {args.max_rationale_chars} chars")
     print(f"{'method':10} {'setup s':>8} {'valid':>7} {'ended':>6} {'mean s':>7} {'max s':>7}  actions")
@@ -130,8 +157,10 @@ def main() -> int:
                 actions.append(d.action.value)
             except ValueError:
                 actions.append("invalid")
-        print(f"{name:10} {setup:8.2f} {valid:>3}/{len(prompts):<3} {ended:>3}/{len(prompts):<2} "
-              f"{statistics.mean(secs):7.2f} {max(secs):7.2f}  {','.join(actions)}")
+        print(
+            f"{name:10} {setup:8.2f} {valid:>3}/{len(prompts):<3} {ended:>3}/{len(prompts):<2} "
+            f"{statistics.mean(secs):7.2f} {max(secs):7.2f}  {','.join(actions)}"
+        )
     return 0
 
 

@@ -32,18 +32,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 NAME = "memory"
 STTRL_CMD = "{python} -m sttrl.run --preset {preset} --quiet --no-judge --run-dir {run_dir}"
-GRAPH_CMD = ("{python} -m graph.run --preset {preset} --quiet --run-dir {run_dir} "
-             "--checkpointer {work}/checkpoints.sqlite")
+GRAPH_CMD = (
+    "{python} -m graph.run --preset {preset} --quiet --run-dir {run_dir} --checkpointer {work}/checkpoints.sqlite"
+)
 TARGET_GB = 2.0
 
 
 def parse_args(argv: list[str] | None = None):
     p = common.base_parser(NAME, __doc__, threads=False)
-    p.add_argument("--preset", default=None, help="preset for the {preset} placeholder (default cpu; debug with --quick)")
+    p.add_argument(
+        "--preset", default=None, help="preset for the {preset} placeholder (default cpu; debug with --quick)"
+    )
     p.add_argument("--command", default=None, help=f"command line to measure (default: {STTRL_CMD!r})")
     p.add_argument("--graph", action="store_true", help=f"measure the LangGraph episode: {GRAPH_CMD!r}")
     p.add_argument("--reps", type=int, default=1, help="episodes to run, one after another (default 1)")
@@ -90,14 +93,23 @@ class TreeSampler(threading.Thread):
 def run_once(command: str, preset: str, interval: float, keep: bool) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sttrl-bench-mem-"))
     run_dir = work / "run"
-    cmd = command.format(python=shlex.quote(sys.executable), preset=preset, run_dir=shlex.quote(str(run_dir)),
-                         work=shlex.quote(str(work)))
+    cmd = command.format(
+        python=shlex.quote(sys.executable),
+        preset=preset,
+        run_dir=shlex.quote(str(run_dir)),
+        work=shlex.quote(str(work)),
+    )
     print(f"  $ {cmd}")
     log = work / "output.log"
     t0 = time.perf_counter()
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(shlex.split(cmd), cwd=common.REPO, stdout=fh, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            shlex.split(cmd),
+            cwd=common.REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         sampler = TreeSampler(proc.pid, interval)
         sampler.start()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (its waited descendants included)
@@ -116,8 +128,10 @@ def run_once(command: str, preset: str, interval: float, keep: bool) -> dict[str
         "sampled_peak_main_gb": common.gb(sampler.peak_main),
         "sampled_peak_tree_gb": common.gb(sampler.peak_tree),
         "samples": len(sampler.samples),
-        "timeline_gb": [(t, round(common.gb(m), 3), round(common.gb(tr), 3))
-                        for t, m, tr in sampler.samples[:: max(1, len(sampler.samples) // 200)]],
+        "timeline_gb": [
+            (t, round(common.gb(m), 3), round(common.gb(tr), 3))
+            for t, m, tr in sampler.samples[:: max(1, len(sampler.samples) // 200)]
+        ],
         "output_tail": tail,
         "run_dir": str(run_dir) if keep else None,
     }
@@ -137,22 +151,48 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for r in range(args.reps):
         res = run_once(command, preset, args.interval, args.keep)
-        print(f"  run {r + 1}/{args.reps}: exit {res['returncode']}, {res['wall_s']:.1f} s, kernel peak RSS "
-              f"{res['kernel_peak_rss_gb']:.3f} GB, sampled tree peak {res['sampled_peak_tree_gb']:.3f} GB")
+        print(
+            f"  run {r + 1}/{args.reps}: exit {res['returncode']}, {res['wall_s']:.1f} s, kernel peak RSS "
+            f"{res['kernel_peak_rss_gb']:.3f} GB, sampled tree peak {res['sampled_peak_tree_gb']:.3f} GB"
+        )
         runs.append(res)
     ok = [r for r in runs if r["returncode"] == 0]
     peak = max((r["kernel_peak_rss_gb"] for r in ok), default=float("nan"))
     tree = max((r["sampled_peak_tree_gb"] for r in ok), default=float("nan"))
-    rows = [[r["command"].split(" -m ")[-1].split(" ")[0] if " -m " in r["command"] else r["command"][:40],
-             r["returncode"], r["wall_s"], r["kernel_peak_rss_gb"], r["sampled_peak_tree_gb"],
-             "yes" if r["kernel_peak_rss_gb"] <= TARGET_GB else "NO"] for r in runs]
+    rows = [
+        [
+            r["command"].split(" -m ")[-1].split(" ")[0] if " -m " in r["command"] else r["command"][:40],
+            r["returncode"],
+            r["wall_s"],
+            r["kernel_peak_rss_gb"],
+            r["sampled_peak_tree_gb"],
+            "yes" if r["kernel_peak_rss_gb"] <= TARGET_GB else "NO",
+        ]
+        for r in runs
+    ]
     table = common.markdown_table(
-        ["episode", "exit", "wall s", "peak RSS GB (kernel, episode process)", "peak RSS GB (sampled, process tree)",
-         f"≤ {TARGET_GB} GB"], rows)
-    table += (f"\n\n{'QUICK (noisy) — ' if args.quick else ''}preset {preset}; `{command}`; "
-              f"{common.describe_machine(info)}.")
-    payload = {"machine": info, "preset": preset, "command": command, "target_gb": TARGET_GB,
-               "peak_rss_gb": peak, "peak_tree_rss_gb": tree, "runs": runs}
+        [
+            "episode",
+            "exit",
+            "wall s",
+            "peak RSS GB (kernel, episode process)",
+            "peak RSS GB (sampled, process tree)",
+            f"≤ {TARGET_GB} GB",
+        ],
+        rows,
+    )
+    table += (
+        f"\n\n{'QUICK (noisy) — ' if args.quick else ''}preset {preset}; `{command}`; {common.describe_machine(info)}."
+    )
+    payload = {
+        "machine": info,
+        "preset": preset,
+        "command": command,
+        "target_gb": TARGET_GB,
+        "peak_rss_gb": peak,
+        "peak_tree_rss_gb": tree,
+        "runs": runs,
+    }
     common.report(NAME, args, payload, table)
     return 0 if ok else 1
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from sttrl.config import load_config
-from sttrl.env import SttEnv
-from sttrl.judge import judge
+from sttrl.env.gym import SttEnv
+from sttrl.judge.scoring import judge
 
 
 def run_variant(spec: str, out_dir: Path, judge_it: bool) -> dict:
@@ -30,18 +30,29 @@ def run_variant(spec: str, out_dir: Path, judge_it: bool) -> dict:
     t0 = time.perf_counter()
     _, info = env.reset(seed=cfg.run.seed)
     setup_s = time.perf_counter() - t0
-    row = {"variant": spec, "start_wer": info["observation"]["wer"], "start_cer": info["observation"]["cer"],
-           "setup_seconds": setup_s, "blocks": []}
+    row = {
+        "variant": spec,
+        "start_wer": info["observation"]["wer"],
+        "start_cer": info["observation"]["cer"],
+        "setup_seconds": setup_s,
+        "blocks": [],
+    }
     done = False
     while not done:
         _, r, term, trunc, info = env.step("keep")
         rec = env.last_record
-        row["blocks"].append({
-            "wer": rec.observation["wer"], "cer": rec.observation["cer"], "loss": rec.observation["train_loss"],
-            "seconds_per_step": rec.train["seconds"] / max(rec.train["steps"], 1),
-            "train_seconds": rec.timings["train_seconds"], "eval_seconds": rec.timings["eval_seconds"],
-            "memory_gb": rec.observation["memory_gb"], "status": rec.status,
-        })
+        row["blocks"].append(
+            {
+                "wer": rec.observation["wer"],
+                "cer": rec.observation["cer"],
+                "loss": rec.observation["train_loss"],
+                "seconds_per_step": rec.train["seconds"] / max(rec.train["steps"], 1),
+                "train_seconds": rec.timings["train_seconds"],
+                "eval_seconds": rec.timings["eval_seconds"],
+                "memory_gb": rec.observation["memory_gb"],
+                "status": rec.status,
+            }
+        )
         done = term or trunc
     row["episode_seconds"] = time.perf_counter() - t0
     row["rss_gb"] = env.runtime.trainer.rss_gb()
@@ -54,8 +65,11 @@ def run_variant(spec: str, out_dir: Path, judge_it: bool) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--variants", default="scratch;whisper-tiny-en;whisper-tiny-en:train.freeze_layers=2;whisper-base",
-                   help="';'-separated list of PRESET[:override,override…]")
+    p.add_argument(
+        "--variants",
+        default="scratch;whisper-tiny-en;whisper-tiny-en:train.freeze_layers=2;whisper-base",
+        help="';'-separated list of PRESET[:override,override…]",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     p.add_argument("--no-judge", action="store_true")
     args = p.parse_args()
@@ -69,8 +83,10 @@ def main() -> None:
         sps = sorted(b["seconds_per_step"] for b in r["blocks"])[len(r["blocks"]) // 2]
         wers = " → ".join(f"{b['wer']:.2f}" for b in r["blocks"])
         hid = f"{r['hidden_wer']:.3f}" if r.get("hidden_wer") is not None else "-"
-        print(f"| {r['variant']} | {r['parameters'] / 1e6:.1f} M | {sps:.2f} | {max(b['memory_gb'] for b in r['blocks']):.2f} "
-              f"| {r['start_wer']:.2f} | {wers} | {hid} | {r['episode_seconds']:.0f} |")
+        print(
+            f"| {r['variant']} | {r['parameters'] / 1e6:.1f} M | {sps:.2f} | {max(b['memory_gb'] for b in r['blocks']):.2f} "
+            f"| {r['start_wer']:.2f} | {wers} | {hid} | {r['episode_seconds']:.0f} |"
+        )
     (args.out / "model_choice.json").write_text(json.dumps(rows, indent=2))
 
 

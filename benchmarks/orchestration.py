@@ -41,7 +41,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
+
+from sttrl.rundir import TRAJECTORY
 
 NAME = "orchestration"
 GRAPH_ARGS = "--preset {preset} --quiet --run-dir {run_dir} --checkpointer {work}/checkpoints.sqlite"
@@ -52,13 +54,25 @@ TARGET = 0.02
 def parse_args(argv: list[str] | None = None):
     p = common.base_parser(NAME, __doc__)
     p.add_argument("--preset", default=None, help="preset (default cpu; debug with --quick)")
-    p.add_argument("--gym", action="store_true", help="measure the Gymnasium path (python -m sttrl.run) instead of the graph")
-    p.add_argument("--module", default=None, help="module to run (default graph.run, or sttrl.run with --gym)")
-    p.add_argument("--args", dest="module_args", default=None,
-                   help=f"its arguments, with placeholders {{preset}} {{run_dir}} {{work}} (graph default: {GRAPH_ARGS!r}; "
-                        f"gym default: {GYM_ARGS!r})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override passed on as --set (repeatable); --threads N becomes --set run.threads=N")
+    p.add_argument(
+        "--gym", action="store_true", help="measure the Gymnasium path (python -m sttrl.run) instead of the graph"
+    )
+    p.add_argument("--module", default=None, help="module to run (default graph.run, or sttrl.control.run with --gym)")
+    p.add_argument(
+        "--args",
+        dest="module_args",
+        default=None,
+        help=f"its arguments, with placeholders {{preset}} {{run_dir}} {{work}} (graph default: {GRAPH_ARGS!r}; "
+        f"gym default: {GYM_ARGS!r})",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override passed on as --set (repeatable); --threads N becomes --set run.threads=N",
+    )
     p.add_argument("--no-instrument", action="store_true", help="no timers: trajectory and process wall time only")
     p.add_argument("--from-run", type=Path, default=None, metavar="DIR", help="analyse an existing run directory only")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
@@ -67,7 +81,7 @@ def parse_args(argv: list[str] | None = None):
 
 # ----- way 1: the trajectory ---------------------------------------------------------------------
 def analyse_trajectory(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "trajectory.jsonl"
+    path = run_dir / TRAJECTORY
     if not path.is_file():
         return {"error": f"{path} does not exist"}
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -86,8 +100,9 @@ def analyse_trajectory(run_dir: Path) -> dict[str, Any]:
         if cur.get("train") and cur.get("eval"):
             interval = float(cur["time"]) - float(prev["time"])
             inside = float(cur["train"]["seconds"]) + float(cur["eval"]["seconds"])
-            steps.append({"step": cur["step"], "interval_s": interval, "train_eval_s": inside,
-                          "outside_s": interval - inside})
+            steps.append(
+                {"step": cur["step"], "interval_s": interval, "train_eval_s": inside, "outside_s": interval - inside}
+            )
     out["steps"] = steps
     if steps:
         interval = sum(s["interval_s"] for s in steps)
@@ -141,8 +156,10 @@ def analyse_timers(timings: dict[str, Any]) -> dict[str, Any]:
     final = top_sums.get("final.save", {}).get("seconds", 0.0)
     startup, teardown = first, total - last
     loop = total - startup - teardown - setup - judge
-    core = {k: inner_sums.get(k, {}).get("seconds", 0.0) for k in
-            ("core.train_loop", "core.save_checkpoint", "core.load_checkpoint", "core.evaluate")}
+    core = {
+        k: inner_sums.get(k, {}).get("seconds", 0.0)
+        for k in ("core.train_loop", "core.save_checkpoint", "core.load_checkpoint", "core.evaluate")
+    }
     safety = core["core.save_checkpoint"]
     return {
         "total_s": total,
@@ -171,8 +188,8 @@ def analyse_timers(timings: dict[str, Any]) -> dict[str, Any]:
 
 # ----- main --------------------------------------------------------------------------------------
 def run_episode(args: argparse.Namespace, preset: str) -> tuple[Path, Path, dict[str, Any]]:
-    module = args.module or ("sttrl.run" if args.gym else "graph.run")
-    template = args.module_args or (GYM_ARGS if module == "sttrl.run" else GRAPH_ARGS)
+    module = args.module or ("sttrl.control.run" if args.gym else "graph.run")
+    template = args.module_args or (GYM_ARGS if module == "sttrl.control.run" else GRAPH_ARGS)
     work = Path(tempfile.mkdtemp(prefix="sttrl-bench-orch-"))
     run_dir = work / "run"
     margs = template.format(preset=preset, run_dir=shlex.quote(str(run_dir)), work=shlex.quote(str(work)))
@@ -188,8 +205,13 @@ def run_episode(args: argparse.Namespace, preset: str) -> tuple[Path, Path, dict
     log = work / "output.log"
     t0 = time.perf_counter()
     with open(log, "wb") as fh:
-        rc = subprocess.run(shlex.split(cmd), cwd=common.REPO, stdout=fh, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        rc = subprocess.run(
+            shlex.split(cmd),
+            cwd=common.REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        ).returncode
     wall = time.perf_counter() - t0
     tail = log.read_text(errors="replace").splitlines()[-15:]
     meta = {"module": module, "command": cmd, "returncode": rc, "process_wall_s": wall, "output_tail": tail}
@@ -230,32 +252,69 @@ def main(argv: list[str] | None = None) -> int:
             ["  setup (data, model, first checkpoint)", t["setup_s"], "", ""],
             ["  judge", t["judge_s"], "", ""],
             ["  stepping loop", t["loop_s"], "100 %", pct(t["loop_s"] / t["total_s"])],
-            ["    train tool (EpisodeRuntime.train_block)", t["train_tool_s"], pct(t["train_tool_s"] / t["loop_s"]), ""],
+            [
+                "    train tool (EpisodeRuntime.train_block)",
+                t["train_tool_s"],
+                pct(t["train_tool_s"] / t["loop_s"]),
+                "",
+            ],
             ["      of which training loop", t["core_s"]["core.train_loop"], "", ""],
-            ["      of which block checkpoints (sttrl crash safety)", t["sttrl_crash_safety_s"],
-             pct(t["sttrl_crash_safety_share_of_loop"]), ""],
-            ["    eval tool (EpisodeRuntime.evaluate, incl. block 0)", t["eval_tool_s"], pct(t["eval_tool_s"] / t["loop_s"]), ""],
+            [
+                "      of which block checkpoints (sttrl crash safety)",
+                t["sttrl_crash_safety_s"],
+                pct(t["sttrl_crash_safety_share_of_loop"]),
+                "",
+            ],
+            [
+                "    eval tool (EpisodeRuntime.evaluate, incl. block 0)",
+                t["eval_tool_s"],
+                pct(t["eval_tool_s"] / t["loop_s"]),
+                "",
+            ],
             ["    final save", t["final_save_s"], pct(t["final_save_s"] / t["loop_s"]), ""],
         ]
         for k, v in sorted(t["named_orchestration_s"].items()):
             rows.append([f"    {k[5:]}", v, pct(v / t["loop_s"]), pct(v / t["total_s"])])
-        rows.append(["    untimed residual (graph, state, decide, printing)", t["residual_s"],
-                     pct(t["residual_s"] / t["loop_s"]), pct(t["residual_s"] / t["total_s"])])
-        rows.append(["**orchestration** (named + residual)", t["orchestration_s"],
-                     pct(t["orchestration_share_of_loop"]), pct(t["orchestration_share_of_total"])])
+        rows.append(
+            [
+                "    untimed residual (graph, state, decide, printing)",
+                t["residual_s"],
+                pct(t["residual_s"] / t["loop_s"]),
+                pct(t["residual_s"] / t["total_s"]),
+            ]
+        )
+        rows.append(
+            [
+                "**orchestration** (named + residual)",
+                t["orchestration_s"],
+                pct(t["orchestration_share_of_loop"]),
+                pct(t["orchestration_share_of_total"]),
+            ]
+        )
     table = common.markdown_table(["part", "seconds", "share of loop", "share of process"], rows) if rows else ""
     if "outside_share" in traj:
-        table += (f"\n\nFrom trajectory.jsonl alone (steps 2..{traj['records']}): {traj['intervals_s']:.1f} s between "
-                  f"records, of which {traj['outside_s']:.2f} s outside train.seconds + eval.seconds = "
-                  f"{pct(traj['outside_share'])} (this also counts sttrl's block checkpoints).")
+        table += (
+            f"\n\nFrom trajectory.jsonl alone (steps 2..{traj['records']}): {traj['intervals_s']:.1f} s between "
+            f"records, of which {traj['outside_s']:.2f} s outside train.seconds + eval.seconds = "
+            f"{pct(traj['outside_share'])} (this also counts sttrl's block checkpoints)."
+        )
     elif "error" in traj:
         table += f"\n\ntrajectory: {traj['error']}"
     share = timers.get("orchestration_share_of_loop") if timers else None
     verdict = "-" if share is None else ("meets" if share <= TARGET else "MISSES")
-    table += (f"\n\n{'QUICK (noisy) — ' if args.quick else ''}preset {preset}, {meta.get('module', 'existing run')}; "
-              f"target ≤ {100 * TARGET:.0f} % of the loop: {verdict}; {common.describe_machine(info)}.")
-    payload = {"machine": info, "preset": preset, "target_share": TARGET, **meta, "timers": timers,
-               "trajectory": traj, "run_dir": str(run_dir) if (args.keep or args.from_run) else None}
+    table += (
+        f"\n\n{'QUICK (noisy) — ' if args.quick else ''}preset {preset}, {meta.get('module', 'existing run')}; "
+        f"target ≤ {100 * TARGET:.0f} % of the loop: {verdict}; {common.describe_machine(info)}."
+    )
+    payload = {
+        "machine": info,
+        "preset": preset,
+        "target_share": TARGET,
+        **meta,
+        "timers": timers,
+        "trajectory": traj,
+        "run_dir": str(run_dir) if (args.keep or args.from_run) else None,
+    }
     common.report(NAME, args, payload, table)
     return 0 if meta.get("returncode", 0) == 0 else 1
 

@@ -19,8 +19,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import (add_preset_args, base_parser, column, interleaved, machine_info, markdown_table, paired_ratio,
-                    report, summarize)
+from common import (
+    add_preset_args,
+    base_parser,
+    column,
+    interleaved,
+    machine_info,
+    markdown_table,
+    paired_ratio,
+    report,
+    summarize,
+)
 
 NAME = "sink_overhead"
 
@@ -30,8 +39,12 @@ def start_moto() -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(cli), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(cli), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -39,8 +52,9 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             break
         except OSError:
             time.sleep(0.1)
-    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1"
+    )
     import boto3
 
     boto3.client("s3").create_bucket(Bucket="sttrl-bench")
@@ -49,11 +63,11 @@ def start_moto() -> tuple[subprocess.Popen, str]:
 
 def episode(preset: str, overrides: list[str], out: Path) -> dict[str, float]:
     """One episode; returns its wall time, the hook's foreground time per step and the sink's figures."""
-    import sttrl.trajectory as trajectory_mod
+    import sttrl.outward.trajectory as trajectory_mod
     from sttrl.config import load_config
-    from sttrl.env import SttEnv
-    from sttrl.controllers import make_controller
-    from sttrl.publish import publish_run
+    from sttrl.control.registry import make_controller
+    from sttrl.env.gym import SttEnv
+    from sttrl.outward.publish import publish_run
 
     cfg = load_config(preset, overrides=[f"run.out_dir={out}", *overrides])
     hook_seconds: list[float] = []
@@ -73,7 +87,7 @@ def episode(preset: str, overrides: list[str], out: Path) -> dict[str, float]:
         done = False
         while not done:
             decided = policy.decide(info["observation"], [])
-            _, _, term, trunc, info = env.step(decided.action, rationale=decided.rationale)
+            _, _, term, trunc, info = env.step(decided)
             done = term or trunc
         steps_done = time.perf_counter()
         env.close()
@@ -83,10 +97,15 @@ def episode(preset: str, overrides: list[str], out: Path) -> dict[str, float]:
         trajectory_mod.publish_step = real_hook
     sink = (status or {}).get("sink") or {}
     uploaded = int(sink.get("uploaded") or 0)
-    return {"wall_s": end - t0, "flush_s": end - steps_done, "steps": float(len(hook_seconds)),
-            "hook_ms_per_step": 1000 * sum(hook_seconds) / max(len(hook_seconds), 1),
-            "upload_ms_per_object": 1000 * float(sink.get("upload_seconds") or 0.0) / max(uploaded, 1),
-            "uploaded": float(uploaded), "sink_ok": float(bool(sink.get("ok"))) if sink else float("nan")}
+    return {
+        "wall_s": end - t0,
+        "flush_s": end - steps_done,
+        "steps": float(len(hook_seconds)),
+        "hook_ms_per_step": 1000 * sum(hook_seconds) / max(len(hook_seconds), 1),
+        "upload_ms_per_object": 1000 * float(sink.get("upload_seconds") or 0.0) / max(uploaded, 1),
+        "uploaded": float(uploaded),
+        "sink_ok": float(bool(sink.get("ok"))) if sink else float("nan"),
+    }
 
 
 def main() -> int:
@@ -117,13 +136,35 @@ def main() -> int:
         s = {k: summarize(column(runs, k)) for k in ("wall_s", "flush_s", "hook_ms_per_step", "upload_ms_per_object")}
         s["wall_ratio_vs_none"] = paired_ratio(runs, results["none"], "wall_s")
         summary[name] = s
-        rows.append([name, s["wall_s"]["median"], s["wall_ratio_vs_none"]["median"],
-                     f"{s['wall_ratio_vs_none']['min']:.3f}-{s['wall_ratio_vs_none']['max']:.3f}",
-                     s["hook_ms_per_step"]["median"], s["upload_ms_per_object"]["median"], s["flush_s"]["median"]])
-    table = markdown_table(["sink", "episode wall s (median)", "× no sink (paired median)", "ratio range",
-                            "hook ms/step (foreground)", "upload ms/object (background)", "end flush s"], rows)
-    report(NAME, args, {"preset": preset, "overrides": overrides, "machine": machine_info(), "results": results,
-                        "summary": summary}, table)
+        rows.append(
+            [
+                name,
+                s["wall_s"]["median"],
+                s["wall_ratio_vs_none"]["median"],
+                f"{s['wall_ratio_vs_none']['min']:.3f}-{s['wall_ratio_vs_none']['max']:.3f}",
+                s["hook_ms_per_step"]["median"],
+                s["upload_ms_per_object"]["median"],
+                s["flush_s"]["median"],
+            ]
+        )
+    table = markdown_table(
+        [
+            "sink",
+            "episode wall s (median)",
+            "× no sink (paired median)",
+            "ratio range",
+            "hook ms/step (foreground)",
+            "upload ms/object (background)",
+            "end flush s",
+        ],
+        rows,
+    )
+    report(
+        NAME,
+        args,
+        {"preset": preset, "overrides": overrides, "machine": machine_info(), "results": results, "summary": summary},
+        table,
+    )
     return 0
 
 

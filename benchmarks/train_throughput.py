@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 NAME = "train_throughput"
 
@@ -48,7 +48,12 @@ NAME = "train_throughput"
 def parse_args(argv: list[str] | None = None):
     p = common.base_parser(NAME, __doc__)
     common.add_preset_args(p)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per block (default: env.steps_per_action; 3 with --quick)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps per block (default: env.steps_per_action; 3 with --quick)",
+    )
     p.add_argument("--reps", type=int, default=None, help="measured rounds (default 5; 2 with --quick)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds, excluded (default 1)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
@@ -64,9 +69,11 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
 
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": trainer.cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr,
-                            fused=device.type in ("cuda", "cpu"))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": trainer.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=hp.lr,
+        fused=device.type in ("cuda", "cpu"),
+    )
     state = {"cursor": 0}
     max_norm = clip if clip is not None else float("inf")
 
@@ -82,7 +89,9 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
             state["cursor"] += hp.batch_size
             b = store.batch(idx).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels).loss
+                loss = model(
+                    input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels
+                ).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             opt.step()
@@ -95,8 +104,13 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
         wall = time.perf_counter() - t_block
         n = k_steps * hp.batch_size
         step = statistics.median(step_times)
-        return {"wall_s": wall, "samples_per_s_block": n / wall, "step_s": step,
-                "samples_per_s_step": hp.batch_size / step, "loss": float(torch.stack(losses).mean())}
+        return {
+            "wall_s": wall,
+            "samples_per_s_block": n / wall,
+            "step_s": step,
+            "samples_per_s_step": hp.batch_size / step,
+            "loss": float(torch.stack(losses).mean()),
+        }
 
     return block
 
@@ -104,14 +118,21 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
 def make_sttrl(trainer, hp, device, rollback):
     def block(k_steps: int) -> dict[str, Any]:
         infos = []
-        wall, res = common.timed(lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback),
-                                 device)
+        wall, res = common.timed(
+            lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback), device
+        )
         steps = [hp.batch_size * hp.grad_accum / i.samples_per_s for i in infos]
         step = statistics.median(steps) if steps else float("nan")
-        return {"wall_s": wall, "samples_per_s_block": res.samples / wall if wall else 0.0,
-                "loop_s": res.seconds, "overhead_s": wall - res.seconds, "step_s": step,
-                "samples_per_s_step": hp.batch_size * hp.grad_accum / step, "loss": res.mean_loss or float("nan"),
-                "status": res.status}
+        return {
+            "wall_s": wall,
+            "samples_per_s_block": res.samples / wall if wall else 0.0,
+            "loop_s": res.seconds,
+            "overhead_s": wall - res.seconds,
+            "step_s": step,
+            "samples_per_s_step": hp.batch_size * hp.grad_accum / step,
+            "loss": res.mean_loss or float("nan"),
+            "status": res.status,
+        }
 
     return block
 
@@ -138,23 +159,38 @@ def make_hf(model, trainer, store, hp, device, dtype: str, clip: float | None, t
             self.begin: list[float] = []
             self.end: list[float] = []
 
-        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+        def on_step_begin(self, args, state, control, **kw):
             common.sync(device)
             self.begin.append(time.perf_counter())
 
-        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kw):
             common.sync(device)
             self.end.append(time.perf_counter())
 
     def training_args(k_steps: int) -> Seq2SeqTrainingArguments:
         return Seq2SeqTrainingArguments(
-            output_dir=tmpdir, per_device_train_batch_size=1, gradient_accumulation_steps=hp.grad_accum,
-            learning_rate=hp.lr, weight_decay=trainer.cfg.weight_decay,
-            max_grad_norm=clip if clip is not None else 1e9, lr_scheduler_type="constant", warmup_steps=0,
-            max_steps=k_steps, optim="adamw_torch_fused", report_to="none", save_strategy="no", eval_strategy="no",
-            logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
-            dataloader_pin_memory=device.type == "cuda", train_sampling_strategy="sequential",
-            use_cpu=device.type != "cuda", bf16=dtype == "bfloat16" and device.type == "cuda", seed=0,
+            output_dir=tmpdir,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=hp.grad_accum,
+            learning_rate=hp.lr,
+            weight_decay=trainer.cfg.weight_decay,
+            max_grad_norm=clip if clip is not None else 1e9,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            max_steps=k_steps,
+            optim="adamw_torch_fused",
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=device.type == "cuda",
+            train_sampling_strategy="sequential",
+            use_cpu=device.type != "cuda",
+            bf16=dtype == "bfloat16" and device.type == "cuda",
+            seed=0,
             predict_with_generate=False,
         )
 
@@ -165,8 +201,13 @@ def make_hf(model, trainer, store, hp, device, dtype: str, clip: float | None, t
         ds = Batches(state["cursor"], k_steps)
         state["cursor"] += k_steps * hp.batch_size * hp.grad_accum
         if state["hf"] is None:
-            hf = Seq2SeqTrainer(model=model, args=training_args(k_steps), train_dataset=ds,
-                                data_collator=lambda items: items[0], callbacks=[clock])
+            hf = Seq2SeqTrainer(
+                model=model,
+                args=training_args(k_steps),
+                train_dataset=ds,
+                data_collator=lambda items: items[0],
+                callbacks=[clock],
+            )
             for cb in (PrinterCallback, ProgressCallback):
                 hf.remove_callback(cb)
             state["hf"] = hf
@@ -179,8 +220,13 @@ def make_hf(model, trainer, store, hp, device, dtype: str, clip: float | None, t
         steps = [e - b for b, e in zip(clock.begin, clock.end)]
         step = statistics.median(steps) if steps else float("nan")
         n = k_steps * hp.batch_size * hp.grad_accum
-        return {"wall_s": wall, "samples_per_s_block": n / wall, "step_s": step,
-                "samples_per_s_step": hp.batch_size * hp.grad_accum / step, "loss": float(out.training_loss)}
+        return {
+            "wall_s": wall,
+            "samples_per_s_block": n / wall,
+            "step_s": step,
+            "samples_per_s_step": hp.batch_size * hp.grad_accum / step,
+            "loss": float(out.training_loss),
+        }
 
     return block
 
@@ -204,8 +250,10 @@ def profile_blocks(blocks: dict[str, Any], k_steps: int, path: Path) -> str:
             fn(k_steps)
         sorts = ["self_cpu_time_total"] + (["self_device_time_total"] if torch.cuda.is_available() else [])
         for sort in sorts:
-            parts.append(f"===== torch.profiler: {name} block of {k_steps} steps, by {sort} =====\n"
-                         f"{tp.key_averages().table(sort_by=sort, row_limit=25)}")
+            parts.append(
+                f"===== torch.profiler: {name} block of {k_steps} steps, by {sort} =====\n"
+                f"{tp.key_averages().table(sort_by=sort, row_limit=25)}"
+            )
     text = "\n\n".join(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -215,9 +263,9 @@ def profile_blocks(blocks: dict[str, Any], k_steps: int, path: Path) -> str:
 # ----- main -------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from sttrl.actions import Hyperparams
-    from sttrl.model import set_frozen_layers
-    from sttrl.trainer import Trainer
+    from sttrl.train.blocks import Hyperparams
+    from sttrl.train.model import set_frozen_layers
+    from sttrl.train.trainer import Trainer
 
     quick = args.quick
     reps = args.reps or (2 if quick else 5)
@@ -233,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     clip = cfg.train.grad_clip
     info = common.machine_info(device)
     print(f"{NAME}: preset {st['preset']}, {common.describe_machine(info)}")
-    print(f"  batch {hp.batch_size} x accum {hp.grad_accum}, lr {hp.lr:g}, frozen {hp.freeze_layers}, "
-          f"{k_steps} steps per block, {reps} rounds + {args.warmup} warm-up, device {device}, dtype {dtype}")
+    print(
+        f"  batch {hp.batch_size} x accum {hp.grad_accum}, lr {hp.lr:g}, frozen {hp.freeze_layers}, "
+        f"{k_steps} steps per block, {reps} rounds + {args.warmup} warm-up, device {device}, dtype {dtype}"
+    )
 
     # All contestants start from the same weights with the same frozen layers.
     set_frozen_layers(loaded.model, hp.freeze_layers)
@@ -248,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = tempfile.TemporaryDirectory(prefix="sttrl-bench-hf-")
     rollback = common.disk_rollback(trainer, Path(tmp.name) / "sttrl-rollback")
-    contestants = {"sttrl": make_sttrl(trainer, hp, device, rollback),
-                   "bare": make_bare(bare_model, trainer, store, hp, device, autocast, clip)}
+    contestants = {
+        "sttrl": make_sttrl(trainer, hp, device, rollback),
+        "bare": make_bare(bare_model, trainer, store, hp, device, autocast, clip),
+    }
     if hf_model is not None:
         contestants["hf"] = make_hf(hf_model, trainer, store, hp, device, dtype, clip, tmp.name)
     results = common.interleaved({n: (lambda f=f: f(k_steps)) for n, f in contestants.items()}, reps, args.warmup)
@@ -272,25 +324,57 @@ def main(argv: list[str] | None = None) -> int:
     for name in results:
         s = summary[name]
         r = ratios.get(f"sttrl/{name}")
-        rows.append([name, s["samples_per_s_block"]["median"], s["samples_per_s_step"]["median"],
-                     s["step_s"]["median"],
-                     f"{r['block']['median']:.3f}" if r else "-", f"{r['step']['median']:.3f}" if r else "-",
-                     f"≥ {targets[f'sttrl/{name}']}" if r else "-"])
+        rows.append(
+            [
+                name,
+                s["samples_per_s_block"]["median"],
+                s["samples_per_s_step"]["median"],
+                s["step_s"]["median"],
+                f"{r['block']['median']:.3f}" if r else "-",
+                f"{r['step']['median']:.3f}" if r else "-",
+                f"≥ {targets[f'sttrl/{name}']}" if r else "-",
+            ]
+        )
     table = common.markdown_table(
-        ["contestant", "block samples/s", "step samples/s", "s/step", "sttrl ÷ this (block)", "sttrl ÷ this (step)",
-         "target"], rows)
-    table += (f"\n\nsttrl block overhead (wall − training loop: freezing, divergence check): {overhead:.3f} s per "
-              f"{k_steps}-step block = {100 * overhead / block_wall:.1f} % of the block.")
-    table += (f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, batch {hp.batch_size}, {k_steps} steps/block, "
-              f"median of {reps} interleaved rounds after {args.warmup} warm-up; {common.describe_machine(info)}.")
+        [
+            "contestant",
+            "block samples/s",
+            "step samples/s",
+            "s/step",
+            "sttrl ÷ this (block)",
+            "sttrl ÷ this (step)",
+            "target",
+        ],
+        rows,
+    )
+    table += (
+        f"\n\nsttrl block overhead (wall − training loop: freezing, divergence check): {overhead:.3f} s per "
+        f"{k_steps}-step block = {100 * overhead / block_wall:.1f} % of the block."
+    )
+    table += (
+        f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, batch {hp.batch_size}, {k_steps} steps/block, "
+        f"median of {reps} interleaved rounds after {args.warmup} warm-up; {common.describe_machine(info)}."
+    )
     if any(s != "ok" for s in statuses):
         table += f"\n\nWARNING: sttrl block statuses {statuses} (a rolled-back block trains nothing it keeps)."
 
-    payload = {"machine": info, "preset": st["preset"], "device": str(device), "dtype": dtype,
-               "hyperparams": hp.to_dict(), "steps_per_block": k_steps, "reps": reps, "warmup": args.warmup,
-               "summary": summary, "ratios": ratios, "targets": targets, "sttrl_statuses": statuses,
-               "sttrl_block_overhead_seconds": overhead,
-               "sttrl_block_overhead_share": overhead / block_wall, "rounds": results}
+    payload = {
+        "machine": info,
+        "preset": st["preset"],
+        "device": str(device),
+        "dtype": dtype,
+        "hyperparams": hp.to_dict(),
+        "steps_per_block": k_steps,
+        "reps": reps,
+        "warmup": args.warmup,
+        "summary": summary,
+        "ratios": ratios,
+        "targets": targets,
+        "sttrl_statuses": statuses,
+        "sttrl_block_overhead_seconds": overhead,
+        "sttrl_block_overhead_share": overhead / block_wall,
+        "rounds": results,
+    }
     if args.profile:
         ppath = common.out_path(args, NAME).with_name(f"{NAME}{'-quick' if quick else ''}-profile.txt")
         blocks = {"sttrl": contestants["sttrl"], "bare": contestants["bare"]}

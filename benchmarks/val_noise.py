@@ -2,7 +2,7 @@
 
 For one *train* instance of the preset (tuning choices are made on train instances), ``--seeds`` runs of the
 instance's start (different ``run.seed``: data order, dropout) each train the same ``--samples`` as one block;
-then every validation utterance is transcribed once with the episode's decoder (greedy, sttrl.evaluate) and
+then every validation utterance is transcribed once with the episode's decoder (greedy, sttrl.eval.decode) and
 scored per utterance (word errors and reference words after sttrl's normalizer). From those:
 
 - **measurement SD at n**: for each model, the SD of corpus WER over random n-utterance subsets of the
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402
+import common
 
 NAME = "val_noise"
 
@@ -51,7 +51,7 @@ def per_utterance(refs: list[str], hyps: list[str]) -> list[tuple[int, int]]:
     """(word errors, reference words) per utterance after sttrl's normalizer (empty references dropped)."""
     import jiwer
 
-    from sttrl.evaluate import normalize_text
+    from sttrl.eval.decode import normalize_text
 
     out = []
     for r, h in zip(refs, hyps):
@@ -71,21 +71,30 @@ def kendall_tau(a: list[float], b: list[float]) -> float | None:
     pairs = [(i, j) for i in range(len(a)) for j in range(i + 1, len(a))]
     if not pairs:
         return None
-    s = sum((1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0)
-            for i, j in pairs)
+    s = sum(
+        (1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0) for i, j in pairs
+    )
     return s / len(pairs)
 
 
 def one_model(preset: str, overrides: list[str], instance: int, seed: int, samples: int, work: Path) -> dict[str, Any]:
     """Train the instance's start for ``samples`` with ``run.seed=seed``; transcribe every validation utterance."""
     from sttrl.config import load_config
-    from sttrl.evaluate import max_new_tokens, transcribe
-    from sttrl.instances import apply
-    from sttrl.runtime import EpisodeRuntime
+    from sttrl.env.instances import apply
+    from sttrl.env.runtime import EpisodeRuntime
+    from sttrl.eval.decode import max_new_tokens, transcribe
 
-    cfg = load_config(preset, overrides=[*overrides, f"run.seed={seed}", "env.budget_unit=samples",
-                                         f"env.samples_per_action={samples}", "env.max_actions=1",
-                                         "train.max_eval_utterances=null"])
+    cfg = load_config(
+        preset,
+        overrides=[
+            *overrides,
+            f"run.seed={seed}",
+            "env.budget_unit=samples",
+            f"env.samples_per_action={samples}",
+            "env.max_actions=1",
+            "train.max_eval_utterances=null",
+        ],
+    )
     if cfg.env.instances is not None:
         cfg = apply(cfg, instance)
     rt = EpisodeRuntime(cfg, work / f"seed{seed}", progress=False, run_id=f"valnoise-{seed}")
@@ -98,8 +107,16 @@ def one_model(preset: str, overrides: list[str], instance: int, seed: int, sampl
     hyps = transcribe(store, idx, cfg.train.eval_batch_size, max_new_tokens(store), rt.device)
     eval_s = time.perf_counter() - t0
     rows = per_utterance([store.utterances[i].text for i in idx], hyps)
-    return {"seed": seed, "status": res.status, "samples": res.samples, "train_s": train_s, "eval_s": eval_s,
-            "utterances": len(idx), "rows": rows, "wer_all": corpus_wer(rows)}
+    return {
+        "seed": seed,
+        "status": res.status,
+        "samples": res.samples,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "utterances": len(idx),
+        "rows": rows,
+        "wer_all": corpus_wer(rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sttrl-valnoise-") as tmp:
         for seed in range(args.seeds):
             m = one_model(args.preset, overrides, instance, seed, args.samples, Path(tmp))
-            print(f"seed {seed}: {m['status']}, {m['samples']} samples in {m['train_s']:.1f} s; "
-                  f"{m['utterances']} validation utterances in {m['eval_s']:.1f} s; WER {m['wer_all']:.4f}", flush=True)
+            print(
+                f"seed {seed}: {m['status']}, {m['samples']} samples in {m['train_s']:.1f} s; "
+                f"{m['utterances']} validation utterances in {m['eval_s']:.1f} s; WER {m['wer_all']:.4f}",
+                flush=True,
+            )
             models.append(m)
     n_all = min(len(m["rows"]) for m in models)
     sizes = sorted({int(x) for x in args.sizes.split(",") if x.strip() and int(x) < n_all} | {n_all})
@@ -135,17 +155,46 @@ def main(argv: list[str] | None = None) -> int:
             meas.append(statistics.pstdev(draws) if len(draws) > 1 else 0.0)
         first_n = [corpus_wer(m["rows"][:n]) for m in models]
         all_w = [m["wer_all"] for m in models]
-        row = {"n": n, "measurement_sd": statistics.fmean(meas), "seed_sd": statistics.stdev(first_n) if len(first_n) > 1 else None,
-               "wer_first_n": first_n, "kendall_tau_vs_all": kendall_tau(first_n, all_w), "eval_s": per_utt_s * n}
+        row = {
+            "n": n,
+            "measurement_sd": statistics.fmean(meas),
+            "seed_sd": statistics.stdev(first_n) if len(first_n) > 1 else None,
+            "wer_first_n": first_n,
+            "kendall_tau_vs_all": kendall_tau(first_n, all_w),
+            "eval_s": per_utt_s * n,
+        }
         rows_out.append(row)
-        table.append([n, f"{row['measurement_sd']:.4f}", "-" if row["seed_sd"] is None else f"{row['seed_sd']:.4f}",
-                      ", ".join(f"{w:.3f}" for w in first_n),
-                      "-" if row["kendall_tau_vs_all"] is None else f"{row['kendall_tau_vs_all']:+.2f}", f"{row['eval_s']:.1f}"])
-    md = common.markdown_table(["validation utterances n", "measurement SD (random n-subsets)", "SD across seeds (first n)",
-                                "WER per seed (first n)", "Kendall tau vs all", "s per evaluation"], table)
-    payload = {"preset": args.preset, "instance": instance, "seeds": args.seeds, "samples": args.samples,
-               "draws": args.draws, "models": [{k: v for k, v in m.items() if k != "rows"} for m in models],
-               "per_utterance": {m["seed"]: m["rows"] for m in models}, "sizes": rows_out}
+        table.append(
+            [
+                n,
+                f"{row['measurement_sd']:.4f}",
+                "-" if row["seed_sd"] is None else f"{row['seed_sd']:.4f}",
+                ", ".join(f"{w:.3f}" for w in first_n),
+                "-" if row["kendall_tau_vs_all"] is None else f"{row['kendall_tau_vs_all']:+.2f}",
+                f"{row['eval_s']:.1f}",
+            ]
+        )
+    md = common.markdown_table(
+        [
+            "validation utterances n",
+            "measurement SD (random n-subsets)",
+            "SD across seeds (first n)",
+            "WER per seed (first n)",
+            "Kendall tau vs all",
+            "s per evaluation",
+        ],
+        table,
+    )
+    payload = {
+        "preset": args.preset,
+        "instance": instance,
+        "seeds": args.seeds,
+        "samples": args.samples,
+        "draws": args.draws,
+        "models": [{k: v for k, v in m.items() if k != "rows"} for m in models],
+        "per_utterance": {m["seed"]: m["rows"] for m in models},
+        "sizes": rows_out,
+    }
     common.report(NAME, args, payload, md)
     return 0
 

@@ -29,11 +29,13 @@ from graph.answers import (
     is_transient,
     parse_decision_text,
 )
-from sttrl import controllers, prompting
 from sttrl.config import Config, secret
-from sttrl.controllers import Controller, ControllerSpec, Decided
+from sttrl.control import prompting
+from sttrl.control import registry as controllers
+from sttrl.control.prompting import PROMPT_DIR, render_history, render_observation  # noqa: F401 - re-exported
+from sttrl.control.spec import ControllerSpec, register
+from sttrl.env.decision import Controller, Decided
 from sttrl.errors import ConfigError
-from sttrl.prompting import PROMPT_DIR, render_history, render_observation  # noqa: F401 - re-exported
 
 DEFAULT_MODEL = "groq:llama-3.3-70b-versatile"
 
@@ -53,10 +55,10 @@ class AgentConfigError(ConfigError):
     """The chosen agent cannot be built: unknown name, bad model string, missing package or API key."""
 
 
-Agent = Controller  # an agent is an episode controller (sttrl.controllers)
+Agent = Controller  # an agent is an episode controller (sttrl.control.registry)
 
 
-# ----- prompts (rendered by sttrl.prompting; the learned controller renders the same turns) -------------
+# ----- prompts (rendered by sttrl.control.prompting; the learned controller renders the same turns) -------------
 def load_prompt(name: str) -> str:
     """The text of ``prompts/<name>`` (``.md`` is added when the name has no suffix)."""
     try:
@@ -73,8 +75,10 @@ def load_menu() -> dict[str, str]:
         raise AgentConfigError(str(exc)) from None
 
 
-def build_messages(observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8) -> list:
-    """System and per-step messages from the prompt files (:func:`sttrl.prompting.prompt_turns`)."""
+def build_messages(
+    observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8
+) -> list:
+    """System and per-step messages from the prompt files (:func:`sttrl.control.prompting.prompt_turns`)."""
     from langchain_core.messages import HumanMessage, SystemMessage
 
     try:
@@ -148,8 +152,13 @@ class LLMAgent:
                 self.sleep(self.backoff_s * 2 ** (attempt - 1))
         rule = self.fallback.decide(observation, history)
         reason = errors[-1] if errors else "no answer"
-        return Decided(rule.action, f"rule policy after the LLM failed ({reason}): {rule.rationale}", "fallback-rule",
-                       attempt, errors)
+        return Decided(
+            rule.action,
+            f"rule policy after the LLM failed ({reason}): {rule.rationale}",
+            "fallback-rule",
+            attempt,
+            errors,
+        )
 
 
 def provider_of(model: str) -> str:
@@ -195,19 +204,30 @@ def build_chat_model(model: str = DEFAULT_MODEL, api_key: str | None = None, cfg
 
     try:
         return init_chat_model(model, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - unknown provider, bad kwargs: one clear line
+    except Exception as exc:  # noqa: BLE001 - a controller failure must never end the episode
         raise AgentConfigError(f"cannot build chat model {model!r}: {_short(exc)}") from None
 
 
-def _llm(cfg: Config, seed: int = 0, model: str | None = None, api_key: str | None = None, chat_model: Any = None,
-         **_: Any) -> LLMAgent:
+def _llm(
+    cfg: Config, seed: int = 0, model: str | None = None, api_key: str | None = None, chat_model: Any = None, **_: Any
+) -> LLMAgent:
     chat = chat_model if chat_model is not None else build_chat_model(model or DEFAULT_MODEL, api_key, cfg)
     return LLMAgent(chat, cfg)
 
 
-controllers.register(ControllerSpec(
-    "llm", "episode", _llm, "an LLM through structured output (--model provider:model)", needs_key="by provider",
-    packages=("langchain",), extra="graph", color="#d62728", offline=False))
+register(
+    ControllerSpec(
+        "llm",
+        "episode",
+        _llm,
+        "an LLM through structured output (--model provider:model)",
+        needs_key="by provider",
+        packages=("langchain",),
+        extra="graph",
+        color="#d62728",
+        offline=False,
+    )
+)
 
 
 def agent_names() -> list[str]:
@@ -215,12 +235,14 @@ def agent_names() -> list[str]:
     return controllers.names("episode")
 
 
-def make_agent(name: str, cfg: Config, model: str | None = None, chat_model: Any = None,
-               api_key: str | None = None) -> Agent:
+def make_agent(
+    name: str, cfg: Config, model: str | None = None, chat_model: Any = None, api_key: str | None = None
+) -> Agent:
     """The episode controller called ``name``; ``chat_model`` replaces the one built from ``model`` (tests).
     ``api_key`` is the LLM's key as resolved by the entry point (:func:`resolve_api_key`)."""
     try:
-        return controllers.make_controller(name, cfg, seed=cfg.run.seed, model=model, chat_model=chat_model,
-                                           api_key=api_key)
+        return controllers.make_controller(
+            name, cfg, seed=cfg.run.seed, model=model, chat_model=chat_model, api_key=api_key
+        )
     except ConfigError as exc:
         raise AgentConfigError(str(exc)) from None

@@ -8,8 +8,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sttrl.actions import Action
-from sttrl.decision import Decision
+from sttrl.env.actions import Action
+from sttrl.env.decision import Decision
 
 
 # ----- tolerant parsing ------------------------------------------------------------------------
@@ -25,7 +25,7 @@ def _json_objects(text: str) -> list[dict]:
     out: list[dict] = []
     for m in re.finditer(r"\{", text):
         try:
-            obj, _ = decoder.raw_decode(text[m.start():])
+            obj, _ = decoder.raw_decode(text[m.start() :])
         except ValueError:
             continue
         if isinstance(obj, dict):

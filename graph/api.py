@@ -5,7 +5,7 @@
   step (the same record again: 200 unchanged; a different record for a stored step: 409).
 - ``GET /rl/episodes``: the stored runs with their metadata; ``GET /rl/episodes/{run_id}``: one run's steps.
 
-Records are stored through a sink (sttrl.sinks' layout): ``STTRL_COLLECT_SINK`` (any fsspec URL; default
+Records are stored through a sink (sttrl.outward.sinks' layout): ``STTRL_COLLECT_SINK`` (any fsspec URL; default
 ``file://<cwd>/runs/collected``). Every route needs ``STTRL_COLLECT_API_KEY`` from the environment, sent as
 ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. Bodies above ``STTRL_COLLECT_MAX_BYTES`` (1 MiB) get 413.
 """
@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sttrl.sinks import Sink, step_key
-from sttrl.trajectory import StepRecord
+from sttrl.outward.sinks import Sink, step_key
+from sttrl.outward.trajectory import StepRecord
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_MAX_BYTES = 1 << 20
@@ -102,8 +102,11 @@ def _store(sink: Sink, run_id: str, steps: list[dict[str, Any]], meta: dict[str,
             old = json.loads(sink.get(key))
             (unchanged if _comparable(old) == _comparable(rec) else conflicts).append(rec["step"])
     if conflicts:
-        return 409, {"detail": f"run {run_id} already holds different records for steps {conflicts}; "
-                               "trajectories are append-only", "conflicts": conflicts}
+        return 409, {
+            "detail": f"run {run_id} already holds different records for steps {conflicts}; "
+            "trajectories are append-only",
+            "conflicts": conflicts,
+        }
     for rec in steps:
         if rec["step"] not in unchanged:
             sink.put_json(step_key(run_id, rec["step"]), rec)
@@ -135,15 +138,23 @@ async def collect(request: Request) -> JSONResponse:
     except ValidationError as exc:
         return _error(422, "invalid record: see errors", _field_errors(exc))
     if not RUN_ID.match(run_id):
-        return _error(422, "invalid run_id", [{"loc": "run_id", "msg": "letters, digits, '.', '_', '-' (max 128)",
-                                               "type": "value_error"}])
+        return _error(
+            422,
+            "invalid run_id",
+            [{"loc": "run_id", "msg": "letters, digits, '.', '_', '-' (max 128)", "type": "value_error"}],
+        )
     bad = [i for i, r in enumerate(records) if r.run_id != run_id]
     if bad:
-        return _error(422, "every step's run_id must equal the episode's run_id",
-                      [{"loc": f"steps.{i}.run_id", "msg": f"expected {run_id!r}", "type": "value_error"} for i in bad])
+        return _error(
+            422,
+            "every step's run_id must equal the episode's run_id",
+            [{"loc": f"steps.{i}.run_id", "msg": f"expected {run_id!r}", "type": "value_error"} for i in bad],
+        )
     steps = [r.model_dump(mode="json", by_alias=True) for r in records]
     if len({s["step"] for s in steps}) != len(steps):
-        return _error(422, "steps repeat a step number", [{"loc": "steps", "msg": "duplicate step", "type": "value_error"}])
+        return _error(
+            422, "steps repeat a step number", [{"loc": "steps", "msg": "duplicate step", "type": "value_error"}]
+        )
     status, out = await run_in_threadpool(_store, _sink(), run_id, steps, meta)
     return JSONResponse(out, status_code=status)
 
@@ -158,9 +169,13 @@ def _episode(sink: Sink, run_id: str, with_steps: bool) -> dict[str, Any] | None
     if f"{run_id}/run.json" in have:
         cfg = json.loads(sink.get(f"{run_id}/run.json")).get("config") or {}
         meta = {"preset": cfg.get("preset"), "seed": (cfg.get("run") or {}).get("seed"), **meta}
-    out: dict[str, Any] = {"run_id": run_id, "steps": len(keys), "last_step": int(keys[-1].rsplit("/", 1)[1][:6]),
-                           "metadata": meta, "judge": {k: (judge or {}).get(k) for k in
-                                                       ("scored", "wer", "cer", "score")} if judge else None}
+    out: dict[str, Any] = {
+        "run_id": run_id,
+        "steps": len(keys),
+        "last_step": int(keys[-1].rsplit("/", 1)[1][:6]),
+        "metadata": meta,
+        "judge": {k: (judge or {}).get(k) for k in ("scored", "wer", "cer", "score")} if judge else None,
+    }
     if with_steps:
         out["records"] = [json.loads(sink.get(k)) for k in keys]
     return out
@@ -189,8 +204,10 @@ async def episode(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
-app = Starlette(routes=[
-    Route("/rl/collect", collect, methods=["POST"]),
-    Route("/rl/episodes", episodes, methods=["GET"]),
-    Route("/rl/episodes/{run_id}", episode, methods=["GET"]),
-])
+app = Starlette(
+    routes=[
+        Route("/rl/collect", collect, methods=["POST"]),
+        Route("/rl/episodes", episodes, methods=["GET"]),
+        Route("/rl/episodes/{run_id}", episode, methods=["GET"]),
+    ]
+)

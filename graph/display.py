@@ -29,7 +29,7 @@ class ProgressDisplay:
         self.progress: Progress | None = None
         self.task: Any = None
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -40,9 +40,13 @@ class ProgressDisplay:
         conversion during setup) never meet a second live display."""
         self._stop()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  {task.fields[speed]}"), TimeElapsedColumn(),
-            console=self.console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  {task.fields[speed]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
         )
         self.progress.start()
         self.task = self.progress.add_task(description, total=total, loss="-", speed="")
@@ -61,37 +65,53 @@ class ProgressDisplay:
         if kind == "setup" and ev.get("phase") == "start":
             self.line(f"setup: building data and model for run dir {ev['run_dir']} (preset {ev['preset']})")
         elif kind == "setup":
-            self.line(f"setup: start WER {_f(ev['wer'])} CER {_f(ev['cer'])} loss {_f(ev['loss'])} "
-                      f"on {ev['device']} ({ev['seconds']:.1f} s); budget {ev['max_actions']} decisions")
+            self.line(
+                f"setup: start WER {_f(ev['wer'])} CER {_f(ev['cer'])} loss {_f(ev['loss'])} "
+                f"on {ev['device']} ({ev['seconds']:.1f} s); budget {ev['max_actions']} decisions"
+            )
         elif kind == "decision":
             extra = f" [{ev['note']}]" if ev.get("note") and ev["note"] not in ("unchanged", "stop") else ""
             self.line(f"step {ev['step']} decide: {ev['action']} ({ev['source']}){extra}: {ev['rationale']}")
         elif kind == "train_start":
             hp = ev["hp"]
-            self.line(f"train block {ev['block']}: {ev['steps']} steps, lr {hp['lr']:.3g} batch {hp['batch_size']}"
-                      f"x{hp['grad_accum']} frozen {hp['freeze_layers']}")
+            self.line(
+                f"train block {ev['block']}: {ev['steps']} steps, lr {hp['lr']:.3g} batch {hp['batch_size']}"
+                f"x{hp['grad_accum']} frozen {hp['freeze_layers']}"
+            )
             if self.live:
                 self._start(f"train block {ev['block']}", ev["steps"])
         elif kind == "train_step":
             if self.progress is not None and self.task is not None:
-                self.progress.update(self.task, completed=ev["step_in_block"], loss=f"{ev['loss']:.3f}",
-                                     speed=f"{ev['samples_per_s']:.1f} samples/s")
+                self.progress.update(
+                    self.task,
+                    completed=ev["step_in_block"],
+                    loss=f"{ev['loss']:.3f}",
+                    speed=f"{ev['samples_per_s']:.1f} samples/s",
+                )
             else:
-                self.line(f"train block {ev['block']} step {ev['step_in_block']}/{ev['steps_in_block']} "
-                          f"loss {ev['loss']:.3f} lr {ev['lr']:.3g} {ev['samples_per_s']:.1f} samples/s")
+                self.line(
+                    f"train block {ev['block']} step {ev['step_in_block']}/{ev['steps_in_block']} "
+                    f"loss {ev['loss']:.3f} lr {ev['lr']:.3g} {ev['samples_per_s']:.1f} samples/s"
+                )
         elif kind == "train_end":
             self._stop()
             note = f" ({ev['note']})" if ev.get("note") else ""
-            self.line(f"train block {ev['block']}: {ev['status']}{note}, mean loss {_f(ev['mean_loss'])}, "
-                      f"{ev['seconds']:.1f} s, {ev['samples_per_s']:.1f} samples/s, global step {ev['global_step']}")
+            self.line(
+                f"train block {ev['block']}: {ev['status']}{note}, mean loss {_f(ev['mean_loss'])}, "
+                f"{ev['seconds']:.1f} s, {ev['samples_per_s']:.1f} samples/s, global step {ev['global_step']}"
+            )
         elif kind == "eval_start":
             self.line(f"evaluate block {ev['block']} on the validation split")
         elif kind == "eval":
-            self.line(f"evaluate block {ev['block']}: WER {_f(ev['wer'])} CER {_f(ev['cer'])} "
-                      f"({ev['n']} utterances, {ev['seconds']:.1f} s)")
+            self.line(
+                f"evaluate block {ev['block']}: WER {_f(ev['wer'])} CER {_f(ev['cer'])} "
+                f"({ev['n']} utterances, {ev['seconds']:.1f} s)"
+            )
         elif kind == "reward":
-            self.line(f"step {ev['step']} reward {ev['reward']:+.3f} (WER {_f(ev['wer'])}, best {_f(ev['best_wer'])}, "
-                      f"{ev['status']})")
+            self.line(
+                f"step {ev['step']} reward {ev['reward']:+.3f} (WER {_f(ev['wer'])}, best {_f(ev['best_wer'])}, "
+                f"{ev['status']})"
+            )
         elif kind == "judge_start":
             self.line(f"judge: episode ended ({ev['end_reason']}) after {ev['step']} steps; scoring the hidden split")
         elif kind == "judge":
@@ -104,32 +124,59 @@ class ProgressDisplay:
 
 def summary_table(values: dict[str, Any]) -> Table:
     """One row per step: step, action, source, lr, batch, frozen, loss, WER, reward, status."""
-    title = f"thread {values.get('thread_id', '?')} (agent {values.get('agent', 'rule')}, " \
-            f"preset {values.get('config', {}).get('preset', '?')})"
+    title = (
+        f"thread {values.get('thread_id', '?')} (agent {values.get('agent', 'rule')}, "
+        f"preset {values.get('config', {}).get('preset', '?')})"
+    )
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     for col in ("step", "action", "source", "lr", "batch", "frozen", "loss", "WER", "reward", "status"):
-        table.add_column(col, justify="left" if col in ("action", "source", "status") else "right", no_wrap=True,
-                         min_width=len(col))
+        table.add_column(
+            col, justify="left" if col in ("action", "source", "status") else "right", no_wrap=True, min_width=len(col)
+        )
     start = values.get("start")
     if start:
         hp = values["records"][0]["hp_before"] if values.get("records") else values.get("hp", {})
-        table.add_row("0", "(start)", "", _f(hp.get("lr"), ".3g"), str(hp.get("batch_size", "")),
-                      str(hp.get("freeze_layers", "")), _f(start.get("loss")), _f(start.get("wer")), "", "")
+        table.add_row(
+            "0",
+            "(start)",
+            "",
+            _f(hp.get("lr"), ".3g"),
+            str(hp.get("batch_size", "")),
+            str(hp.get("freeze_layers", "")),
+            _f(start.get("loss")),
+            _f(start.get("wer")),
+            "",
+            "",
+        )
     for r in values.get("records", []):
         o = r["observation"]
-        table.add_row(str(r["step"]), r["action"], r["source"], _f(o.get("lr"), ".3g"), str(o.get("batch_size")),
-                      str(o.get("freeze_layers")), _f(o.get("train_loss")) if r.get("train") else "-",
-                      _f(o.get("wer")), f"{r['reward']:+.3f}", r["status"])
+        table.add_row(
+            str(r["step"]),
+            r["action"],
+            r["source"],
+            _f(o.get("lr"), ".3g"),
+            str(o.get("batch_size")),
+            str(o.get("freeze_layers")),
+            _f(o.get("train_loss")) if r.get("train") else "-",
+            _f(o.get("wer")),
+            f"{r['reward']:+.3f}",
+            r["status"],
+        )
     return table
 
 
 def judge_lines(report: dict[str, Any] | None) -> list[str]:
     if not report:
         return ["judge: no result (the episode has not finished)"]
-    lines = [f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['reason']}" for name, c in (report.get("checks") or {}).items()]
+    lines = [
+        f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['reason']}"
+        for name, c in (report.get("checks") or {}).items()
+    ]
     if report.get("scored"):
-        lines.append(f"judge (hidden domain {report.get('hidden_domain')}): WER {_f(report['wer'])} "
-                     f"CER {_f(report['cer'])} score {report['score']:.1f}")
+        lines.append(
+            f"judge (hidden domain {report.get('hidden_domain')}): WER {_f(report['wer'])} "
+            f"CER {_f(report['cer'])} score {report['score']:.1f}"
+        )
     else:
         failed = [name for name, c in (report.get("checks") or {}).items() if not c["passed"]]
         measured = f", WER {_f(report['wer'])} measured but not trustworthy" if report.get("wer") is not None else ""

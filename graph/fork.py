@@ -3,7 +3,7 @@
 The new thread's state is the parent's state right after step ``step``'s ``reward`` node (found with
 ``get_state_history``), written to a fresh thread with ``update_state(..., as_node="reward")`` (``"setup"``
 for step 0), so its next node is ``observe``. With an action, the decision is written too
-(``as_node="decide"``) and the next node trains it. The run directory is forked by :mod:`sttrl.fork` (the
+(``as_node="decide"``) and the next node trains it. The run directory is forked by :mod:`sttrl.env.fork` (the
 block checkpoint hard-linked), so training continues from the parent's weights, optimizer, RNG and data
 cursor of that block: a fork that repeats the parent's next action ends with the parent's numbers.
 
@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sttrl.actions import Action
 from sttrl.config import config_from_dict
-from sttrl.controllers import Decided
+from sttrl.env.actions import Action
+from sttrl.env.decision import Decided
 from sttrl.errors import ForkError
 
 FORK_SOURCE = "fork"
@@ -46,12 +46,19 @@ def snapshot_after(compiled: Any, thread_id: str, step: int) -> Any:
     raise ForkError(f"--at {step} is outside thread {thread_id!r}'s history: the steps it completed are {have}")
 
 
-def fork(compiled: Any, parent_id: str, step: int, new_id: str, *, action: str | None = None,
-         run_dir: str | Path | None = None) -> dict[str, Any]:
+def fork(
+    compiled: Any,
+    parent_id: str,
+    step: int,
+    new_id: str,
+    *,
+    action: str | None = None,
+    run_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Create thread ``new_id`` as the fork of ``parent_id`` after step ``step`` (next decision ``action``, or
     the agent's own when None); returns the new thread's state values. Nothing is written on an error."""
-    from sttrl import episode
-    from sttrl.fork import fork_run_dir
+    from sttrl.env import episode
+    from sttrl.env.fork import fork_run_dir
 
     if compiled.get_state(_cfg(new_id)).values:
         raise ForkError(f"thread {new_id!r} already exists: choose another --thread-id")
@@ -59,13 +66,23 @@ def fork(compiled: Any, parent_id: str, step: int, new_id: str, *, action: str |
     values = dict(snap.values)
     cfg = config_from_dict(values["config"])
     if action is not None and action not in cfg.env.actions:
-        raise ForkError(f"--action {action!r} is not in thread {parent_id!r}'s action set: {', '.join(cfg.env.actions)}")
+        raise ForkError(
+            f"--action {action!r} is not in thread {parent_id!r}'s action set: {', '.join(cfg.env.actions)}"
+        )
     child_dir = Path(run_dir) if run_dir else Path(cfg.run.out_dir) / new_id
     parent_info = {"thread": parent_id, "checkpoint_id": snap.config["configurable"].get("checkpoint_id")}
     made = fork_run_dir(values["run_dir"], child_dir, step, values.get("records") or [], parent_info)
     try:
-        values.update(thread_id=new_id, run_id=made["run_id"], run_dir=str(child_dir), checkpoints=[made["checkpoint"]],
-                      parent=made["parent"], final=None, judge=None, end_reason=None)
+        values.update(
+            thread_id=new_id,
+            run_id=made["run_id"],
+            run_dir=str(child_dir),
+            checkpoints=[made["checkpoint"]],
+            parent=made["parent"],
+            final=None,
+            judge=None,
+            end_reason=None,
+        )
         cfg_new = compiled.update_state(_cfg(new_id), values, as_node="reward" if step > 0 else "setup")
         if action is not None:
             progress = episode.Progress.from_state(values)
@@ -73,8 +90,17 @@ def fork(compiled: Any, parent_id: str, step: int, new_id: str, *, action: str |
             progress.observation = obs
             why = f"forked from thread {parent_id} after step {step} with this action"
             pending = episode.pending(progress, Decided(Action(action), why, FORK_SOURCE), cfg)
-            compiled.update_state(cfg_new, {"observation": obs, "decision": pending.to_dict(), "hp": pending.hp_after,
-                                             "train": None, "eval": None}, as_node="decide")
+            compiled.update_state(
+                cfg_new,
+                {
+                    "observation": obs,
+                    "decision": pending.to_dict(),
+                    "hp": pending.hp_after,
+                    "train": None,
+                    "eval": None,
+                },
+                as_node="decide",
+            )
     except BaseException:
         try:
             compiled.checkpointer.delete_thread(new_id)

@@ -20,8 +20,19 @@ from sttrl.config import Config
 from sttrl.errors import ForkError, SttrlError
 
 
-def fork_main(console: Console, compiled: Any, saver: Any, stack: ExitStack, target: str, args: argparse.Namespace,
-              cfg: Config | None, cfg_error: SttrlError | None, thread_id: str, agent: Any, argv: list[str]) -> int:
+def fork_main(
+    console: Console,
+    compiled: Any,
+    saver: Any,
+    stack: ExitStack,
+    target: str,
+    args: argparse.Namespace,
+    cfg: Config | None,
+    cfg_error: SttrlError | None,
+    thread_id: str,
+    agent: Any,
+    argv: list[str],
+) -> int:
     """Dispatch ``--tree`` or ``--fork`` (the checkpointer is open; the new thread's lease is taken here)."""
     if args.tree:
         return print_tree(console, compiled, saver, args.tree)
@@ -34,9 +45,13 @@ def fork_main(console: Console, compiled: Any, saver: Any, stack: ExitStack, tar
     stack.enter_context(thread_lease(target, thread_id))
     values = fork(compiled, args.fork, args.at, thread_id, action=args.action, run_dir=args.run_dir)
     p = values["parent"]
-    console.print(f"thread {thread_id} forked from {p['thread']} after step {p['step']} (checkpoint "
-                  f"{p['checkpoint_sha256'][:12]}, run dir {values['run_dir']})"
-                  + (f", next decision {args.action}" if args.action else ""), highlight=False, markup=False)
+    console.print(
+        f"thread {thread_id} forked from {p['thread']} after step {p['step']} (checkpoint "
+        f"{p['checkpoint_sha256'][:12]}, run dir {values['run_dir']})"
+        + (f", next decision {args.action}" if args.action else ""),
+        highlight=False,
+        markup=False,
+    )
     return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
 
 
@@ -64,8 +79,11 @@ def _label(tid: str, v: dict[str, Any], since: int) -> str:
     jr = v.get("judge") or {}
     judged = f"judge WER {jr['wer']:.3f} score {jr['score']:.1f}" if jr.get("wer") is not None else "not judged"
     status = "finished" if jr else f"step {v.get('step', 0)}/{v.get('max_actions', '?')}"
-    return (f"[bold]{tid}[/bold] ({status}) steps {since + 1}..: {actions} | val WER "
-            f"{wer:.3f} | {judged}" if wer is not None else f"[bold]{tid}[/bold] ({status})")
+    return (
+        f"[bold]{tid}[/bold] ({status}) steps {since + 1}..: {actions} | val WER {wer:.3f} | {judged}"
+        if wer is not None
+        else f"[bold]{tid}[/bold] ({status})"
+    )
 
 
 def print_tree(console: Console, compiled: Any, saver: Any, root: str) -> int:

@@ -10,7 +10,7 @@ In Studio, start a run with an input such as ``{"preset": "debug", "agent": "rul
 
 from __future__ import annotations
 
-from langgraph._internal._runnable import RunnableCallable
+from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
 
 from graph import nodes
@@ -28,7 +28,7 @@ def build_graph() -> StateGraph:
     builder.add_node("observe", nodes.observe)
     builder.add_node("decide", nodes.decide)
     # sync for the CLI, async (cancellable mid-block) for the server: LangGraph picks by how it is run
-    builder.add_node("train", RunnableCallable(nodes.train, nodes.atrain, name="train", trace=False))
+    builder.add_node("train", RunnableLambda(nodes.train, afunc=nodes.atrain, name="train"))
     builder.add_node("evaluate", nodes.evaluate)
     builder.add_node("reward", nodes.reward)
     builder.add_node("judge", nodes.judge)

@@ -33,10 +33,15 @@ def _holder() -> dict[str, object]:
 
 
 def _busy(thread_id: str, holder: dict[str, object] | None) -> ThreadBusyError:
-    who = (f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')})" if holder
-           else "another process")
-    return ThreadBusyError(f"thread {thread_id} is running in {who}; wait for it to end, or stop that process "
-                           f"and run the same command again to resume")
+    who = (
+        f"process {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')})"
+        if holder
+        else "another process"
+    )
+    return ThreadBusyError(
+        f"thread {thread_id} is running in {who}; wait for it to end, or stop that process "
+        f"and run the same command again to resume"
+    )
 
 
 @contextmanager
@@ -73,9 +78,12 @@ def _pg_lease(url: str, thread_id: str) -> Iterator[None]:
             row = conn.execute(
                 "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
                 "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.objid = (%s::bigint & 4294967295)::oid "
-                "AND l.granted LIMIT 1", (_key(thread_id),)).fetchone()
-            holder = ({"pid": f"(server backend {row[0]})", "host": row[1] or describe(url), "since": row[2]}
-                      if row else None)
+                "AND l.granted LIMIT 1",
+                (_key(thread_id),),
+            ).fetchone()
+            holder = (
+                {"pid": f"(server backend {row[0]})", "host": row[1] or describe(url), "since": row[2]} if row else None
+            )
             raise _busy(thread_id, holder)
         try:
             yield

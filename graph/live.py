@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sttrl.config import config_from_dict, secret
-from sttrl.controllers import Controller
+from sttrl.env.decision import Controller
 
 if TYPE_CHECKING:  # torch loads when the first runtime is built, not when Studio imports the graph
-    from sttrl.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime
 
-_RUNTIMES: dict[str, "EpisodeRuntime"] = {}
+_RUNTIMES: dict[str, EpisodeRuntime] = {}
 _CONTROLLERS: dict[str, tuple[tuple[str, str], Controller]] = {}
 _LOCK = threading.Lock()
 _SECRETS: dict[str, str | None] = {}
@@ -46,9 +46,11 @@ def hf_token() -> str | None:
     return resolve_once("hf_token", "HF_TOKEN")
 
 
-def episode_runtime(thread_id: str, config: dict[str, Any], run_dir: str | Path, progress: bool = False) -> EpisodeRuntime:
+def episode_runtime(
+    thread_id: str, config: dict[str, Any], run_dir: str | Path, progress: bool = False
+) -> EpisodeRuntime:
     """The live ``EpisodeRuntime`` of ``thread_id``, built (or restored from ``run_dir``) on first use."""
-    from sttrl.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime
 
     with _LOCK:
         rt = _RUNTIMES.get(thread_id)

@@ -26,10 +26,10 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from graph.agents import AgentConfigError
+from sttrl.control.prompting import json_hint_turn, json_skeleton  # noqa: F401 - json_skeleton re-exported
 from sttrl.errors import SttrlError
 from sttrl.llm.constrained import chat_prompt_ids, generate
 from sttrl.llm.local import LoadedModel, load_model, resolve_model
-from sttrl.prompting import json_hint_turn, json_skeleton  # noqa: F401 - json_skeleton re-exported
 
 OPTIONS = ("temperature", "top_p", "top_k", "seed", "max_new_tokens", "max_rationale_chars")
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
@@ -85,16 +85,27 @@ class LocalChatModel(BaseChatModel):
             turns.append(json_hint_turn(schema))
         loaded = self.loaded
         out = generate(
-            loaded, chat_prompt_ids(loaded, turns), schema=schema, max_string_chars=self.max_rationale_chars,
-            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            loaded,
+            chat_prompt_ids(loaded, turns),
+            schema=schema,
+            max_string_chars=self.max_rationale_chars,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
             seed=self.seed if self.temperature > 0 else None,
         )
         text = out.text
         for s in stop or []:
             if s and s in text:
                 text = text[: text.index(s)]
-        meta = {"model_name": self.model_name, "new_tokens": out.new_tokens, "seconds": round(out.seconds, 3),
-                "finish_reason": "stop" if out.finished else "length", "constrained": schema is not None}
+        meta = {
+            "model_name": self.model_name,
+            "new_tokens": out.new_tokens,
+            "seconds": round(out.seconds, 3),
+            "finish_reason": "stop" if out.finished else "length",
+            "constrained": schema is not None,
+        }
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, response_metadata=meta))])
 
     def with_structured_output(
@@ -121,11 +132,14 @@ def build_local_chat_model(spec: str) -> LocalChatModel:
     allowed = OPTIONS
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise AgentConfigError(f"model option(s) {', '.join(unknown)} in 'local:{spec}' are unknown; "
-                               f"valid: {', '.join(allowed)}")
+        raise AgentConfigError(
+            f"model option(s) {', '.join(unknown)} in 'local:{spec}' are unknown; valid: {', '.join(allowed)}"
+        )
     try:
         model = LocalChatModel(model_name=name, **options)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise AgentConfigError(f"model option {'.'.join(map(str, err['loc']))} in 'local:{spec}': {err['msg']}") from None
+        raise AgentConfigError(
+            f"model option {'.'.join(map(str, err['loc']))} in 'local:{spec}': {err['msg']}"
+        ) from None
     return model.load()

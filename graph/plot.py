@@ -8,6 +8,7 @@ from typing import Any
 
 from sttrl.io import atomic_writer
 
+
 def save_figure(fig, path: str | Path) -> Path:
     """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
     import matplotlib.pyplot as plt
@@ -51,8 +52,16 @@ def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str,
     for r in records:
         faulty = r.get("status", "ok") != "ok"
         y = r["eval"]["wer"] if r.get("eval") else (wer[-1] if wer else 0.0)
-        ax1.annotate(r["action"] + (f" ({r['status']})" if faulty else ""), (r["step"], y), textcoords="offset points",
-                     xytext=(0, 8), ha="center", fontsize=8, rotation=30, color=FAULT_COLOR if faulty else "black")
+        ax1.annotate(
+            r["action"] + (f" ({r['status']})" if faulty else ""),
+            (r["step"], y),
+            textcoords="offset points",
+            xytext=(0, 8),
+            ha="center",
+            fontsize=8,
+            rotation=30,
+            color=FAULT_COLOR if faulty else "black",
+        )
         if faulty:
             ax1.plot([r["step"]], [y], "x", color=FAULT_COLOR, markersize=10)
     if start:
@@ -67,8 +76,14 @@ def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str,
     ax3.set_ylabel("learning rate", color="#2ca02c")
     ax4 = ax3.twinx()
     ax4.step(hp_steps, [h["batch_size"] for h in hps], where="post", color="#9467bd", label="batch size")
-    ax4.step(hp_steps, [h["freeze_layers"] for h in hps], where="post", color="#8c564b", linestyle=":",
-             label="frozen encoder layers")
+    ax4.step(
+        hp_steps,
+        [h["freeze_layers"] for h in hps],
+        where="post",
+        color="#8c564b",
+        linestyle=":",
+        label="frozen encoder layers",
+    )
     ax4.set_ylabel("batch size / frozen layers")
     handles = ax3.get_legend_handles_labels()[0] + ax4.get_legend_handles_labels()[0]
     ax4.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize=8)

@@ -1,4 +1,4 @@
-"""Re-export: the prompt's extra facts live in :mod:`sttrl.prompt_facts` (pure; the learned controller renders
+"""Re-export: the prompt's extra facts live in :mod:`sttrl.control.prompt_facts` (pure; the learned controller renders
 the same prompt without LangChain)."""
 
-from sttrl.prompt_facts import facts, render_facts, slope, trend_word  # noqa: F401
+from sttrl.control.prompt_facts import facts, render_facts, slope, trend_word  # noqa: F401

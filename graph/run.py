@@ -25,7 +25,7 @@ from rich.table import Table
 
 from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.errors import SttrlError
-from sttrl.memory import limit_arenas
+from sttrl.train.memory import limit_arenas
 
 EXAMPLES = """examples:
   python -m graph.run                                  offline default: cpu preset, rule-based agent
@@ -52,30 +52,54 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(p)
-    p.add_argument("--agent", default="rule", choices=agent_names(),
-                   help="who decides each step: a registered controller (default: rule, offline)")
-    p.add_argument("--model", metavar="PROVIDER:MODEL",
-                   help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL}); for --agent "
-                   "learned, the model directory written by python -m sttrl.learn")
+    p.add_argument(
+        "--agent",
+        default="rule",
+        choices=agent_names(),
+        help="who decides each step: a registered controller (default: rule, offline)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="PROVIDER:MODEL",
+        help=f"chat model for --agent llm, via init_chat_model (default: {DEFAULT_MODEL}); for --agent "
+        "learned, the model directory written by python -m sttrl.learn",
+    )
     p.add_argument("--max-actions", type=int, metavar="N", help="decisions per episode (env.max_actions)")
     p.add_argument("--steps-per-action", type=int, metavar="N", help="optimizer steps per block (env.steps_per_action)")
     p.add_argument("--seed", type=int, help="run.seed")
-    p.add_argument("--instance", type=int, metavar="SEED",
-                   help="draw the starting conditions from env.instances with this seed (see README: instance sets)")
+    p.add_argument(
+        "--instance",
+        type=int,
+        metavar="SEED",
+        help="draw the starting conditions from env.instances with this seed (see README: instance sets)",
+    )
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="run directory (default: <run.out_dir>/<thread id>)")
-    p.add_argument("--thread-id", metavar="ID", help="start a new thread with this id, resume it, or show it if finished")
-    p.add_argument("--checkpointer", metavar="PATH|URL",
-                   help="SQLite file or postgresql:// URL (default: <run.out_dir>/checkpoints.sqlite)")
+    p.add_argument(
+        "--thread-id", metavar="ID", help="start a new thread with this id, resume it, or show it if finished"
+    )
+    p.add_argument(
+        "--checkpointer",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL (default: <run.out_dir>/checkpoints.sqlite)",
+    )
     p.add_argument("--list", action="store_true", help="list the checkpointer's threads with their status and exit")
-    p.add_argument("--fork", metavar="THREAD", help="start a new thread (--thread-id, or a new id) from THREAD after "
-                   "step --at, its training resumed from that block's checkpoint (see README: forks)")
+    p.add_argument(
+        "--fork",
+        metavar="THREAD",
+        help="start a new thread (--thread-id, or a new id) from THREAD after "
+        "step --at, its training resumed from that block's checkpoint (see README: forks)",
+    )
     p.add_argument("--at", type=int, metavar="STEP", help="with --fork: the step after which the fork starts")
     p.add_argument("--action", metavar="A", help="with --fork: the fork's next decision (default: its agent's own)")
     p.add_argument("--tree", metavar="THREAD", help="print THREAD's fork tree and write fork-tree.png, then exit")
-    p.add_argument("--judge", choices=("test", "dev"), metavar="SPLIT",
-                   help="re-score finished --thread-id's final model on the hidden SPLIT (test|dev), checking the run "
-                        "directory against the thread's checkpointed state (hashes, step records, rewards); exit 1 "
-                        "if a check fails")
+    p.add_argument(
+        "--judge",
+        choices=("test", "dev"),
+        metavar="SPLIT",
+        help="re-score finished --thread-id's final model on the hidden SPLIT (test|dev), checking the run "
+        "directory against the thread's checkpointed state (hashes, step records, rewards); exit 1 "
+        "if a check fails",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the thread id, the summary and the judge result")
     return p
 
@@ -114,22 +138,41 @@ def list_threads(console: Console, compiled: Any, saver: Any) -> int:
     from graph.checkpointer import thread_ids
 
     table = Table(title="threads")
-    for col in ("thread", "status", "steps", "agent", "preset", "start WER", "last WER", "judge score", "updated",
-                "run dir"):
+    for col in (
+        "thread",
+        "status",
+        "steps",
+        "agent",
+        "preset",
+        "start WER",
+        "last WER",
+        "judge score",
+        "updated",
+        "run dir",
+    ):
         table.add_column(col)
     rows = []
     for tid in thread_ids(saver):
         snap = compiled.get_state({"configurable": {"thread_id": tid}})
         v = snap.values or {}
         start, obs, jr = v.get("start") or {}, v.get("observation") or {}, v.get("judge") or {}
-        rows.append((snap.created_at or "", [
-            tid, thread_status(v, snap.next), f"{v.get('step', 0)}/{v.get('max_actions', '?')}", v.get("agent", "?"),
-            (v.get("config") or {}).get("preset", v.get("preset", "?")),
-            f"{start['wer']:.3f}" if start.get("wer") is not None else "-",
-            f"{obs['wer']:.3f}" if obs.get("wer") is not None else "-",
-            f"{jr['score']:.1f}" if jr.get("score") is not None else "-",
-            (snap.created_at or "")[:19], v.get("run_dir", "-"),
-        ]))
+        rows.append(
+            (
+                snap.created_at or "",
+                [
+                    tid,
+                    thread_status(v, snap.next),
+                    f"{v.get('step', 0)}/{v.get('max_actions', '?')}",
+                    v.get("agent", "?"),
+                    (v.get("config") or {}).get("preset", v.get("preset", "?")),
+                    f"{start['wer']:.3f}" if start.get("wer") is not None else "-",
+                    f"{obs['wer']:.3f}" if obs.get("wer") is not None else "-",
+                    f"{jr['score']:.1f}" if jr.get("score") is not None else "-",
+                    (snap.created_at or "")[:19],
+                    v.get("run_dir", "-"),
+                ],
+            )
+        )
     for _, row in sorted(rows, key=lambda x: x[0]):
         table.add_row(*[str(c) for c in row])
     console.print(table if rows else "no threads yet")
@@ -144,9 +187,10 @@ def print_summary(console: Console, values: dict[str, Any]) -> None:
         console.print(line, highlight=False, markup=False)
     run_dir = values.get("run_dir")
     if run_dir:
-        console.print(f"files: {run_dir}/trajectory.jsonl, judge.json, plot.png, config.yaml", highlight=False,
-                      markup=False)
-        from sttrl.publish import outward_line  # sink / tracker outcome recorded in run.json
+        console.print(
+            f"files: {run_dir}/trajectory.jsonl, judge.json, plot.png, config.yaml", highlight=False, markup=False
+        )
+        from sttrl.outward.publish import outward_line  # sink / tracker outcome recorded in run.json
 
         if line := outward_line(run_dir):
             console.print(line, highlight=False, markup=False)
@@ -185,8 +229,9 @@ def _check_agent(name: str, cfg: Config, model: str | None) -> None:
     make_agent(name, cfg, model, api_key=key)
 
 
-def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None,
-                  instance: int | None = None) -> dict[str, Any]:
+def episode_input(
+    cfg: Config, agent: str, model: str | None = None, run_dir: str | Path | None = None, instance: int | None = None
+) -> dict[str, Any]:
     """The graph input that starts a new thread: the resolved config, the agent's name, and optionally the
     LLM's ``provider:model``, the run directory and the instance seed."""
     inp: dict[str, Any] = {"config": cfg.to_dict(), "agent": agent}
@@ -199,9 +244,17 @@ def episode_input(cfg: Config, agent: str, model: str | None = None, run_dir: st
     return inp
 
 
-def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, max_actions: int, *, agent: Any = None,
-                   progress: bool = False, on_event: Callable[[dict[str, Any]], None] | None = None,
-                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def stream_episode(
+    compiled: Any,
+    thread_id: str,
+    inp: dict[str, Any] | None,
+    max_actions: int,
+    *,
+    agent: Any = None,
+    progress: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run thread ``thread_id`` to its end (``inp=None`` resumes it) with every node checkpointed
     (``durability="sync"``); ``on_event`` gets each custom progress event, ``on_update`` each node's
     update. Returns the thread's final state values."""
@@ -210,8 +263,9 @@ def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, ma
 
     context = EpisodeContext(agent=agent, progress=progress)
     run_cfg = {"configurable": {"thread_id": thread_id}, "recursion_limit": recursion_limit(max_actions)}
-    for mode, chunk in compiled.stream(inp, run_cfg, stream_mode=["updates", "custom"], context=context,
-                                       durability="sync"):
+    for mode, chunk in compiled.stream(
+        inp, run_cfg, stream_mode=["updates", "custom"], context=context, durability="sync"
+    ):
         if mode == "custom" and on_event is not None:
             on_event(chunk)
         elif mode == "updates" and on_update is not None:
@@ -219,8 +273,18 @@ def stream_episode(compiled: Any, thread_id: str, inp: dict[str, Any] | None, ma
     return compiled.get_state({"configurable": {"thread_id": thread_id}}).values
 
 
-RESUME_IGNORES = ("--preset", "--config", "--set", "--agent", "--model", "--max-actions", "--steps-per-action",
-                  "--seed", "--run-dir", "--instance")
+RESUME_IGNORES = (
+    "--preset",
+    "--config",
+    "--set",
+    "--agent",
+    "--model",
+    "--max-actions",
+    "--steps-per-action",
+    "--seed",
+    "--run-dir",
+    "--instance",
+)
 
 
 def ignored_options(argv: list[str]) -> list[str]:
@@ -253,12 +317,21 @@ def _discard_failed_setup(saver: Any, thread_id: str, run_dir: Path | None) -> N
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Namespace, cfg: Config | None,
-               cfg_error: SttrlError | None, thread_id: str, agent: Any, argv: list[str]) -> int:
+def run_thread(
+    console: Console,
+    compiled: Any,
+    saver: Any,
+    args: argparse.Namespace,
+    cfg: Config | None,
+    cfg_error: SttrlError | None,
+    thread_id: str,
+    agent: Any,
+    argv: list[str],
+) -> int:
     """Start, resume or show ``thread_id``; stream its progress; print the summary."""
     from graph.display import ProgressDisplay
-    from sttrl import episode
     from sttrl.config import config_from_dict
+    from sttrl.env import episode
 
     snap = compiled.get_state({"configurable": {"thread_id": thread_id}})
     values = snap.values or {}
@@ -277,8 +350,7 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
             _check_agent(args.agent, cfg, args.model)
         max_actions = cfg.env.max_actions
         how = "its setup never finished: starting it again with this command's config" if restart else "new episode"
-        console.print(f"thread {thread_id} ({how}; resume or show it with --thread-id {thread_id})",
-                      highlight=False)
+        console.print(f"thread {thread_id} ({how}; resume or show it with --thread-id {thread_id})", highlight=False)
         run_dir = Path(args.run_dir) if args.run_dir else Path(cfg.run.out_dir) / thread_id
     else:
         inp = None
@@ -286,8 +358,11 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
         if agent is None:
             _check_agent(values.get("agent") or "rule", thread_cfg, values.get("model"))
         max_actions = values.get("max_actions") or thread_cfg.env.max_actions
-        console.print(f"thread {thread_id} resumes at {', '.join(snap.next) or 'its last saved writes'} after step "
-                      f"{values.get('step', 0)} of {max_actions} (with the config it started with)", highlight=False)
+        console.print(
+            f"thread {thread_id} resumes at {', '.join(snap.next) or 'its last saved writes'} after step "
+            f"{values.get('step', 0)} of {max_actions} (with the config it started with)",
+            highlight=False,
+        )
         ignored = ignored_options(argv)
         if ignored:
             console.print(f"ignored on resume: {', '.join(ignored)}", highlight=False, markup=False)
@@ -296,11 +371,19 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
     quiet_library_bars()
     try:
         with ProgressDisplay(console, quiet=args.quiet) as display:
-            values = stream_episode(compiled, thread_id, inp, max_actions, agent=agent,
-                                    progress=console.is_terminal and not args.quiet, on_event=display.event)
+            values = stream_episode(
+                compiled,
+                thread_id,
+                inp,
+                max_actions,
+                agent=agent,
+                progress=console.is_terminal and not args.quiet,
+                on_event=display.event,
+            )
     except SttrlError:
-        if inp is not None and not setup_done(compiled.get_state({"configurable": {"thread_id": thread_id}}).values
-                                              or {}):
+        if inp is not None and not setup_done(
+            compiled.get_state({"configurable": {"thread_id": thread_id}}).values or {}
+        ):
             _discard_failed_setup(saver, thread_id, run_dir)
         raise
     print_summary(console, values)
@@ -309,23 +392,29 @@ def run_thread(console: Console, compiled: Any, saver: Any, args: argparse.Names
 
 def rejudge(console: Console, compiled: Any, thread_id: str, split: str) -> int:
     """The judge on a finished thread, with what the run directory cannot rewrite taken from the checkpointer."""
-    from sttrl import judge as judge_mod
     from sttrl.errors import CheckpointError
-    from sttrl.integrity import expected_from_state
+    from sttrl.judge import scoring as judge_mod
+    from sttrl.judge.integrity import expected_from_state
 
     snap = compiled.get_state({"configurable": {"thread_id": thread_id}})
     values = snap.values or {}
     if thread_status(values, snap.next) != "finished":
-        raise CheckpointError(f"thread {thread_id} has not finished (no final model to judge); resume it first with "
-                              f"python -m graph.run --thread-id {thread_id}")
+        raise CheckpointError(
+            f"thread {thread_id} has not finished (no final model to judge); resume it first with "
+            f"python -m graph.run --thread-id {thread_id}"
+        )
     from graph import live
 
-    report = judge_mod.judge(values["run_dir"], progress=False, expected=expected_from_state(values), split=split,
-                             hf_token=live.hf_token())
+    report = judge_mod.judge(
+        values["run_dir"], progress=False, expected=expected_from_state(values), split=split, hf_token=live.hf_token()
+    )
     failed = [name for name, c in report["checks"].items() if not c["passed"]]
-    console.print(f"thread {thread_id}: judge ({split} split) WER {report['wer']:.4f} CER {report['cer']:.4f} "
-                  f"score {report['score']:.1f} over {report['n_utterances']} utterances; "
-                  + (f"FAILED checks: {', '.join(failed)}" if failed else "all checks passed"), highlight=False)
+    console.print(
+        f"thread {thread_id}: judge ({split} split) WER {report['wer']:.4f} CER {report['cer']:.4f} "
+        f"score {report['score']:.1f} over {report['n_utterances']} utterances; "
+        + (f"FAILED checks: {', '.join(failed)}" if failed else "all checks passed"),
+        highlight=False,
+    )
     return 0 if report["passed_all_checks"] else 1
 
 
@@ -349,7 +438,7 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    limit_arenas()  # before any thread allocates: see sttrl.memory
+    limit_arenas()  # before any thread allocates: see sttrl.train.memory
     if args.model and args.agent not in ("llm", "learned"):
         parser.error("--model chooses the chat model of --agent llm (or the model directory of --agent learned)")
     if bool(args.fork) != (args.at is not None) or (args.action and not args.fork):

@@ -13,7 +13,7 @@ from typing import Any
 
 from typing_extensions import TypedDict
 
-from sttrl.controllers import Controller
+from sttrl.env.decision import Controller
 
 
 class EpisodeInput(TypedDict, total=False):
@@ -41,7 +41,7 @@ class EpisodeState(EpisodeInput, total=False):
     - ``step``: decisions completed (trajectory records written); the pending step is ``step + 1``.
     - ``hp``: the hyperparameters in force (after a fault they stay as the action set them).
     - ``start``: the starting model's validation WER/CER and loss (block 0).
-    - ``observation``: the plain observation (``sttrl.episode.Observation``) after the last block.
+    - ``observation``: the plain observation (``sttrl.env.episode.Observation``) after the last block.
     - ``decision``: the pending step's ``{step, action, rationale, source, attempts, errors,
       hp_before, hp_after, clamped, note, seconds}``; ``train``/``eval``: its results.
     - ``spent``: budget spent so far (training samples and steps attempted, evaluations).

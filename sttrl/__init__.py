@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:  # lazy: `import sttrl` stays cheap; torch lo
 
         return getattr(config, name)
     if name == "Action":
-        from sttrl.actions import Action
+        from sttrl.env.actions import Action
 
         return Action
     raise AttributeError(f"module 'sttrl' has no attribute {name!r}")

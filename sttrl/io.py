@@ -1,4 +1,4 @@
-"""Crash-safe file writes and hashing: write to a temp file in the same folder, fsync, rename."""
+"""Crash-safe file writes and hashing (write to a temp file in the same folder, fsync, rename), and the one JSONL reader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 
 @contextmanager
@@ -68,3 +68,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_jsonl(
+    path: str | Path, *, torn: Literal["raise", "skip", "empty"] = "skip", error: type[Exception] = ValueError
+) -> list[dict[str, Any]]:
+    """The records of a JSONL file, one per non-empty line; ``[]`` when the file does not exist.
+
+    A line that is not valid JSON (a torn last line after a crash, or an edited file) is skipped (``torn="skip"``),
+    kept as ``{}`` so that positions still count (``"empty"``: what an integrity check reports), or raised as
+    ``error`` naming the file and the line (``"raise"``)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out: list[dict[str, Any]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            if torn == "empty":
+                out.append({})
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if torn == "raise":
+                raise error(f"{path}: line {n} is not valid JSON") from None
+            if torn == "empty":
+                out.append({})
+    return out

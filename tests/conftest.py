@@ -15,7 +15,7 @@ from sttrl.config import Config, load_config
 
 torch.set_num_threads(2)
 
-# The judge key and the hidden-split access log live outside run directories (sttrl.integrity): tests use a
+# The judge key and the hidden-split access log live outside run directories (sttrl.judge.integrity): tests use a
 # folder of their own, never the developer's ~/.local/share/sttrl; subprocesses inherit it.
 os.environ["STTRL_HOME"] = tempfile.mkdtemp(prefix="sttrl-home-")
 os.environ.pop("STTRL_JUDGE_KEY", None)
@@ -53,14 +53,24 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = [json.dumps({"action": a, "rationale": "the loss fell and the WER is 0.9"}) for a in TINY_LM_ACTIONS] * 4
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
     fast.save_pretrained(out)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
-                      eos_token_id=fast.eos_token_id, pad_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.eos_token_id,
+        bos_token_id=fast.eos_token_id,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
     return out

@@ -24,12 +24,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def background_server(cmd: list[str], ready_url: str, log_path: Path, *, name: str, cwd: Path,
-                      env: Mapping[str, str] | None = None, timeout: float = 90) -> Iterator[None]:
+def background_server(
+    cmd: list[str],
+    ready_url: str,
+    log_path: Path,
+    *,
+    name: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 90,
+) -> Iterator[None]:
     """Run ``cmd`` until the block ends; ready when ``ready_url`` answers 200 (else an error with the log)."""
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env else None,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env else None, start_new_session=True
+    )
     try:
         end = time.monotonic() + timeout
         while True:
@@ -58,11 +67,22 @@ def langgraph_dev(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iter
     """``langgraph dev`` over this repository's langgraph.json; yields its URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
-    env.update(PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false",
-               **(extra_env or {}))
+    env.update(
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false", **(extra_env or {})
+    )
     cli = Path(sys.executable).parent / "langgraph"
     url = f"http://127.0.0.1:{port}"
-    cmd = [str(cli), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-           "--config", str(REPO / "langgraph.json")]
+    cmd = [
+        str(cli),
+        "dev",
+        "--no-browser",
+        "--no-reload",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(REPO / "langgraph.json"),
+    ]
     with background_server(cmd, url + "/ok", tmp / "server.log", name="langgraph dev", cwd=REPO, env=env):
         yield url

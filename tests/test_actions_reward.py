@@ -1,8 +1,9 @@
 import pytest
 
-from sttrl.actions import Action, Hyperparams, apply, parse_action
-from sttrl.config import ALL_ACTIONS, SEED_ACTIONS, RewardConfig, load_config
-from sttrl.reward import reward
+from sttrl.config import RewardConfig, load_config
+from sttrl.env.actions import ALL_ACTIONS, SEED_ACTIONS, Action, apply, parse_action
+from sttrl.env.reward import reward
+from sttrl.train.blocks import Hyperparams
 
 
 def hp(**kw):

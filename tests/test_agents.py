@@ -20,11 +20,11 @@ from graph.agents import (
     failed_generation,
     is_transient,
     make_agent,
-    resolve_api_key,
     parse_decision_text,
+    resolve_api_key,
 )
-from sttrl.actions import Action
 from sttrl.config import load_config
+from sttrl.env.actions import Action
 
 ALL = ("keep", "lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "stop")
 
@@ -36,10 +36,10 @@ class FakeToolCallingModel(FakeMessagesListChatModel):
     responses: list[Any]
     calls: int = 0
 
-    def bind_tools(self, tools, *, tool_choice=None, **kwargs):  # noqa: ANN001
+    def bind_tools(self, tools, *, tool_choice=None, **kwargs):
         return self
 
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # noqa: ANN001
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
         item = self.responses[min(self.calls, len(self.responses) - 1)]
         self.calls += 1
         if isinstance(item, BaseException):
@@ -48,14 +48,30 @@ class FakeToolCallingModel(FakeMessagesListChatModel):
 
 
 def call(action, rationale="because the numbers say so"):
-    return AIMessage(content="", tool_calls=[{"name": "Decision", "args": {"action": action, "rationale": rationale},
-                                              "id": "c0"}])
+    return AIMessage(
+        content="", tool_calls=[{"name": "Decision", "args": {"action": action, "rationale": rationale}, "id": "c0"}]
+    )
 
 
 def obs(**kw):
-    base = dict(step=1, steps_left=2, global_step=2, lr=1e-3, batch_size=4, grad_accum=1, freeze_layers=0,
-                max_freeze_layers=2, train_loss=3.2, wer=1.0, cer=0.9, best_wer=1.0, previous_wer=1.05, memory_gb=1.1,
-                memory_device="cpu", status="ok")
+    base = dict(
+        step=1,
+        steps_left=2,
+        global_step=2,
+        lr=1e-3,
+        batch_size=4,
+        grad_accum=1,
+        freeze_layers=0,
+        max_freeze_layers=2,
+        train_loss=3.2,
+        wer=1.0,
+        cer=0.9,
+        best_wer=1.0,
+        previous_wer=1.05,
+        memory_gb=1.1,
+        memory_device="cpu",
+        status="ok",
+    )
     base.update(kw)
     return base
 
@@ -67,8 +83,9 @@ _REQ = httpx.Request("POST", "https://api.groq.com/openai/v1/chat/completions")
 def rate_limited():
     import groq
 
-    return groq.RateLimitError("Error code: 429 - rate limit reached", response=httpx.Response(429, request=_REQ),
-                               body=None)
+    return groq.RateLimitError(
+        "Error code: 429 - rate limit reached", response=httpx.Response(429, request=_REQ), body=None
+    )
 
 
 def timed_out():
@@ -80,9 +97,17 @@ def timed_out():
 def tool_use_failed(text):
     import groq
 
-    body = {"error": {"message": "Failed to call a function. Please adjust your prompt.", "type": "invalid_request_error",
-                      "code": "tool_use_failed", "failed_generation": text}}
-    return groq.BadRequestError("Error code: 400 - tool_use_failed", response=httpx.Response(400, request=_REQ), body=body)
+    body = {
+        "error": {
+            "message": "Failed to call a function. Please adjust your prompt.",
+            "type": "invalid_request_error",
+            "code": "tool_use_failed",
+            "failed_generation": text,
+        }
+    }
+    return groq.BadRequestError(
+        "Error code: 400 - tool_use_failed", response=httpx.Response(400, request=_REQ), body=body
+    )
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +214,10 @@ def test_parser_edge_cases():
     assert parse_decision_text("", ALL) is None
     assert parse_decision_text("   ", ALL) is None
     assert parse_decision_text('{"action": "nope"}', ALL) is None
-    assert parse_decision_text('{"name": "Decision", "arguments": "{\\"action\\": \\"keep\\"}"}', ALL).action is Action.KEEP
+    assert (
+        parse_decision_text('{"name": "Decision", "arguments": "{\\"action\\": \\"keep\\"}"}', ALL).action
+        is Action.KEEP
+    )
     assert parse_decision_text("ACTION = Batch Down", ALL).action is Action.BATCH_DOWN
     assert parse_decision_text("keep", ("lr_up", "stop")) is None
 
@@ -208,8 +236,9 @@ def test_policy_agents_and_unknown_names(cfg):
     d = make_agent("rule", cfg).decide(obs(), [])
     assert d.source == "rule" and d.action is Action.KEEP
     assert make_agent("random", cfg).decide(obs(), []).source == "random"
-    with pytest.raises(AgentConfigError,
-                       match="unknown controller .genius.; valid: learned, llm, random, rule, schedule, static"):
+    with pytest.raises(
+        AgentConfigError, match="unknown controller .genius.; valid: learned, llm, random, rule, schedule, static"
+    ):
         make_agent("genius", cfg)
 
 

@@ -1,4 +1,4 @@
-"""The controller benchmark (``graph.bench``) and the kill-anywhere check (``benchmarks/kill_anywhere.py``).
+"""The controller benchmark (``bench``) and the kill-anywhere check (``benchmarks/kill_anywhere.py``).
 
 A ``debug`` smoke of the benchmark with every controller (the LLM is a fake chat model), interrupted
 once inside an episode and once inside an Optuna trial, resumed through the CLI, and run once more to
@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from graph import bench
-from graph.agents import LLMAgent
-from sttrl import controllers as registry
-from sttrl.runtime import EpisodeRuntime
 from test_agents import FakeToolCallingModel, call
+
+import bench
+from graph.agents import LLMAgent
+from sttrl.control import registry as registry
+from sttrl.env.runtime import EpisodeRuntime
+from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +43,9 @@ def test_search_space_is_what_an_episode_can_reach(make_config):
     space = bench.search_space(cfg, max_freeze=2)
     assert space["lr"] == pytest.approx((1e-3 / 1.5**3, 1e-3 * 1.5**3))
     assert space["batch_size"] == [1, 2, 4, 8, 16] and space["freeze_layers"] == (0, 2)
-    narrow = bench.search_space(make_config("env.max_actions=1", "train.lr_max=1.2e-3",
-                                            "env.actions=[keep,lr_up,lr_down,stop]"), max_freeze=2)
+    narrow = bench.search_space(
+        make_config("env.max_actions=1", "train.lr_max=1.2e-3", "env.actions=[keep,lr_up,lr_down,stop]"), max_freeze=2
+    )
     assert narrow["lr"] == pytest.approx((1e-3 / 1.5, 1.2e-3))  # clipped to lr_max
     assert narrow["batch_size"] == [4] and narrow["freeze_layers"] == (0, 0)  # those actions are disabled
     dists = bench.optuna_distributions(narrow)
@@ -62,8 +64,10 @@ def test_budget_matches_training_steps_and_counts_evaluations(make_config):
 
 
 def test_curve_band_holds_a_stopped_run_at_its_last_value():
-    runs = [{"curve": {"x": [0, 2, 4, 6], "y": [1.0, 0.9, 0.8, 0.7]}},
-            {"curve": {"x": [0, 2, 4], "y": [1.0, 0.7, 0.6]}}]
+    runs = [
+        {"curve": {"x": [0, 2, 4, 6], "y": [1.0, 0.9, 0.8, 0.7]}},
+        {"curve": {"x": [0, 2, 4], "y": [1.0, 0.7, 0.6]}},
+    ]
     band = bench.curve_band(runs)
     assert band["x"] == [0, 2, 4, 6] and band["n"] == [2, 2, 2, 2]
     assert band["mean"] == pytest.approx([1.0, 0.8, 0.7, 0.65]) and band["min"][-1] == 0.6
@@ -74,8 +78,20 @@ def test_curve_band_holds_a_stopped_run_at_its_last_value():
 def test_llm_is_skipped_without_a_key(make_config, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
-    code = bench.main(["--preset", "debug", "--controllers", "llm", "--seeds", "1", "--out", str(tmp_path / "b"),
-                       "--set", f"data.cache_dir={tmp_path / 'unused'}"])
+    code = bench.main(
+        [
+            "--preset",
+            "debug",
+            "--controllers",
+            "llm",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "b"),
+            "--set",
+            f"data.cache_dir={tmp_path / 'unused'}",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "llm: skipped (no GROQ_API_KEY" in out
     doc = json.loads((tmp_path / "b" / "bench.json").read_text())
@@ -140,9 +156,24 @@ def test_debug_bench_every_controller_interrupted_resumed_and_skipped(make_confi
     assert [r["controller"] for r in partial["runs"]] == ["static", "random", "rule", "llm"]
     assert partial["runs"][0]["resumed"].startswith("resumes at decide after step 1")
 
-    argv = ["--preset", "debug", "--controllers", ",".join(controllers), "--seeds", "1", "--out", str(out),
-            "--set", "env.max_actions=2", "--set", "run.threads=1", "--set", f"data.cache_dir={cfg.data.cache_dir}",
-            "--set", f"run.out_dir={cfg.run.out_dir}"]
+    argv = [
+        "--preset",
+        "debug",
+        "--controllers",
+        ",".join(controllers),
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--set",
+        "env.max_actions=2",
+        "--set",
+        "run.threads=1",
+        "--set",
+        f"data.cache_dir={cfg.data.cache_dir}",
+        "--set",
+        f"run.out_dir={cfg.run.out_dir}",
+    ]
     capsys.readouterr()
     assert bench.main(argv, agent_factory=factory) == 0  # 3. the CLI resumes: only Optuna has work left
     printed = capsys.readouterr().out
@@ -171,11 +202,11 @@ def test_debug_bench_every_controller_interrupted_resumed_and_skipped(make_confi
     assert [t.params for t in study.trials] == [t["params"] for t in opt["trials"]]
     for r in runs.values():  # every number comes from the run's own files
         judged = Path(r.get("judged_run_dir") or r["run_dir"])
-        report = json.loads((judged / "judge.json").read_text())
+        report = json.loads((judged / JUDGE_REPORT).read_text())
         assert (r["hidden_wer"], r["hidden_cer"]) == (report["wer"], report["cer"]) and report["scored"]
-        assert r["final_sha256"] == json.loads((judged / "run.json").read_text())["final"]["sha256"]
+        assert r["final_sha256"] == json.loads((judged / RUN_RECORD).read_text())["final"]["sha256"]
         assert r["thread_id"] == f"bench-{r['controller']}-s0" and r["wall_s"] > 0
-    static_traj = [json.loads(x) for x in (Path(runs["static"]["run_dir"]) / "trajectory.jsonl").read_text().splitlines()]
+    static_traj = [json.loads(x) for x in (Path(runs["static"]["run_dir"]) / TRAJECTORY).read_text().splitlines()]
     assert [s["step"] for s in static_traj] == [1, 2]  # one record per step across the interruption
     assert runs["static"]["curve"]["y"][1:] == [s["eval"]["wer"] for s in static_traj]
     assert doc["summary"]["optuna"]["evaluations"]["mean"] == 2 and doc["summary"]["static"]["runs"] == 1
@@ -207,10 +238,31 @@ def test_kill_anywhere_with_three_kills(data_cache, tmp_path):
     out = tmp_path / "kill.json"
     env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kill_anywhere.py"), "--n", "3", "--seed", "0",
-         "--steps-per-action", "2", "--max-actions", "2", "--set", "run.threads=1", "--set", f"data.cache_dir={data_cache}",
-         "--workdir", str(tmp_path / "work"), "--out", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "kill_anywhere.py"),
+            "--n",
+            "3",
+            "--seed",
+            "0",
+            "--steps-per-action",
+            "2",
+            "--max-actions",
+            "2",
+            "--set",
+            "run.threads=1",
+            "--set",
+            f"data.cache_dir={data_cache}",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "resumed runs 3/3, lost steps 0, duplicated steps 0, judge equal: yes" in proc.stdout

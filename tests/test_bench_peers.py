@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from graph import bench
-from graph.bench.suites import DEBUG_INSTANCES
-from sttrl.trainer import scheduled_lr
+import bench
+from bench.suites import DEBUG_INSTANCES
+from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY
+from sttrl.train.trainer import scheduled_lr
 
 # the smoke suite's debug instance set: test instances 1000-1001, train 0-1, 2 blocks of 8 samples
 INSTANCES = DEBUG_INSTANCES
@@ -39,7 +40,7 @@ def test_scheduled_lr_matches_a_hand_computation():
 
 
 def test_trainer_follows_the_schedule_and_constant_is_unchanged(make_config, tmp_path):
-    from sttrl.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime
 
     def lrs(*overrides: str) -> tuple[list[float], int | None]:
         cfg = make_config("env.max_actions=2", "env.steps_per_action=3", "train.lr=1e-3", "run.threads=1", *overrides)
@@ -77,11 +78,11 @@ def test_runs_are_drawn_from_test_instances_at_equal_samples(make_config, tmp_pa
     assert runs["static"]["train_steps"] == 4 and runs["static"]["curve"]["x"] == [0, 8, 16]  # batch 4: 2 steps/block
     for c in ("static", "schedule"):
         assert runs[c]["instance"]["seed"] == 1000
-        run_cfg = json.loads((Path(runs[c]["run_dir"]) / "run.json").read_text())["config"]
+        run_cfg = json.loads((Path(runs[c]["run_dir"]) / RUN_RECORD).read_text())["config"]
         assert run_cfg["env"]["instance"]["seed"] == 1000 and run_cfg["train"]["batch_size"] == 4
-    sched = json.loads((Path(runs["schedule"]["run_dir"]) / "run.json").read_text())["config"]["train"]
+    sched = json.loads((Path(runs["schedule"]["run_dir"]) / RUN_RECORD).read_text())["config"]["train"]
     assert sched["lr_schedule"] == "cosine" and sched["lr"] == pytest.approx(doc["instances"]["1000"]["lr"])
-    traj = [json.loads(x) for x in (Path(runs["schedule"]["run_dir"]) / "trajectory.jsonl").read_text().splitlines()]
+    traj = [json.loads(x) for x in (Path(runs["schedule"]["run_dir"]) / TRAJECTORY).read_text().splitlines()]
     assert [t["action"] for t in traj] == ["keep", "keep"] and "untuned" in traj[0]["rationale"]
     assert doc["paired"]["reference"] == "schedule" and doc["paired"]["instances"] == "test instances"
     assert doc["paired"]["controllers"]["static"]["n_pairs"] == 1
@@ -89,12 +90,24 @@ def test_runs_are_drawn_from_test_instances_at_equal_samples(make_config, tmp_pa
 
 
 def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_config, tmp_path, capsys):
-    from graph.bench import tune_schedule
+    from bench import tune_schedule
 
     cfg = make_config(*INSTANCES)
     tuned = tmp_path / "tuned.json"
-    argv = ["--preset", "debug", "--out", str(tuned), "--grid-lr", "5e-4,2e-3", "--shapes", "cosine",
-            "--train-instances", "1", "--final-fraction", "0.1"]
+    argv = [
+        "--preset",
+        "debug",
+        "--out",
+        str(tuned),
+        "--grid-lr",
+        "5e-4,2e-3",
+        "--shapes",
+        "cosine",
+        "--train-instances",
+        "1",
+        "--final-fraction",
+        "0.1",
+    ]
     for o in (*INSTANCES, f"data.cache_dir={cfg.data.cache_dir}", f"run.out_dir={cfg.run.out_dir}"):
         argv += ["--set", o]
     assert tune_schedule.main(argv) == 0
@@ -104,7 +117,7 @@ def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_con
     assert (doc["peak_lr"], doc["shape"], doc["final_fraction"]) == (best["peak_lr"], "cosine", 0.1)
     assert doc["cost"]["episodes"] == 2 and doc["cost"]["samples"] == 2 * 16 and doc["cost"]["seconds"] > 0
     runs = sorted((tmp_path / "tuned-runs").iterdir())
-    assert all((r / "judge-dev.json").is_file() and not (r / "judge.json").exists() for r in runs)  # dev only
+    assert all((r / "judge-dev.json").is_file() and not (r / JUDGE_REPORT).exists() for r in runs)  # dev only
     assert "tuned: cosine from peak" in capsys.readouterr().out
     assert tune_schedule.main(argv) == 0  # resumed: read back, same winner
     assert json.loads(tuned.read_text())["peak_lr"] == doc["peak_lr"]
@@ -112,22 +125,27 @@ def test_tune_schedule_on_train_instances_and_the_tuned_file_round_trip(make_con
     bcfg = make_config(*INSTANCES, f"bench.schedule_file={tuned}")
     out = bench.run_bench(bcfg, ["schedule"], [1001], tmp_path / "b", quiet=True)
     run = out["runs"][0]
-    train = json.loads((Path(run["run_dir"]) / "run.json").read_text())["config"]["train"]
+    train = json.loads((Path(run["run_dir"]) / RUN_RECORD).read_text())["config"]["train"]
     assert (train["lr"], train["lr_schedule"], train["lr_final_fraction"]) == (doc["peak_lr"], "cosine", 0.1)
     assert train["batch_size"] == out["instances"]["1001"]["batch_size"]  # the instance's start batch
-    rationale = json.loads((Path(run["run_dir"]) / "trajectory.jsonl").read_text().splitlines()[0])["rationale"]
+    rationale = json.loads((Path(run["run_dir"]) / TRAJECTORY).read_text().splitlines()[0])["rationale"]
     assert f"tuned file {tuned}" in rationale
     assert out["schedule_tuning"]["tuned"] and out["schedule_tuning"]["cost"] == doc["cost"]
     with pytest.raises(bench.ConfigError, match="tune_schedule"):
-        bench.run_bench(make_config(*INSTANCES, f"bench.schedule_file={tmp_path / 'missing.json'}"), ["schedule"],
-                        [1001], tmp_path / "c", quiet=True)
+        bench.run_bench(
+            make_config(*INSTANCES, f"bench.schedule_file={tmp_path / 'missing.json'}"),
+            ["schedule"],
+            [1001],
+            tmp_path / "c",
+            quiet=True,
+        )
 
 
 # ----- successive halving continues from block checkpoints ---------------------------------------
 def test_sha_promoted_trial_continues_from_its_checkpoint(make_config, tmp_path):
     import torch
 
-    from graph.bench.sha import rung_sizes
+    from bench.sha import rung_sizes
 
     assert rung_sizes(8, 2) == [8, 4, 2, 1] and rung_sizes(3, 2) == [3, 2, 1] and rung_sizes(1, 3) == [1]
     cfg = make_config(*INSTANCES)
@@ -149,9 +167,11 @@ def test_sha_promoted_trial_continues_from_its_checkpoint(make_config, tmp_path)
     opt = torch.load(ckpt / "optimizer.pt", weights_only=False)
     assert {float(s["step"]) for s in opt["state"].values()} == {float(last["global_step"])}  # Adam's moments too
     assert run["judged_run_dir"] == last["run_dir"] and run["hidden_wer"] is not None
-    judged = json.loads((Path(last["run_dir"]) / "judge.json").read_text())
-    assert judged["scored"] and run["final_sha256"] == json.loads(
-        (Path(last["run_dir"]) / "run.json").read_text())["final"]["sha256"]
+    judged = json.loads((Path(last["run_dir"]) / JUDGE_REPORT).read_text())
+    assert (
+        judged["scored"]
+        and run["final_sha256"] == json.loads((Path(last["run_dir"]) / RUN_RECORD).read_text())["final"]["sha256"]
+    )
 
     # resume: without the result and the last rung's record, only the last rung runs again
     (out / "runs" / "bench-sha-s1000" / "result.json").unlink()
@@ -167,7 +187,7 @@ def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path
     import glob
     import tempfile
 
-    from graph.bench import executors
+    from bench import executors
 
     pytest.importorskip("ray.tune")
     had_token = executors.AUTH_TOKEN.exists()
@@ -185,7 +205,9 @@ def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path
     for r in exploited:  # weights, optimizer and global step came with the donor's checkpoint
         donor = rows[(r["adopted_from"], r["blocks_done"] - 1)]
         assert r["global_step"] == donor["global_step"] + r["steps_attempted"]
-    assert run["hidden_wer"] is not None and json.loads((Path(run["judged_run_dir"]) / "judge.json").read_text())["scored"]
+    assert (
+        run["hidden_wer"] is not None and json.loads((Path(run["judged_run_dir"]) / JUDGE_REPORT).read_text())["scored"]
+    )
     assert executors.AUTH_TOKEN.exists() == had_token
     assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
 
@@ -200,7 +222,9 @@ def test_oracle_gives_regret_and_is_not_a_contestant(make_config, tmp_path):
     assert orc["hidden_wer"] == min(p["test_wer"] for p in orc["grid"]) and orc["train_samples"] == 16
     assert "oracle" not in doc["summary"] and "oracle" not in doc["paired"]["controllers"]
     assert doc["paired"]["oracle"] == "oracle"
-    assert doc["paired"]["controllers"]["static"]["regret"] == pytest.approx(runs["static"]["hidden_wer"] - orc["hidden_wer"])
+    assert doc["paired"]["controllers"]["static"]["regret"] == pytest.approx(
+        runs["static"]["hidden_wer"] - orc["hidden_wer"]
+    )
 
 
 # ----- suites ------------------------------------------------------------------------------------
@@ -226,24 +250,32 @@ def test_suites_smoke_end_to_end_and_estimates(make_config, tmp_path, capsys):
     assert all(r["status"] == "finished" and r["hidden_wer"] is not None for r in runs.values())
     budget = doc["budget"]["episode"]["train_samples"]
     assert {c: runs[c]["train_samples"] for c in ("static", "schedule", "tpe", "sha")} == dict.fromkeys(
-        ("static", "schedule", "tpe", "sha"), budget)  # equal samples, whatever the controller's kind
+        ("static", "schedule", "tpe", "sha"), budget
+    )  # equal samples, whatever the controller's kind
     assert runs["rule"]["train_samples"] <= budget and doc["paired"]["reference"] == "schedule"
     assert (out / "bench-actions.png").stat().st_size > 5_000
 
 
 def test_budget_in_samples_and_what_a_missing_extra_says(make_config, monkeypatch, tmp_path):
-    from graph.bench.core import default_reference
-    from sttrl import controllers as registry
-    from sttrl.actions import Hyperparams
+    from bench.core import default_reference
+    from sttrl.control import registry as registry
+    from sttrl.control import spec
+    from sttrl.train.blocks import Hyperparams
 
     b = bench.budget_of(make_config(*INSTANCES), optuna_trials=4)
     hp = Hyperparams(1e-3, 4, 1, 0)
-    assert (b.unit, b.total, b.units_per_trial, b.steps_for(4, hp), b.steps_for(6, hp), b.spent(3, hp)) == \
-        ("samples", 16, 4, 1, 2, 12)
+    assert (b.unit, b.total, b.units_per_trial, b.steps_for(4, hp), b.steps_for(6, hp), b.spent(3, hp)) == (
+        "samples",
+        16,
+        4,
+        1,
+        2,
+        12,
+    )
     assert bench.budget_of(make_config()).total == 6  # debug: 3 blocks x 2 steps
     assert default_reference(["oracle", "tpe"]) == "tpe"
     with pytest.raises(bench.ConfigError, match="regret only"):
         bench.Bench(make_config(), ["static", "oracle"], [0], tmp_path, reference="oracle")
-    monkeypatch.setattr(registry.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(spec.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bench.ConfigError, match=r"controller 'pbt' needs ray: pip install -e '\.\[ray\]'"):
         registry.get("pbt")

@@ -8,12 +8,25 @@ import tempfile
 
 import pytest
 
-from graph import bench
-from graph.bench import executors
-from graph.bench.suites import DEBUG_INSTANCES
+import bench
+from bench import executors
+from bench.suites import DEBUG_INSTANCES
 
-KEYS = ("controller", "seed", "status", "hidden_wer", "hidden_cer", "best_val_wer", "train_steps", "train_samples",
-        "evaluations", "actions", "curve", "final_sha256", "instance")
+KEYS = (
+    "controller",
+    "seed",
+    "status",
+    "hidden_wer",
+    "hidden_cer",
+    "best_val_wer",
+    "train_steps",
+    "train_samples",
+    "evaluations",
+    "actions",
+    "curve",
+    "final_sha256",
+    "instance",
+)
 
 
 def test_ray_executor_matches_local(make_config, tmp_path):
@@ -24,8 +37,16 @@ def test_ray_executor_matches_local(make_config, tmp_path):
     cfg = make_config(*DEBUG_INSTANCES)
     local = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "local", quiet=True)
     # one task at a time (2 CPUs per task on a 2-CPU cluster): two torch processes on 2 cores slow each other
-    ray = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "ray", quiet=True, executor="ray",
-                          ray_num_cpus=2, cpus_per_episode=2)
+    ray = bench.run_bench(
+        cfg,
+        ["static", "schedule"],
+        [1000],
+        tmp_path / "ray",
+        quiet=True,
+        executor="ray",
+        ray_num_cpus=2,
+        cpus_per_episode=2,
+    )
     assert [r["status"] for r in ray["runs"]] == ["finished", "finished"], ray["runs"]
     assert [[r[k] for k in KEYS] for r in ray["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
     assert executors.AUTH_TOKEN.exists() == had_token
@@ -37,8 +58,9 @@ def test_pool_executor_matches_local(make_config, tmp_path):
     one worker here (two torch processes on 2 cores slow each other), several on a GPU machine."""
     cfg = make_config(*DEBUG_INSTANCES)
     local = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "local", quiet=True)
-    pool = bench.run_bench(cfg, ["static", "schedule"], [1000], tmp_path / "pool", quiet=True, executor="pool",
-                           workers=1)
+    pool = bench.run_bench(
+        cfg, ["static", "schedule"], [1000], tmp_path / "pool", quiet=True, executor="pool", workers=1
+    )
     assert [r["status"] for r in pool["runs"]] == ["finished", "finished"], pool["runs"]
     assert [[r[k] for k in KEYS] for r in pool["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
     with pytest.raises(bench.ConfigError, match="--workers must be at least 1, not 0"):
@@ -58,7 +80,7 @@ def test_two_clusters_one_after_another_in_one_process():
     GCS never started; clusters started here run without it and leave the environment as they found it."""
     import os
 
-    import ray  # noqa: F401 - importing ray itself exports RAY_CLIENT_MODE
+    import ray
 
     before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
     for _ in range(2):

@@ -1,4 +1,4 @@
-"""Paired statistics of the benchmark (``graph.bench.stats``) on hand-computed numbers, the table that
+"""Paired statistics of the benchmark (``bench.stats``) on hand-computed numbers, the table that
 states what can be claimed, and the registry-driven controller check."""
 
 from __future__ import annotations
@@ -7,16 +7,20 @@ import math
 
 import pytest
 
-from graph import bench
-from graph.bench import stats
+import bench
+from bench import stats
 
 
 def test_location_statistics_by_hand():
     assert stats.iqm([1, 2, 3, 4, 100]) == 3.0  # one value cut from each end: mean(2, 3, 4)
     assert stats.iqm([4, 1, 3, 2]) == 2.5  # mean(2, 3)
     assert stats.iqm([0.3, 0.1, 0.2]) == pytest.approx(0.2)  # n=3 cuts nothing
-    assert stats.describe([0.2, 0.4, 0.9]) == {"n": 3, "mean": pytest.approx(0.5), "median": 0.4,
-                                               "iqm": pytest.approx(0.5)}
+    assert stats.describe([0.2, 0.4, 0.9]) == {
+        "n": 3,
+        "mean": pytest.approx(0.5),
+        "median": 0.4,
+        "iqm": pytest.approx(0.5),
+    }
     assert stats.describe([]) == {"n": 0, "mean": None, "median": None, "iqm": None}
 
 
@@ -28,7 +32,11 @@ def test_wilcoxon_holm_and_probability_of_improvement_by_hand():
     assert stats.wilcoxon_p([0.0, 0.0]) == 1.0 and stats.wilcoxon_p([]) is None
     # Holm: sorted 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> kept monotone at 0.06
     assert stats.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None}) == {
-        "a": pytest.approx(0.03), "b": pytest.approx(0.06), "c": pytest.approx(0.06), "d": None}
+        "a": pytest.approx(0.03),
+        "b": pytest.approx(0.06),
+        "c": pytest.approx(0.06),
+        "d": None,
+    }
     assert stats.prob_improvement([0.1, 0.5, 0.3], [0.2, 0.4, 0.3]) == pytest.approx((1 + 0 + 0.5) / 3)
 
 
@@ -51,10 +59,12 @@ def test_curve_auc_and_min_detectable_by_hand():
 
 
 def test_paired_against_a_reference_with_regret_and_claims():
-    by = {"static": {0: 0.30, 1: 0.40, 2: 0.50},
-          "rule": {0: 0.25, 1: 0.35, 2: 0.50},
-          "random": {0: 0.60, 1: 0.70, 2: 0.90},
-          "oracle": {0: 0.20, 1: 0.30, 2: 0.40}}
+    by = {
+        "static": {0: 0.30, 1: 0.40, 2: 0.50},
+        "rule": {0: 0.25, 1: 0.35, 2: 0.50},
+        "random": {0: 0.60, 1: 0.70, 2: 0.90},
+        "oracle": {0: 0.20, 1: 0.30, 2: 0.40},
+    }
     out = stats.paired(by, "static", seed=0)
     rule, rnd = out["rule"], out["random"]
     assert rule["diff_mean"] == pytest.approx(-0.1 / 3) and rule["n_pairs"] == 3
@@ -68,15 +78,28 @@ def test_paired_against_a_reference_with_regret_and_claims():
     assert rnd["p_holm"] == pytest.approx(min(1.0, 2 * 0.25)) and "p_wilcoxon" not in out["oracle"]
     text = stats.claims(out, "static", 3)
     assert text[0].startswith("n=3 paired instances: the Wilcoxon signed-rank test cannot reach p < 0.05")
-    assert any(t.startswith("random vs static: mean Δ hidden WER +0.333") and "not distinguishable" in t
-               for t in text)
+    assert any(t.startswith("random vs static: mean Δ hidden WER +0.333") and "not distinguishable" in t for t in text)
 
 
 def test_table_states_what_can_be_claimed():
-    runs = [{"controller": c, "seed": s, "status": "finished", "hidden_wer": w, "hidden_cer": w / 2,
-             "best_val_wer": w, "final_val_wer": w, "train_steps": 4, "evaluations": 3, "wall_s": 1.0,
-             "faults": {"oom": 0, "nan": 0, "diverged": 0}, "curve": {"x": [0, 2, 4], "y": [1.0, w, w]}}
-            for c, ws in (("static", (0.3, 0.4, 0.5)), ("rule", (0.2, 0.3, 0.45))) for s, w in enumerate(ws)]
+    runs = [
+        {
+            "controller": c,
+            "seed": s,
+            "status": "finished",
+            "hidden_wer": w,
+            "hidden_cer": w / 2,
+            "best_val_wer": w,
+            "final_val_wer": w,
+            "train_steps": 4,
+            "evaluations": 3,
+            "wall_s": 1.0,
+            "faults": {"oom": 0, "nan": 0, "diverged": 0},
+            "curve": {"x": [0, 2, 4], "y": [1.0, w, w]},
+        }
+        for c, ws in (("static", (0.3, 0.4, 0.5)), ("rule", (0.2, 0.3, 0.45)))
+        for s, w in enumerate(ws)
+    ]
     summary = bench.summarize(runs, ["static", "rule"], end=4)
     paired = bench.results.paired_stats(runs, summary, "static")
     table = bench.markdown_table(summary, paired)

@@ -7,8 +7,9 @@ import math
 import pytest
 
 from sttrl.config import RewardConfig, load_config
+from sttrl.env.reward import reward
 from sttrl.errors import ConfigError
-from sttrl.reward import reward
+from sttrl.rundir import RUN_RECORD
 
 
 def test_seed_reward_kind_is_the_seed_formula():
@@ -37,10 +38,17 @@ def test_log_ratio_on_a_known_sequence():
 def test_samples_budget_needs_a_size_and_equalizes_samples(make_config, tmp_path):
     with pytest.raises(ConfigError, match="env.samples_per_action is required"):
         load_config("debug", overrides=["env.budget_unit=samples"])
-    from sttrl.env import SttEnv
+    from sttrl.env.gym import SttEnv
 
-    env = SttEnv(make_config("env.budget_unit=samples", "env.samples_per_action=16", "env.max_actions=3",
-                             "train.batch_size=4", "train.batch_max=16"))
+    env = SttEnv(
+        make_config(
+            "env.budget_unit=samples",
+            "env.samples_per_action=16",
+            "env.max_actions=3",
+            "train.batch_size=4",
+            "train.batch_max=16",
+        )
+    )
     env.reset(seed=0)
     for a in ("keep", "batch_up", "batch_up"):  # batch 4 -> 8 -> 16
         env.step(a)
@@ -48,15 +56,23 @@ def test_samples_budget_needs_a_size_and_equalizes_samples(make_config, tmp_path
     assert [r["hp_after"]["batch_size"] for r in recs] == [4, 8, 16]
     assert [r["train"]["steps"] for r in recs] == [4, 2, 1]  # fewer steps at a bigger batch
     assert [r["train"]["samples"] for r in recs] == [16, 16, 16]  # the same compute per decision
-    assert [r["spent"] for r in recs] == [{"samples": 16 * k, "steps": s, "evaluations": 1 + k}
-                                         for k, s in ((1, 4), (2, 6), (3, 7))]
+    assert [r["spent"] for r in recs] == [
+        {"samples": 16 * k, "steps": s, "evaluations": 1 + k} for k, s in ((1, 4), (2, 6), (3, 7))
+    ]
 
 
 def test_instances_are_deterministic_disjoint_and_validated():
-    from sttrl.instances import apply, draw
+    from sttrl.env.instances import apply, draw
 
-    cfg = load_config("debug", overrides=["env.instances.lr=[1e-4, 1e-2]", "env.instances.batch_sizes=[2, 4, 8]",
-                                          "env.instances.memory_budget_gb=[0.01, 5.0]", "env.instances.freeze_layers=[0, 1]"])
+    cfg = load_config(
+        "debug",
+        overrides=[
+            "env.instances.lr=[1e-4, 1e-2]",
+            "env.instances.batch_sizes=[2, 4, 8]",
+            "env.instances.memory_budget_gb=[0.01, 5.0]",
+            "env.instances.freeze_layers=[0, 1]",
+        ],
+    )
     spec = cfg.env.instances
     assert [draw(spec, s) for s in spec.train_seeds] == [draw(spec, s) for s in spec.train_seeds]
     assert not set(spec.train_seeds) & set(spec.test_seeds)
@@ -69,10 +85,12 @@ def test_instances_are_deterministic_disjoint_and_validated():
     assert applied.train.lr == inst["lr"] and applied.train.batch_size == inst["batch_size"]
     assert applied.train.memory_budget_gb == inst["memory_budget_gb"] and inst["split"] == "test"
     assert apply(load_config("debug"), 3) == load_config("debug")  # no instances: today's behaviour
-    for bad, field in ((["env.instances.lr=[1e-2, 1e-4]"], "increasing"),
-                       (["env.instances.lr=[1e-9, 1e-3]"], "train.lr_min"),
-                       (["env.instances.batch_sizes=[2, 64]"], "train.batch_max"),
-                       (["env.instances.train_seeds=[1, 2]", "env.instances.test_seeds=[2, 3]"], "overlap")):
+    for bad, field in (
+        (["env.instances.lr=[1e-2, 1e-4]"], "increasing"),
+        (["env.instances.lr=[1e-9, 1e-3]"], "train.lr_min"),
+        (["env.instances.batch_sizes=[2, 64]"], "train.batch_max"),
+        (["env.instances.train_seeds=[1, 2]", "env.instances.test_seeds=[2, 3]"], "overlap"),
+    ):
         with pytest.raises(ConfigError, match=field):
             load_config("debug", overrides=bad)
 
@@ -80,10 +98,15 @@ def test_instances_are_deterministic_disjoint_and_validated():
 def test_check_env_passes_with_instances_and_the_instance_is_recorded(make_config):
     from gymnasium.utils.env_checker import check_env
 
-    from sttrl.env import SttEnv
+    from sttrl.env.gym import SttEnv
 
-    cfg = make_config("env.steps_per_action=1", "env.max_actions=2", "env.instances.lr=[1e-4, 1e-2]",
-                      "env.instances.batch_sizes=[2, 4]", "env.instances.memory_budget_gb=[5.0]")
+    cfg = make_config(
+        "env.steps_per_action=1",
+        "env.max_actions=2",
+        "env.instances.lr=[1e-4, 1e-2]",
+        "env.instances.batch_sizes=[2, 4]",
+        "env.instances.memory_budget_gb=[5.0]",
+    )
     env = SttEnv(cfg)
     check_env(env, skip_render_check=True)
     _, info = env.reset(seed=1000)
@@ -95,4 +118,4 @@ def test_check_env_passes_with_instances_and_the_instance_is_recorded(make_confi
 
     rec = env.trajectory.records()[0]
     assert rec["instance"] == info["instance"]
-    assert json.loads((env.run_dir / "run.json").read_text())["config"]["env"]["instance"] == info["instance"]
+    assert json.loads((env.run_dir / RUN_RECORD).read_text())["config"]["env"]["instance"] == info["instance"]

@@ -9,8 +9,9 @@ import time
 
 import httpx
 import pytest
-
 from servers import langgraph_dev  # tests/ is on sys.path
+
+from sttrl.rundir import TRAJECTORY
 
 KEY = "test-collect-key-123"
 
@@ -26,9 +27,20 @@ def server(tmp_path_factory):
 
 def _step(run_id: str, step: int, **kw) -> dict:
     hp = {"lr": 1e-3, "batch_size": 4, "grad_accum": 1, "freeze_layers": 0}
-    rec = {"schema": "sttrl.step/1", "run_id": run_id, "step": step, "action": "lr_up", "source": "outside",
-           "hp_before": hp, "hp_after": {**hp, "lr": 1.5e-3}, "status": "ok", "reward": 0.1,
-           "observation": {"wer": 0.9, "cer": 0.5}, "eval": {"wer": 0.9, "cer": 0.5}, "time": 1.0}
+    rec = {
+        "schema": "sttrl.step/1",
+        "run_id": run_id,
+        "step": step,
+        "action": "lr_up",
+        "source": "outside",
+        "hp_before": hp,
+        "hp_after": {**hp, "lr": 1.5e-3},
+        "status": "ok",
+        "reward": 0.1,
+        "observation": {"wer": 0.9, "cer": 0.5},
+        "eval": {"wer": 0.9, "cer": 0.5},
+        "time": 1.0,
+    }
     rec.update(kw)
     return rec
 
@@ -48,8 +60,11 @@ def test_collect_api(server):
         r = c.post("/rl/collect", json=_step("ext-1", 1, reward=9.0), headers=h)
         assert r.status_code == 409 and r.json()["conflicts"] == [1]
         # an episode with metadata: steps 1 (already there) and 2
-        ep = {"run_id": "ext-1", "steps": [_step("ext-1", 1), _step("ext-1", 2, action="batch_up")],
-              "metadata": {"preset": "cpu", "controller": "my-tuner", "seed": 7, "judge": {"scored": True, "wer": 0.5}}}
+        ep = {
+            "run_id": "ext-1",
+            "steps": [_step("ext-1", 1), _step("ext-1", 2, action="batch_up")],
+            "metadata": {"preset": "cpu", "controller": "my-tuner", "seed": 7, "judge": {"scored": True, "wer": 0.5}},
+        }
         r = c.post("/rl/collect", json=ep, headers=h)
         assert r.status_code == 201 and r.json() == {"run_id": "ext-1", "stored": [2], "unchanged": [1]}
         # invalid: field errors named
@@ -87,11 +102,18 @@ def test_jobs_start_poll_cancel_resume_read(server, data_cache):
     thread = client.threads.create()
     tid = thread["thread_id"]
     out = server["tmp"] / "runs"
-    inp = {"preset": "debug", "agent": "rule",
-           "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=4",
-                         f"run.sink={server['store'].as_uri()}"]}
+    inp = {
+        "preset": "debug",
+        "agent": "rule",
+        "overrides": [
+            f"data.cache_dir={data_cache}",
+            f"run.out_dir={out}",
+            "env.max_actions=4",
+            f"run.sink={server['store'].as_uri()}",
+        ],
+    }
     run = client.runs.create(tid, "sttrl", input=inp)
-    traj = out / tid / "trajectory.jsonl"
+    traj = out / tid / TRAJECTORY
     end = time.monotonic() + 300
     while not (traj.is_file() and traj.read_text().strip()):  # poll until the first step is recorded
         status = client.runs.get(tid, run["run_id"])["status"]
@@ -118,16 +140,24 @@ def test_cancel_stops_the_training_block_within_steps(server, data_cache):
     before), and the thread resumes from the block's last intra-block checkpoint to a judged end."""
     from langgraph_sdk import get_sync_client
 
-    from sttrl.runtime import block_name
-    from sttrl.trainer import read_checkpoint_record
+    from sttrl.rundir import block_name
+    from sttrl.train.trainer import read_checkpoint_record
 
     client = get_sync_client(url=server["url"])
     tid = client.threads.create()["thread_id"]
     out = server["tmp"] / "cancel-runs"
     steps = 400
-    inp = {"preset": "debug", "agent": "static",
-           "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=1",
-                         f"env.steps_per_action={steps}", "env.checkpoint_every=5"]}
+    inp = {
+        "preset": "debug",
+        "agent": "static",
+        "overrides": [
+            f"data.cache_dir={data_cache}",
+            f"run.out_dir={out}",
+            "env.max_actions=1",
+            f"env.steps_per_action={steps}",
+            "env.checkpoint_every=5",
+        ],
+    }
     run = client.runs.create(tid, "sttrl", input=inp, stream_mode=["custom"])
     seen = 0
     for part in client.runs.join_stream(tid, run["run_id"], stream_mode="custom"):

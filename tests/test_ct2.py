@@ -10,17 +10,9 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from sttrl.ct2 import (
-    Ct2Model,
-    bf16_to_float32,
-    ct2_to_hf,
-    expected_hf_keys,
-    hf_to_ct2,
-    read_ct2,
-    whisper_config_from_ct2,
-    write_ct2,
-)
 from sttrl.errors import ModelError
+from sttrl.train.ct2_format import Ct2Model, bf16_to_float32, read_ct2, write_ct2
+from sttrl.train.ct2_whisper import ct2_to_hf, expected_hf_keys, hf_to_ct2, whisper_config_from_ct2
 
 
 def _s(text: str) -> bytes:
@@ -30,8 +22,13 @@ def _s(text: str) -> bytes:
 
 def _var(name: str, dtype_id: int, arr: np.ndarray) -> bytes:
     raw = arr.tobytes()
-    return (_s(name) + struct.pack("<B", arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape)
-            + struct.pack("<BI", dtype_id, len(raw)) + raw)
+    return (
+        _s(name)
+        + struct.pack("<B", arr.ndim)
+        + struct.pack(f"<{arr.ndim}I", *arr.shape)
+        + struct.pack("<BI", dtype_id, len(raw))
+        + raw
+    )
 
 
 FIXTURE = {
@@ -46,8 +43,15 @@ FIXTURE = {
 
 def _fixture_bytes() -> bytes:
     body = b"".join(_var(n, i, a) for n, (i, a) in FIXTURE.items())
-    return (struct.pack("<I", 6) + _s("TestSpec") + struct.pack("<II", 2, len(FIXTURE)) + body
-            + struct.pack("<I", 1) + _s("a/alias") + _s("a/f32"))
+    return (
+        struct.pack("<I", 6)
+        + _s("TestSpec")
+        + struct.pack("<II", 2, len(FIXTURE))
+        + body
+        + struct.pack("<I", 1)
+        + _s("a/alias")
+        + _s("a/f32")
+    )
 
 
 def test_hand_written_file_parses_exactly(tmp_path: Path) -> None:
@@ -94,11 +98,25 @@ def test_garbage_and_trailing_bytes_are_rejected(tmp_path: Path) -> None:
 
 def _tiny_whisper() -> WhisperForConditionalGeneration:
     torch.manual_seed(0)
-    cfg = WhisperConfig(vocab_size=96, num_mel_bins=16, d_model=64, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-                        decoder_ffn_dim=128, max_source_positions=50, max_target_positions=32,
-                        pad_token_id=90, bos_token_id=90, eos_token_id=90, decoder_start_token_id=91,
-                        suppress_tokens=[], begin_suppress_tokens=[])
+    cfg = WhisperConfig(
+        vocab_size=96,
+        num_mel_bins=16,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=50,
+        max_target_positions=32,
+        pad_token_id=90,
+        bos_token_id=90,
+        eos_token_id=90,
+        decoder_start_token_id=91,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+    )
     model = WhisperForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # non-trivial biases and norms, so a swapped tensor shows
         for name, p in model.named_parameters():
@@ -122,10 +140,26 @@ def test_whisper_round_trip_gives_identical_tensors_and_logits(tmp_path: Path) -
         assert torch.equal(out[k], v), k
     assert out["proj_out.weight"] is out["model.decoder.embed_tokens.weight"]
 
-    cfg = whisper_config_from_ct2(back.variables, pad_token_id=90, bos_token_id=90, eos_token_id=90,
-                                  decoder_start_token_id=91, suppress_tokens=[], begin_suppress_tokens=[])
-    for f in ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
-              "vocab_size", "num_mel_bins", "max_source_positions", "max_target_positions"):
+    cfg = whisper_config_from_ct2(
+        back.variables,
+        pad_token_id=90,
+        bos_token_id=90,
+        eos_token_id=90,
+        decoder_start_token_id=91,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+    )
+    for f in (
+        "d_model",
+        "encoder_layers",
+        "decoder_layers",
+        "encoder_attention_heads",
+        "encoder_ffn_dim",
+        "vocab_size",
+        "num_mel_bins",
+        "max_source_positions",
+        "max_target_positions",
+    ):
         assert getattr(cfg, f) == getattr(model.config, f), f
     clone = WhisperForConditionalGeneration(cfg).eval()
     clone.load_state_dict(out, strict=True)

@@ -18,18 +18,22 @@ from sttrl.data import (
     build_speech_data,
     check_disjoint,
     generate_sentences,
+    grammar,
     load_audio,
     load_hidden_split,
+    synth,
+    synthetic,
     validate_voices,
     vocabulary_overlap,
 )
-from sttrl.data import grammar, synth, synthetic
 from sttrl.data.corpus import templates, vocabulary, words
 from sttrl.data.splits import is_validation, read_manifest
 from sttrl.errors import DataError, HiddenSplitAccessError, IntegrityError, SystemDependencyError
 from sttrl.io import sha256_text
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)")
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng)"
+)
 
 
 # ------------------------------------------------------------------ corpus
@@ -143,7 +147,9 @@ def test_synthesized_audio_is_16k_mono_and_plausible(built: tuple[DataConfig, Sp
         assert 0.2 < seconds_per_word < 1.2, (u.text, u.duration)
         assert u.speaker in cfg.voices and u.domain in cfg.train_domains
     stats = data.stats["synthesis"]
-    print(f"\nsynthesis: {stats['utterances_per_s']} utterances/s with {cfg.workers} workers, mean {stats['mean_duration_s']} s")
+    print(
+        f"\nsynthesis: {stats['utterances_per_s']} utterances/s with {cfg.workers} workers, mean {stats['mean_duration_s']} s"
+    )
     assert stats["synthesized"] == 24 and stats["utterances_per_s"] > 0
 
 
@@ -186,13 +192,17 @@ def test_manifest_lists_hashes_but_no_hidden_text(built: tuple[DataConfig, Speec
     assert not any(text in raw for text in hidden_texts)
     hidden = manifest["splits"]["hidden"]
     assert hidden["domain"] == "government" and hidden["count"] == 6
-    assert all(set(row) == {"id", "text_sha256", "part"} and row["part"] in ("dev", "test") for row in hidden["utterances"])
+    assert all(
+        set(row) == {"id", "text_sha256", "part"} and row["part"] in ("dev", "test") for row in hidden["utterances"]
+    )
     assert manifest["fingerprint"] == data.stats["fingerprint"]
     for name in ("train", "validation"):
         rows = manifest["splits"][name]["utterances"]
         assert [r["id"] for r in rows] == [u.uid for u in data.split(name)]
         assert all(len(r["audio_sha256"]) == 64 and len(r["text_sha256"]) == 64 for r in rows)
-    check_disjoint({n: [r["id"] for r in manifest["splits"][n]["utterances"]] for n in ("train", "validation", "hidden")})
+    check_disjoint(
+        {n: [r["id"] for r in manifest["splits"][n]["utterances"]] for n in ("train", "validation", "hidden")}
+    )
 
 
 def test_load_hidden_split_for_the_judge(built: tuple[DataConfig, SpeechData, SpeechData]) -> None:
@@ -209,7 +219,9 @@ def test_load_hidden_split_for_the_judge(built: tuple[DataConfig, SpeechData, Sp
     assert json.loads(data.manifest_path.with_suffix(".hidden.json").read_text())["count"] == 6
 
 
-def test_hidden_split_mismatch_with_manifest_is_an_integrity_error(built: tuple[DataConfig, SpeechData, SpeechData]) -> None:
+def test_hidden_split_mismatch_with_manifest_is_an_integrity_error(
+    built: tuple[DataConfig, SpeechData, SpeechData],
+) -> None:
     cfg, data, _ = built
     manifest = json.loads(data.manifest_path.read_text())
     original = data.manifest_path.read_text()

@@ -64,9 +64,17 @@ def _make_afrivoice(root: Path, voices_cache: Path) -> dict[str, np.ndarray]:
                 member = tarfile.TarInfo(f"audio_1/{key}.webm")
                 member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))
-                lines.append({"audio_filepath": f"recordings/sw/{key}.webm", "transcription": text,
-                              "normalized_transcription": text.lower(), "key": key, "duration": audio.size / 16000,
-                              "category": domain, "locale": "sw_KE"})
+                lines.append(
+                    {
+                        "audio_filepath": f"recordings/sw/{key}.webm",
+                        "transcription": text,
+                        "normalized_transcription": text.lower(),
+                        "key": key,
+                        "duration": audio.size / 16000,
+                        "category": domain,
+                        "locale": "sw_KE",
+                    }
+                )
         (folder / "manifest_1.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return sources
 
@@ -79,8 +87,9 @@ def afrivoice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 
 def _cfg(local_dir: Path, cache: Path, **hub: object) -> DataConfig:
-    return DataConfig(source="hub", cache_dir=cache, workers=2,
-                      hub=HubDataConfig(layout="afrivoice", local_dir=local_dir, **hub))  # type: ignore[arg-type]
+    return DataConfig(
+        source="hub", cache_dir=cache, workers=2, hub=HubDataConfig(layout="afrivoice", local_dir=local_dir, **hub)
+    )  # type: ignore[arg-type]
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,7 +102,12 @@ def test_afrivoice_local_layout_is_decoded(afrivoice: tuple[Path, dict[str, np.n
     cfg = _cfg(repo, tmp_path / "cache")
     data = build_speech_data(cfg, progress=False)
     train, validation = data.split("train"), data.split("validation")
-    assert sorted(u.uid for u in train) == ["agriculture-agrtrain000", "agriculture-agrtrain001", "health-heatrain000", "health-heatrain001"]
+    assert sorted(u.uid for u in train) == [
+        "agriculture-agrtrain000",
+        "agriculture-agrtrain001",
+        "health-heatrain000",
+        "health-heatrain001",
+    ]
     assert sorted(u.uid for u in validation) == ["agriculture-agrdev000", "health-headev000"]
     for u in train + validation:
         source = sources[u.uid.split("-", 1)[1]]
@@ -112,8 +126,9 @@ def test_afrivoice_local_layout_is_decoded(afrivoice: tuple[Path, dict[str, np.n
     assert all(_correlation(load_audio(u.audio_path), sources[u.uid.split("-", 1)[1]]) > 0.9 for u in hidden)
 
 
-def test_afrivoice_second_build_reads_the_cache(afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_afrivoice_second_build_reads_the_cache(
+    afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo, _ = afrivoice
     cfg = _cfg(repo, tmp_path / "cache")
     first = build_speech_data(cfg, progress=False)
@@ -126,7 +141,9 @@ def test_afrivoice_second_build_reads_the_cache(afrivoice: tuple[Path, dict[str,
     assert [u.sha256 for u in second.split("train")] == [u.sha256 for u in first.split("train")]
 
 
-def test_afrivoice_missing_field_folder_and_archive(afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+def test_afrivoice_missing_field_folder_and_archive(
+    afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
     repo, _ = afrivoice
     broken = tmp_path / "broken"
     shutil.copytree(repo, broken)
@@ -137,8 +154,12 @@ def test_afrivoice_missing_field_folder_and_archive(afrivoice: tuple[Path, dict[
     with pytest.raises(DataError, match=r"health_swahili_train/manifest_1.jsonl:2: missing field 'transcription'"):
         build_speech_data(_cfg(broken, tmp_path / "c1"), progress=False)
 
-    with pytest.raises(DataError, match=r"no education_swahili_train/manifest_N.jsonl .*folders present: agriculture_swahili_dev"):
-        build_speech_data(_cfg(repo, tmp_path / "c2").model_copy(update={"train_domains": ["education"]}), progress=False)
+    with pytest.raises(
+        DataError, match=r"no education_swahili_train/manifest_N.jsonl .*folders present: agriculture_swahili_dev"
+    ):
+        build_speech_data(
+            _cfg(repo, tmp_path / "c2").model_copy(update={"train_domains": ["education"]}), progress=False
+        )
 
     (broken / "government_swahili_test" / "audio" / "audio_1.tar.xz").unlink()
     with pytest.raises(DataError, match=r"has no audio archive government_swahili_test/audio/audio_1.tar.xz"):
@@ -146,13 +167,20 @@ def test_afrivoice_missing_field_folder_and_archive(afrivoice: tuple[Path, dict[
 
 
 def test_missing_audio_rows_are_reported_on_every_load_and_strict_makes_them_an_error(
-        afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     repo, _ = afrivoice
     gappy = tmp_path / "gappy"
     shutil.copytree(repo, gappy)
     manifest = gappy / "health_swahili_train" / "manifest_1.jsonl"
-    row = {"audio_filepath": "recordings/sw/heatrain999.webm", "transcription": "Hakuna sauti hapa kabisa.",
-           "key": "heatrain999", "duration": 2.0, "category": "health", "locale": "sw_KE"}
+    row = {
+        "audio_filepath": "recordings/sw/heatrain999.webm",
+        "transcription": "Hakuna sauti hapa kabisa.",
+        "key": "heatrain999",
+        "duration": 2.0,
+        "category": "health",
+        "locale": "sw_KE",
+    }
     manifest.write_text(manifest.read_text() + json.dumps(row) + "\n")
     cfg = _cfg(gappy, tmp_path / "cache")
     for _ in range(2):  # decoded, then from the cache: reported both times
@@ -160,11 +188,15 @@ def test_missing_audio_rows_are_reported_on_every_load_and_strict_makes_them_an_
         err = capfd.readouterr().err
         assert "1 manifest row(s) have no audio in their archive, first: health-heatrain999" in err, err
         assert "health-heatrain999" not in {u.uid for u in data.split("train") + data.split("validation")}
-    with pytest.raises(DataError, match=r"1 manifest row\(s\) have no audio .* health-heatrain999 .*data.hub.strict=true"):
+    with pytest.raises(
+        DataError, match=r"1 manifest row\(s\) have no audio .* health-heatrain999 .*data.hub.strict=true"
+    ):
         build_speech_data(_cfg(gappy, tmp_path / "cache", strict=True), progress=False)
 
 
-def test_replaced_archive_is_not_served_from_the_cache(afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+def test_replaced_archive_is_not_served_from_the_cache(
+    afrivoice: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
     repo, _ = afrivoice
     copy = tmp_path / "copy"
     shutil.copytree(repo, copy)
@@ -181,16 +213,23 @@ def test_replaced_archive_is_not_served_from_the_cache(afrivoice: tuple[Path, di
 def _column_dataset(root: Path, voices_cache: Path) -> None:
     import datasets
 
-    texts = {"train": [("health", "Dawa hii inasaidia sana."), ("agriculture", "Wakulima wanavuna mahindi leo."),
-                       ("government", "Rais atahutubia wananchi kesho.")],
-             "dev": [("health", "Mtoto ana homa kali leo."), ("agriculture", "Ng'ombe wanakula majani shambani.")],
-             "test": [("government", "Wabunge wanajadili bajeti mpya.")]}
+    texts = {
+        "train": [
+            ("health", "Dawa hii inasaidia sana."),
+            ("agriculture", "Wakulima wanavuna mahindi leo."),
+            ("government", "Rais atahutubia wananchi kesho."),
+        ],
+        "dev": [("health", "Mtoto ana homa kali leo."), ("agriculture", "Ng'ombe wanakula majani shambani.")],
+        "test": [("government", "Wabunge wanajadili bajeti mpya.")],
+    }
     for split, rows in texts.items():
         audio = []
         for domain, text in rows:
             wav = synthesize(SynthSpec(text, "sw+f3", 170, 45, None, 0), voices_cache).path
             audio.append({"bytes": wav.read_bytes(), "path": wav.name})
-        ds = datasets.Dataset.from_dict({"audio": audio, "sentence": [t for _, t in rows], "domain": [d for d, _ in rows]})
+        ds = datasets.Dataset.from_dict(
+            {"audio": audio, "sentence": [t for _, t in rows], "domain": [d for d, _ in rows]}
+        )
         ds.cast_column("audio", datasets.Audio(decode=False)).to_parquet(str(root / f"{split}.parquet"))
 
 
@@ -199,7 +238,9 @@ def test_columns_layout_from_local_parquet(tmp_path: Path) -> None:
     root = tmp_path / "columns"
     root.mkdir()
     _column_dataset(root, tmp_path / "voices")
-    hub = HubDataConfig(layout="columns", local_dir=root, audio_column="audio", text_column="sentence", domain_column="domain")
+    hub = HubDataConfig(
+        layout="columns", local_dir=root, audio_column="audio", text_column="sentence", domain_column="domain"
+    )
     cfg = DataConfig(source="hub", cache_dir=tmp_path / "cache", hub=hub)
     data = build_speech_data(cfg, progress=False)
     train = data.split("train")
@@ -210,5 +251,7 @@ def test_columns_layout_from_local_parquet(tmp_path: Path) -> None:
     assert [u.text for u in hidden] == ["Wabunge wanajadili bajeti mpya."]
 
     missing = cfg.model_copy(update={"hub": hub.model_copy(update={"text_column": "transcription"})})
-    with pytest.raises(DataError, match=r"no column 'transcription' \(data.hub.text_column\); columns present: audio, sentence, domain"):
+    with pytest.raises(
+        DataError, match=r"no column 'transcription' \(data.hub.text_column\); columns present: audio, sentence, domain"
+    ):
         build_speech_data(missing, progress=False)

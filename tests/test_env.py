@@ -7,10 +7,11 @@ import json
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from sttrl.actions import Action
-from sttrl.env import SttEnv
-from sttrl.judge import judge
-from sttrl.policies import RulePolicy
+from sttrl.control.classical import RulePolicy
+from sttrl.env.actions import Action
+from sttrl.env.gym import SttEnv
+from sttrl.judge.scoring import judge
+from sttrl.rundir import JUDGE_REPORT
 
 
 def test_check_env_passes_on_debug(make_config):
@@ -26,13 +27,13 @@ def test_episode_with_rule_policy_and_judge(make_config):
     policy, history, done, rewards = RulePolicy(tuple(env.actions)), [], False, []
     while not done:
         d = policy.decide(info["observation"], history)
-        obs, r, term, trunc, info = env.step(d.action, rationale=d.rationale)
+        obs, r, term, trunc, info = env.step(d)
         history = env.trajectory.records()
         rewards.append(r)
         done = term or trunc
     records = env.trajectory.records()
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
-    assert all(r["source"] == "policy" and r["rationale"] for r in records)
+    assert all(r["source"] == "rule" and r["rationale"] for r in records)  # a Decided carries who decided
     assert records[-1]["observation"]["wer"] == pytest.approx(info["observation"]["wer"])
     # reward = WER gain - step penalty for ok blocks
     prev = None
@@ -46,7 +47,7 @@ def test_episode_with_rule_policy_and_judge(make_config):
     assert report["checks"]["hidden_split_untouched"]["passed"]
     assert report["checks"]["splits_disjoint"]["passed"]
     assert report["checks"]["weights_changed"]["passed"]
-    assert json.loads((env.run_dir / "judge.json").read_text())["wer"] == report["wer"]
+    assert json.loads((env.run_dir / JUDGE_REPORT).read_text())["wer"] == report["wer"]
 
 
 def test_stop_ends_episode_and_clamp_is_visible(make_config):
@@ -81,7 +82,7 @@ def test_judge_refuses_a_tampered_checkpoint(make_config):
     report = judge(env.run_dir, progress=False)
     assert not report["scored"] and report["score"] == 0.0
     assert not report["checks"]["hash_matches_record"]["passed"]
-    from sttrl.judge import main
+    from sttrl.judge.scoring import main
 
     assert main([str(env.run_dir), "--quiet"]) == 1
 

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from sttrl.ct2 import ct2_to_hf, read_ct2
 from sttrl.data import build_speech_data
-from sttrl.engines import ct2_files, evaluate_with, load_ct2, weights_key
 from sttrl.errors import ConfigError
-from sttrl.evaluate import max_new_tokens, transcribe
-from sttrl.features import FeatureStore
-from sttrl.model import load_model
-from sttrl.runtime import feature_cache_dir
+from sttrl.eval.decode import max_new_tokens, transcribe
+from sttrl.eval.engines import ct2_files, evaluate_with, load_ct2, weights_key
+from sttrl.rundir import JUDGE_REPORT, RUN_RECORD
+from sttrl.train.ct2_format import read_ct2
+from sttrl.train.ct2_whisper import ct2_to_hf
+from sttrl.train.features import FeatureStore, feature_cache_dir
+from sttrl.train.model import load_model
 
 CPU = torch.device("cpu")
 
@@ -71,8 +72,16 @@ def test_conversion_of_current_weights_is_exact(make_config, tmp_path):
 
 @pytest.mark.parametrize("source", ["builtin", "pretrained"])
 def test_engines_agree_token_for_token(make_config, source):
-    over = [] if source == "builtin" else ["model.source=pretrained", "model.name=whisper-tiny-en",
-                                           "model.language=null", "model.max_target_tokens=96"]
+    over = (
+        []
+        if source == "builtin"
+        else [
+            "model.source=pretrained",
+            "model.name=whisper-tiny-en",
+            "model.language=null",
+            "model.max_target_tokens=96",
+        ]
+    )
     cfg = make_config(*over, "train.eval_engine=ct2")
     loaded, store = _stack(cfg)
     if source == "builtin":
@@ -83,8 +92,9 @@ def test_engines_agree_token_for_token(make_config, source):
     feats = store.features(idx[:8])
     ids_ct2 = ct.decode(feats, max_new)
     with torch.inference_mode():
-        ids_hf = loaded.model.generate(input_features=feats, max_new_tokens=max_new, num_beams=1, do_sample=False,
-                                       **loaded.generate_kwargs)
+        ids_hf = loaded.model.generate(
+            input_features=feats, max_new_tokens=max_new, num_beams=1, do_sample=False, **loaded.generate_kwargs
+        )
     eos = loaded.model.generation_config.eos_token_id
     for a, b in zip(ids_ct2, ids_hf.tolist()):
         n = len(loaded.prefix_ids)
@@ -121,7 +131,7 @@ def test_converted_model_is_cached_while_weights_are_unchanged(make_config):
 # ----- kill and resume with the ct2 engine ------------------------------------------------------
 EVAL_CHILD = r"""
 import sys, time
-import sttrl.engines as E
+import sttrl.eval.engines as E
 real = E.Ct2Whisper.decode
 calls = [0]
 def decode(self, features, max_new_tokens):
@@ -141,9 +151,15 @@ def test_ct2_episode_resumes_after_kill_with_the_same_numbers(data_cache, tmp_pa
 
     class EvalChild(R.Child):
         def __init__(self, mode: str, args: list[str], cwd: Path) -> None:
-            self.proc = subprocess.Popen([sys.executable, "-u", "-c", EVAL_CHILD, mode, *args], cwd=cwd,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         start_new_session=True, env=R.child_env())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-u", "-c", EVAL_CHILD, mode, *args],
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+                env=R.child_env(),
+            )
             self.lines = []
             self.reader = R.threading.Thread(target=self._read, daemon=True)
             self.reader.start()
@@ -160,7 +176,7 @@ def test_ct2_episode_resumes_after_kill_with_the_same_numbers(data_cache, tmp_pa
     ref, got = R.outcome(out / "ref"), R.outcome(out / "crashy")
     for key in ("steps", "decisions", "wer", "losses", "judge", "final_sha256"):
         assert got[key] == ref[key], key
-    assert json.loads((out / "crashy" / "run.json").read_text())["eval_engine"] == "ct2/float32"
-    assert json.loads((out / "crashy" / "judge.json").read_text())["engine"] == "ct2/float32"
+    assert json.loads((out / "crashy" / RUN_RECORD).read_text())["eval_engine"] == "ct2/float32"
+    assert json.loads((out / "crashy" / JUDGE_REPORT).read_text())["engine"] == "ct2/float32"
     evals = sorted((out / "crashy" / "evals").glob("block-*.json"))
     assert evals and all(json.loads(p.read_text())["engine"] == "ct2/float32" for p in evals)

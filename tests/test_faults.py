@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from sttrl.faults import is_allocation_failure
+from sttrl.rundir import TRAJECTORY
+from sttrl.train.faults import is_allocation_failure
 
 REPO = Path(__file__).resolve().parents[1]
 PEAK = r"""
 import runpy, sys
-sys.argv = ["sttrl.run", *sys.argv[1:]]
+sys.argv = ["sttrl.control.run", *sys.argv[1:]]
 try:
-    runpy.run_module("sttrl.run", run_name="__main__")
+    runpy.run_module("sttrl.control.run", run_name="__main__")
 except SystemExit as exc:
     assert not exc.code, exc.code
 print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmPeak")][0])
@@ -26,17 +27,38 @@ print([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmPeak")
 
 
 def _episode(tmp: Path, cache: Path, name: str, batch: int) -> list[str]:
-    return ["--preset", "debug", "--quiet", "--no-judge", "--run-dir", str(tmp / name),
-            "--set", f"data.cache_dir={cache}", "--set", f"run.out_dir={tmp}", "--set", "env.max_actions=2",
-            "--set", f"train.batch_size={batch}", "--set", "train.batch_max=64"]
+    return [
+        "--preset",
+        "debug",
+        "--quiet",
+        "--no-judge",
+        "--run-dir",
+        str(tmp / name),
+        "--set",
+        f"data.cache_dir={cache}",
+        "--set",
+        f"run.out_dir={tmp}",
+        "--set",
+        "env.max_actions=2",
+        "--set",
+        f"train.batch_size={batch}",
+        "--set",
+        "train.batch_max=64",
+    ]
 
 
 def _limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
     def cap() -> None:  # what `prlimit --as=N` does, for this child only
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    return subprocess.run([sys.executable, "-m", "sttrl.run", *args], cwd=REPO, capture_output=True, text=True,
-                          preexec_fn=cap, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sttrl.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=cap,
+        timeout=300,
+    )
 
 
 def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
@@ -52,14 +74,19 @@ def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache
     """Calibrate: the address-space peak of a whole batch-4 episode. Under that peak + 200 MiB, batch 64's
     activations cannot be allocated: the block is an ``oom`` transition, rolled back, and the episode ends
     normally (measured here: batch 64 fails at 1100 MiB, a batch-4 episode peaks near 860 MiB)."""
-    calib = subprocess.run([sys.executable, "-c", PEAK, *_episode(tmp_path, data_cache, "calib", 4)], cwd=REPO,
-                           capture_output=True, text=True, timeout=300)
+    calib = subprocess.run(
+        [sys.executable, "-c", PEAK, *_episode(tmp_path, data_cache, "calib", 4)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert calib.returncode == 0, calib.stderr[-2000:]
     peak = int(calib.stdout.split()[-1]) * 1024
     proc = _limited(_episode(tmp_path, data_cache, "limited", 64), peak + 200 * 2**20)
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 3) and "Traceback" not in out, out[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "limited" / "trajectory.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "limited" / TRAJECTORY).read_text().splitlines()]
     first = records[0]
     assert first["status"] == "oom" and "can't allocate memory" in first["train"]["note"], first["train"]
     assert first["train"]["steps"] == 0 and first["reward"] < -1.0  # rolled back, penalised
@@ -90,10 +117,19 @@ def test_unwritable_run_directory_is_one_line(data_cache, tmp_path, where):
     directory read-only: a path below a regular file, and sysfs, which refuses new entries even to root)."""
     (tmp_path / "a-file").write_text("x")
     run_dir = tmp_path / "a-file" / "run" if where == "under-a-file" else Path("/sys/sttrl-test-run")
-    common = ["--preset", "debug", "--quiet", "--set", f"data.cache_dir={data_cache}", "--set",
-              f"run.out_dir={tmp_path / 'runs'}"]
-    for cmd in (["sttrl.run", *common, "--run-dir", str(run_dir)],
-                ["graph.run", *common, "--run-dir", str(run_dir), "--thread-id", f"ro-{where}"]):
+    common = [
+        "--preset",
+        "debug",
+        "--quiet",
+        "--set",
+        f"data.cache_dir={data_cache}",
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+    ]
+    for cmd in (
+        ["sttrl.control.run", *common, "--run-dir", str(run_dir)],
+        ["graph.run", *common, "--run-dir", str(run_dir), "--thread-id", f"ro-{where}"],
+    ):
         proc = subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, capture_output=True, text=True, timeout=300)
         lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
         assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, (cmd[0], lines[-20:])

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from sttrl.data import build_speech_data
-from sttrl.features import FeatureStore, extractor_key
-from sttrl.model import load_model
-from sttrl.runtime import feature_cache_dir
-from sttrl.trainer import Trainer
+from sttrl.train.features import FeatureStore, extractor_key, feature_cache_dir
+from sttrl.train.model import load_model
+from sttrl.train.trainer import Trainer
 
 
 @pytest.fixture
@@ -70,14 +69,15 @@ def test_labelled_positions_loss_equals_whisper_loss(stack):
     loaded.model.eval()
     with torch.no_grad():
         ours = trainer._loss(batch)
-        theirs = loaded.model(input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids,
-                              labels=batch.labels).loss
+        theirs = loaded.model(
+            input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels
+        ).loss
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_transcripts_come_back_in_the_order_asked_whatever_the_batching(stack, monkeypatch):
     """transcribe() batches longest audio first; each transcript must still land at its utterance."""
-    from sttrl.evaluate import transcribe
+    from sttrl.eval.decode import transcribe
 
     _cfg, utts, loaded = stack
     store = FeatureStore(loaded, utts, 32)
@@ -85,12 +85,14 @@ def test_transcripts_come_back_in_the_order_asked_whatever_the_batching(stack, m
     means = [float(store.features([i])[0].mean()) for i in range(len(utts))]
 
     def fake_generate(input_features, **_kw):  # a transcript that names the utterance it was decoded from
-        return torch.tensor([[min(range(len(means)), key=lambda i: abs(means[i] - float(f.mean())))]
-                             for f in input_features])
+        return torch.tensor(
+            [[min(range(len(means)), key=lambda i: abs(means[i] - float(f.mean())))] for f in input_features]
+        )
 
     monkeypatch.setattr(loaded.model, "generate", fake_generate)
-    monkeypatch.setattr(loaded.processor.tokenizer, "batch_decode",
-                        lambda ids, **_kw: [f"utt{int(row[0])}" for row in ids])
+    monkeypatch.setattr(
+        loaded.processor.tokenizer, "batch_decode", lambda ids, **_kw: [f"utt{int(row[0])}" for row in ids]
+    )
     idx = list(range(len(utts)))
     assert transcribe(store, idx, 4, 6, torch.device("cpu")) == [f"utt{i}" for i in idx]
     assert transcribe(store, idx[::-1], 3, 6, torch.device("cpu")) == [f"utt{i}" for i in idx[::-1]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from graph.run import main
+from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, RUN_RECORD, TRAJECTORY
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 3
@@ -27,15 +28,15 @@ def common(cache: Path, out: Path) -> list[str]:
 
 
 def outcome(run_dir: Path) -> dict:
-    recs = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
-    report = json.loads((run_dir / "judge.json").read_text())
+    recs = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
+    report = json.loads((run_dir / JUDGE_REPORT).read_text())
     return {
         "actions": [r["action"] for r in recs],
         "wer": [(r["observation"]["wer"], r["observation"]["cer"]) for r in recs],
         "losses": [r["train"]["losses"] for r in recs],
         "rewards": [r["reward"] for r in recs],
         "judge": (report["wer"], report["cer"], report["score"], report["passed_all_checks"]),
-        "final_sha256": json.loads((run_dir / "run.json").read_text())["final"]["sha256"],
+        "final_sha256": json.loads((run_dir / RUN_RECORD).read_text())["final"]["sha256"],
     }
 
 
@@ -45,27 +46,33 @@ def parent(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("fork")
     assert main([*BASE, "--set", "env.keep_checkpoints=0", *common(data_cache, out), "--thread-id", "p"]) == 0
     assert sorted(p.name for p in (out / "p" / "checkpoints").glob("block-*")) == [
-        "block-0000", "block-0001", "block-0002", "block-0003"]
+        "block-0000",
+        "block-0001",
+        "block-0002",
+        "block-0003",
+    ]
     return {"out": out, "args": common(data_cache, out), "outcome": outcome(out / "p")}
 
 
 def test_fork_repeating_the_next_action_ends_with_the_parents_numbers(parent, capsys):
     out, ref = parent["out"], parent["outcome"]
-    assert main(["--fork", "p", "--at", "1", "--action", ref["actions"][1], "--thread-id", "same", *parent["args"]]) == 0
+    assert (
+        main(["--fork", "p", "--at", "1", "--action", ref["actions"][1], "--thread-id", "same", *parent["args"]]) == 0
+    )
     assert "thread same forked from p after step 1" in capsys.readouterr().out
     child = out / "same"
     assert outcome(child) == ref  # losses, WERs, rewards, final hash, judge
-    recs = [json.loads(line) for line in (child / "trajectory.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (child / TRAJECTORY).read_text().splitlines()]
     assert [r["source"] for r in recs][1] == "fork"
     # the block checkpoint and the files neither run rewrites are shared, not copied
     shared = child / "checkpoints" / "block-0001" / "model.safetensors"
     assert shared.stat().st_ino == (out / "p" / "checkpoints" / "block-0001" / "model.safetensors").stat().st_ino
-    assert (child / "config.yaml").stat().st_nlink == 2
-    record = json.loads((child / "run.json").read_text())
+    assert (child / CONFIG_FILE).stat().st_nlink == 2
+    record = json.loads((child / RUN_RECORD).read_text())
     parent_ckpt = json.loads((out / "p" / "checkpoints" / "block-0001" / "state.json").read_text())
     assert record["parent"]["thread"] == "p" and record["parent"]["step"] == 1
     assert record["parent"]["checkpoint_sha256"] == parent_ckpt["hashes"]["model.safetensors"]
-    assert record["run_id"] != json.loads((out / "p" / "run.json").read_text())["run_id"]
+    assert record["run_id"] != json.loads((out / "p" / RUN_RECORD).read_text())["run_id"]
     # training resumed from block 1: block 2 starts at optimizer step 4 of the parent's run
     assert recs[1]["train"]["global_step"] == 8
 
@@ -78,7 +85,7 @@ def test_fork_with_another_action_diverges_and_is_judged(parent):
     assert got["actions"][:2] == [ref["actions"][0], other]
     assert got["losses"][0] == ref["losses"][0] and got["losses"][1] != ref["losses"][1]
     assert got["final_sha256"] != ref["final_sha256"]
-    assert got["judge"][3] is True and (out / "other" / "judge.json").is_file()
+    assert got["judge"][3] is True and (out / "other" / JUDGE_REPORT).is_file()
 
 
 def test_fork_errors_are_one_line_and_write_nothing(parent, capsys):
@@ -116,7 +123,7 @@ def test_tree_prints_every_branch_and_plots_their_curves(parent, capsys):
 
 SLOW_CHILD = r"""
 import sys, time
-import sttrl.trainer as T
+import sttrl.train.trainer as T
 real_step = T.Trainer._step
 def slow_step(self, hp):  # marks block 3's training (the parent's state after step 2 is saved by then)
     if self.state.global_step >= 8:
@@ -135,8 +142,14 @@ def test_fork_after_a_kill_of_the_parent_and_a_checkpoint_not_kept(parent, data_
     out = tmp_path / "runs"
     args = common(data_cache, out)
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, *BASE, *args, "--thread-id", "killed"], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CHILD, *BASE, *args, "--thread-id", "killed"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     marker, end = tmp_path / "in-block-3", time.monotonic() + 240
     try:
         while not marker.is_file():
@@ -145,7 +158,7 @@ def test_fork_after_a_kill_of_the_parent_and_a_checkpoint_not_kept(parent, data_
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    assert len((out / "killed" / "trajectory.jsonl").read_text().splitlines()) == 2
+    assert len((out / "killed" / TRAJECTORY).read_text().splitlines()) == 2
     assert main(["--fork", "killed", "--at", "2", "--thread-id", "k2", *args]) == 0
     assert outcome(out / "k2") == parent["outcome"]
     capsys.readouterr()

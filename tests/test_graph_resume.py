@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from sttrl.rundir import JUDGE_REPORT, PLOT, RUN_RECORD, TRAJECTORY
+
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -32,7 +34,7 @@ import sys, time
 mode, argv = sys.argv[1], sys.argv[2:]
 agent = None
 if mode == "slow-train":  # each optimizer step waits first, so a kill lands between two steps
-    import sttrl.trainer as T
+    import sttrl.train.trainer as T
     real_step = T.Trainer._step
     def slow_step(self, hp):
         time.sleep(1.5)
@@ -40,7 +42,7 @@ if mode == "slow-train":  # each optimizer step waits first, so a kill lands bet
     T.Trainer._step = slow_step
 elif mode.startswith("slow-decide:"):  # block inside the decision of step `at`
     at, seed = (int(x) for x in mode.split(":")[1:])
-    from sttrl.policies import RandomPolicy
+    from sttrl.control.classical import RandomPolicy
     inner = RandomPolicy(seed=seed)
     class SlowDecide:
         name = "random"
@@ -62,7 +64,7 @@ elif mode.startswith("die-after-writes:"):  # exit like SIGKILL right after a no
             os._exit(137)
     SqliteSaver.put_writes = put_writes
 elif mode == "slow-judge":  # block inside the judge, after the final model is saved
-    import sttrl.judge as J
+    import sttrl.judge.scoring as J
     def slow_evaluate(*args, **kwargs):
         print("MARK judging", flush=True)
         time.sleep(600)
@@ -79,8 +81,13 @@ class Child:
 
     def __init__(self, mode: str, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-c", CHILD, mode, *args], cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env or child_env(),
+            [sys.executable, "-u", "-c", CHILD, mode, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=env or child_env(),
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -130,9 +137,26 @@ def child_env() -> dict[str, str]:
 
 
 def cli_args(cache: Path, out: Path, thread: str, checkpointer: str | None = None) -> list[str]:
-    args = ["--preset", "debug", "--agent", "random", "--seed", str(SEED), "--steps-per-action", "4",
-            "--max-actions", "3", "--set", "env.checkpoint_every=1", "--set", f"data.cache_dir={cache}",
-            "--set", f"run.out_dir={out}", "--thread-id", thread]
+    args = [
+        "--preset",
+        "debug",
+        "--agent",
+        "random",
+        "--seed",
+        str(SEED),
+        "--steps-per-action",
+        "4",
+        "--max-actions",
+        "3",
+        "--set",
+        "env.checkpoint_every=1",
+        "--set",
+        f"data.cache_dir={cache}",
+        "--set",
+        f"run.out_dir={out}",
+        "--thread-id",
+        thread,
+    ]
     return args + (["--checkpointer", checkpointer] if checkpointer else [])
 
 
@@ -146,15 +170,15 @@ def partial_steps(run_dir: Path) -> int:
 
 
 def steps_written(run_dir: Path) -> list[int]:
-    path = run_dir / "trajectory.jsonl"
+    path = run_dir / TRAJECTORY
     return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def outcome(run_dir: Path) -> dict:
     """Everything that must match between a resumed and an uninterrupted episode."""
-    recs = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
-    report = json.loads((run_dir / "judge.json").read_text())
-    final = json.loads((run_dir / "run.json").read_text())["final"]
+    recs = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
+    report = json.loads((run_dir / JUDGE_REPORT).read_text())
+    final = json.loads((run_dir / RUN_RECORD).read_text())["final"]
     return {
         "steps": [r["step"] for r in recs],
         "decisions": [(r["action"], r["source"], r["status"], r["hp_after"], r["reward"]) for r in recs],
@@ -213,14 +237,14 @@ def test_kill_during_train_decide_and_judge_then_resume(data_cache, reference, t
     c.wait_for(lambda: "MARK judging" in c.text)
     c.kill()
     assert "resumes at decide after step 2" in c.text
-    assert steps_written(run_dir) == [1, 2, 3] and not (run_dir / "judge.json").exists()
+    assert steps_written(run_dir) == [1, 2, 3] and not (run_dir / JUDGE_REPORT).exists()
 
     # 4. resume: the judge runs again from its start and the episode ends
     text = Child("plain", ["--thread-id", tid, "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
     assert "resumes at judge after step 3" in text and "judge (hidden domain government)" in text
     timings["total"] = time.perf_counter() - t0
     same_as_reference(run_dir, reference)
-    assert (run_dir / "plot.png").is_file()
+    assert (run_dir / PLOT).is_file()
 
     # 5. a finished thread prints its summary and trains nothing
     text = Child("plain", ["--thread-id", tid, "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
@@ -242,15 +266,20 @@ def test_kill_between_a_nodes_writes_and_the_next_checkpoint_then_resume(data_ca
     listing = Child("plain", ["--list", "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
     assert tid in listing and "unfinished" in listing and "ended" not in listing
     # a crash also cut the trajectory mid-line: the state is the source of truth
-    path = run_dir / "trajectory.jsonl"
+    path = run_dir / TRAJECTORY
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
-    resumed = Child("plain", ["--thread-id", tid, "--set", f"run.out_dir={out}", "--preset", "cpu",
-                              "--set", "train.lr=-1"], cwd=tmp_path).finish()
+    resumed = Child(
+        "plain",
+        ["--thread-id", tid, "--set", f"run.out_dir={out}", "--preset", "cpu", "--set", "train.lr=-1"],
+        cwd=tmp_path,
+    ).finish()
     # the kill lands after decision 2's writes: either before the next checkpoint (no next node yet) or just
     # after it, depending on how LangGraph batches the superstep's writes; both must resume
-    assert ("resumes at its last saved writes after step 1 of 3" in resumed
-            or "resumes at train after step 1 of 3" in resumed), resumed
+    assert (
+        "resumes at its last saved writes after step 1 of 3" in resumed
+        or "resumes at train after step 1 of 3" in resumed
+    ), resumed
     assert "ignored on resume: --preset cpu, --set train.lr=-1\n" in resumed, resumed
     same_as_reference(run_dir, reference)
 
@@ -281,7 +310,7 @@ def test_a_failed_setup_leaves_no_thread_and_can_be_rerun(data_cache, tmp_path):
     listing = Child("plain", ["--list", "--set", f"run.out_dir={out}"], cwd=tmp_path).finish()
     assert tid not in listing
     text = Child("plain", [*args, "--max-actions", "1"], cwd=tmp_path).finish()  # corrected: a new episode
-    assert f"thread {tid} (new episode" in text and (out / tid / "judge.json").is_file()
+    assert f"thread {tid} (new episode" in text and (out / tid / JUDGE_REPORT).is_file()
 
 
 # ----- PostgreSQL --------------------------------------------------------------------------------
@@ -298,8 +327,9 @@ def _pg_bin() -> Path:
     which = shutil.which("pg_ctl")
     if which:
         return Path(which).parent
-    raise AssertionError("PostgreSQL server binaries not found: run scripts/setup.sh --test "
-                         "(Debian: apt-get install -y postgresql)")
+    raise AssertionError(
+        "PostgreSQL server binaries not found: run scripts/setup.sh --test (Debian: apt-get install -y postgresql)"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -312,15 +342,16 @@ def postgres_url() -> Iterator[str]:
     if os.geteuid() == 0:  # postgres refuses to run as root
         shutil.chown(base, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)
     run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "sttrl", "-E", "UTF8", "--no-sync")
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off"
     run(str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(base / "log"), "-w", "-t", "60", "start")
     try:
         yield f"postgresql://sttrl@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -344,11 +375,35 @@ def test_postgres_workers_share_and_resume_a_thread(data_cache, reference, postg
 # ----- CLI errors --------------------------------------------------------------------------------
 def test_help_and_missing_api_key(data_cache, tmp_path):
     text = Child("plain", ["--help"], cwd=tmp_path).finish()
-    for flag in ("--preset", "--config", "--set", "--agent", "--model", "--max-actions", "--steps-per-action",
-                 "--seed", "--run-dir", "--thread-id", "--list", "--checkpointer"):
+    for flag in (
+        "--preset",
+        "--config",
+        "--set",
+        "--agent",
+        "--model",
+        "--max-actions",
+        "--steps-per-action",
+        "--seed",
+        "--run-dir",
+        "--thread-id",
+        "--list",
+        "--checkpointer",
+    ):
         assert flag in text
-    c = Child("plain", ["--preset", "debug", "--agent", "llm", "--set", f"data.cache_dir={data_cache}",
-                        "--set", f"run.out_dir={tmp_path / 'runs'}"], cwd=tmp_path)
+    c = Child(
+        "plain",
+        [
+            "--preset",
+            "debug",
+            "--agent",
+            "llm",
+            "--set",
+            f"data.cache_dir={data_cache}",
+            "--set",
+            f"run.out_dir={tmp_path / 'runs'}",
+        ],
+        cwd=tmp_path,
+    )
     c.proc.wait(120)
     c.reader.join(5)
     assert c.proc.returncode == 2 and "GROQ_API_KEY" in c.text and "Traceback" not in c.text
@@ -370,7 +425,7 @@ def test_rejudge_a_finished_thread_against_its_checkpointed_state(data_cache, tm
     capsys.readouterr()
     assert main([*common, "--thread-id", "rj", "--judge", "test"]) == 0
     assert "all checks passed" in capsys.readouterr().out
-    (out / "rj" / "trajectory.jsonl").unlink()
+    (out / "rj" / TRAJECTORY).unlink()
     assert main([*common, "--thread-id", "rj", "--judge", "test"]) == 1
     assert "FAILED checks" in capsys.readouterr().out
     assert main([*common, "--thread-id", "nope", "--judge", "test"]) == 2

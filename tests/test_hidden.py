@@ -9,9 +9,9 @@ from sttrl.config import DataConfig
 from sttrl.data import generate_sentences, load_hidden_split, synthetic
 from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import accesses
-from sttrl.env import SttEnv
+from sttrl.env.gym import SttEnv
 from sttrl.errors import DataError
-from sttrl.judge import judge
+from sttrl.judge.scoring import judge
 
 
 def test_public_generator_with_public_arguments_does_not_give_the_hidden_sentences(monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 
 from sttrl.data import build_speech_data, load_hidden_split
 from sttrl.data.hidden import judge_access
+from sttrl.rundir import JUDGE_REPORT
 
 
 def test_dev_and_test_are_disjoint_from_each_other_and_from_training(make_config):
@@ -28,16 +29,22 @@ def test_dev_and_test_are_disjoint_from_each_other_and_from_training(make_config
     parts = {u["id"]: u["part"] for u in manifest["splits"]["hidden"]["utterances"]}
     assert {uid for uid, p in parts.items() if p == "dev"} >= ids["dev"]
     assert {uid for uid, p in parts.items() if p == "test"} >= ids["test"]
-    with pytest.raises(Exception, match="not one of dev, test, all"):
-        with judge_access("test-hidden-splits"):
-            load_hidden_split(cfg.data, progress=False, split="train")
+    with pytest.raises(Exception, match="not one of dev, test, all"), judge_access("test-hidden-splits"):
+        load_hidden_split(cfg.data, progress=False, split="train")
 
 
 def test_judge_scores_dev_and_test_separately(make_config):
-    from sttrl.env import SttEnv
-    from sttrl.judge import judge, main
+    from sttrl.env.gym import SttEnv
+    from sttrl.judge.scoring import judge, main
 
-    env = SttEnv(make_config("env.max_actions=1", "data.max_hidden_utterances=32", "data.hidden_sentences=48", "data.hidden_dev_fraction=0.5"))
+    env = SttEnv(
+        make_config(
+            "env.max_actions=1",
+            "data.max_hidden_utterances=32",
+            "data.hidden_sentences=48",
+            "data.hidden_dev_fraction=0.5",
+        )
+    )
     env.reset(seed=0)
     env.step("keep")
     env.close()
@@ -47,7 +54,7 @@ def test_judge_scores_dev_and_test_separately(make_config):
     with judge_access("test-hidden-splits"):
         every = load_hidden_split(env.cfg.data, progress=False, split="all")
     assert test["n_utterances"] + dev["n_utterances"] == len(every) and test["wer"] is not None
-    assert json.loads((env.run_dir / "judge.json").read_text())["split"] == "test"
+    assert json.loads((env.run_dir / JUDGE_REPORT).read_text())["split"] == "test"
     assert json.loads((env.run_dir / "judge-dev.json").read_text())["split"] == "dev"
     assert main([str(env.run_dir), "--split", "dev", "--quiet"]) == 0
 
@@ -61,20 +68,52 @@ def test_headroom_script_runs_on_the_debug_preset(data_cache, tmp_path):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "headroom"
     proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "headroom.py"), "--preset", "debug", "--test-instances", "1",
-         "--train-instances", "1", "--grid-lr", "1e-3,3e-3", "--out", str(out),
-         "--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}",
-         "--set", "env.max_actions=1", "--set", "env.budget_unit=samples", "--set", "env.samples_per_action=8",
-         "--set", "env.instances.lr=[1e-4, 1e-2]", "--set", "env.instances.batch_sizes=[2, 4]",
-         "--set", "data.max_hidden_utterances=32", "--set", "data.hidden_sentences=48",
-         "--set", "data.hidden_dev_fraction=0.5"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        [
+            sys.executable,
+            str(repo / "benchmarks" / "headroom.py"),
+            "--preset",
+            "debug",
+            "--test-instances",
+            "1",
+            "--train-instances",
+            "1",
+            "--grid-lr",
+            "1e-3,3e-3",
+            "--out",
+            str(out),
+            "--set",
+            f"data.cache_dir={data_cache}",
+            "--set",
+            f"run.out_dir={tmp_path / 'runs'}",
+            "--set",
+            "env.max_actions=1",
+            "--set",
+            "env.budget_unit=samples",
+            "--set",
+            "env.samples_per_action=8",
+            "--set",
+            "env.instances.lr=[1e-4, 1e-2]",
+            "--set",
+            "env.instances.batch_sizes=[2, 4]",
+            "--set",
+            "data.max_hidden_utterances=32",
+            "--set",
+            "data.hidden_sentences=48",
+            "--set",
+            "data.hidden_dev_fraction=0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((out / "headroom.json").read_text())
     s = doc["summary"]
     assert s["mean"]["oracle"] <= s["mean"]["tuned"]  # the tuned setting is one of the grid's
     assert {r["kind"] for r in doc["rows"]} == {"train-grid", "start", "grid", "rule"}
-    assert s["per_instance"][0]["oracle"] == min(r["dev_wer"] for r in doc["rows"]
-                                                 if r["kind"] == "grid" and r["instance"] == 1000)
+    assert s["per_instance"][0]["oracle"] == min(
+        r["dev_wer"] for r in doc["rows"] if r["kind"] == "grid" and r["instance"] == 1000
+    )
     assert "room to repair a start" in proc.stdout
     assert not list(out.glob("*/judge.json"))  # only the dev split was scored

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from horizon import budget_overrides, summarize  # noqa: E402
+from horizon import budget_overrides, summarize
 
 A, B = {"lr": 5e-5}, {"lr": 1.5e-4}
 
@@ -20,9 +20,14 @@ def row(n, i, kind, setting, wer):
 
 
 def test_summary_by_hand():
-    rows = [row(256, 0, "train-grid", A, 0.50), row(256, 0, "train-grid", B, 0.40),  # B tuned at 256
-            row(256, 9, "start", None, 0.70), row(256, 9, "grid", A, 0.45), row(256, 9, "grid", B, 0.55),
-            row(512, 0, "train-grid", A, 0.30)]  # 512 is missing runs
+    rows = [
+        row(256, 0, "train-grid", A, 0.50),
+        row(256, 0, "train-grid", B, 0.40),  # B tuned at 256
+        row(256, 9, "start", None, 0.70),
+        row(256, 9, "grid", A, 0.45),
+        row(256, 9, "grid", B, 0.55),
+        row(512, 0, "train-grid", A, 0.30),
+    ]  # 512 is missing runs
     out = summarize(rows, [256, 512], [A, B], tests=[9], trains=[0])
     s = out[0]
     assert s["complete"] and s["tuned_setting"] == B

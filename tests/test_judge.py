@@ -11,18 +11,22 @@ from pathlib import Path
 import pytest
 
 from sttrl.config import load_config
-from sttrl.env import SttEnv
-from sttrl.integrity import expected_from_state, sign_record
+from sttrl.env.gym import SttEnv
 from sttrl.io import sha256_file
-from sttrl.judge import judge, main
+from sttrl.judge.integrity import expected_from_state
+from sttrl.judge.scoring import judge, main
+from sttrl.keys import sign_record
+from sttrl.rundir import RUN_RECORD, TRAJECTORY
 
 
 @pytest.fixture(scope="module")
 def finished(data_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished two-step debug episode (Gymnasium path: no checkpointer), judged by nobody yet."""
     out = tmp_path_factory.mktemp("judge-runs")
-    env = SttEnv(load_config("debug", overrides=[f"data.cache_dir={data_cache}", f"run.out_dir={out}",
-                                                 "env.max_actions=2"]), progress=False)
+    env = SttEnv(
+        load_config("debug", overrides=[f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=2"]),
+        progress=False,
+    )
     env.reset(seed=0)
     shutil.copyfile(env.run_dir / "checkpoints" / "block-0000" / "model.safetensors", out / "initial.safetensors")
     env.step("keep")
@@ -39,11 +43,11 @@ def run(finished: Path, tmp_path: Path) -> Path:
 
 
 def _record(run: Path) -> dict:
-    return json.loads((run / "run.json").read_text())
+    return json.loads((run / RUN_RECORD).read_text())
 
 
 def _write_record(run: Path, record: dict) -> None:
-    (run / "run.json").write_text(json.dumps(record, indent=2))
+    (run / RUN_RECORD).write_text(json.dumps(record, indent=2))
 
 
 def _failed(report: dict) -> list[str]:
@@ -54,15 +58,22 @@ def _state_like(run: Path) -> dict:
     """What the LangGraph state holds for this run: final info, block checkpoint hashes, step records."""
     record = _record(run)
     ckpts = [{"block": 0, "sha256": record["initial_weights_sha256"]}]
-    records = [json.loads(line) for line in (run / "trajectory.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run / TRAJECTORY).read_text().splitlines()]
     return {"final": dict(record["final"]), "checkpoints": ckpts, "records": records}
 
 
 def test_untampered_run_passes_every_check_and_exits_zero(run):
     report = judge(run, progress=False)
     assert _failed(report) == [] and report["scored"] and report["wer"] is not None
-    assert set(report["checks"]) >= {"record_authentic", "checkpoint_present", "hash_matches_record", "weights_changed",
-                                     "splits_disjoint", "hidden_split_untouched", "trajectory_consistent"}
+    assert set(report["checks"]) >= {
+        "record_authentic",
+        "checkpoint_present",
+        "hash_matches_record",
+        "weights_changed",
+        "splits_disjoint",
+        "hidden_split_untouched",
+        "trajectory_consistent",
+    }
     assert judge(run, progress=False, write=False, expected=expected_from_state(_state_like(run)))["scored"]
     assert main([str(run), "--quiet"]) == 0
 
@@ -98,7 +109,9 @@ def test_final_config_is_covered_by_the_hash(run):
     cfg = run / "final" / "config.json"
     cfg.write_text(cfg.read_text().replace('"d_model": 64', '"d_model": 64, "tampered": true'))
     report = judge(run, progress=False)
-    assert "hash_matches_record" in _failed(report) and "config.json" in report["checks"]["hash_matches_record"]["reason"]
+    assert (
+        "hash_matches_record" in _failed(report) and "config.json" in report["checks"]["hash_matches_record"]["reason"]
+    )
     assert main([str(run), "--quiet"]) == 1
 
 
@@ -114,7 +127,7 @@ def test_record_signed_with_another_key_is_not_authentic(run, monkeypatch):
 
 
 def test_edited_reward_in_the_trajectory_fails_and_exits_non_zero(run, finished):
-    path = run / "trajectory.jsonl"
+    path = run / TRAJECTORY
     records = [json.loads(line) for line in path.read_text().splitlines()]
     records[0]["reward"] = 99.0
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -124,9 +137,11 @@ def test_edited_reward_in_the_trajectory_fails_and_exits_non_zero(run, finished)
 
 
 def test_missing_trajectory_fails_when_the_graph_state_has_steps(run):
-    (run / "trajectory.jsonl").unlink()
+    (run / TRAJECTORY).unlink()
     report = judge(run, progress=False, write=False, expected=expected_from_state(_state_like_without_file(run)))
-    assert "trajectory_consistent" in _failed(report) and "missing" in report["checks"]["trajectory_consistent"]["reason"]
+    assert (
+        "trajectory_consistent" in _failed(report) and "missing" in report["checks"]["trajectory_consistent"]["reason"]
+    )
 
 
 def _state_like_without_file(run: Path) -> dict:
@@ -138,12 +153,21 @@ def test_trajectory_is_compared_with_the_graph_state_records(run):
     state = _state_like(run)
     state["records"][1]["status"] = "oom"  # the state says otherwise than the file
     report = judge(run, progress=False, write=False, expected=expected_from_state(state))
-    assert "trajectory_consistent" in _failed(report) and "graph state" in report["checks"]["trajectory_consistent"]["reason"]
+    assert (
+        "trajectory_consistent" in _failed(report)
+        and "graph state" in report["checks"]["trajectory_consistent"]["reason"]
+    )
 
 
 def test_signature_covers_the_integrity_fields():
-    record = {"run_id": "r", "created": 1.0, "config": {}, "initial_weights_sha256": "a", "data_manifest": "m",
-              "final": {"sha256": "b"}}
+    record = {
+        "run_id": "r",
+        "created": 1.0,
+        "config": {},
+        "initial_weights_sha256": "a",
+        "data_manifest": "m",
+        "final": {"sha256": "b"},
+    }
     sig = sign_record(record)
     assert sig["value"] != sign_record({**record, "final": {"sha256": "c"}})["value"]
     assert sig["value"] == sign_record({**record, "opened_splits": ["train"]})["value"]

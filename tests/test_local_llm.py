@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from graph.agents import AgentConfigError, Decision, LLMAgent, build_chat_model, build_messages, make_agent
 from graph.local_llm import LocalChatModel, build_local_chat_model, json_skeleton
@@ -23,9 +22,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def obs(**kw):
-    base = dict(step=1, steps_left=2, global_step=2, lr=1e-3, batch_size=4, grad_accum=1, freeze_layers=0,
-                max_freeze_layers=2, train_loss=3.2, wer=1.0, cer=0.9, best_wer=1.0, previous_wer=1.05, memory_gb=1.1,
-                memory_device="cpu", status="ok")
+    base = dict(
+        step=1,
+        steps_left=2,
+        global_step=2,
+        lr=1e-3,
+        batch_size=4,
+        grad_accum=1,
+        freeze_layers=0,
+        max_freeze_layers=2,
+        train_loss=3.2,
+        wer=1.0,
+        cer=0.9,
+        best_wer=1.0,
+        previous_wer=1.05,
+        memory_gb=1.1,
+        memory_device="cpu",
+        status="ok",
+    )
     base.update(kw)
     return base
 
@@ -141,9 +155,25 @@ def test_missing_package_and_bad_options(tiny_lm, monkeypatch):
 
 def test_cli_exits_2_with_one_line_for_a_bad_local_model(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "graph.run", "--preset", "debug", "--agent", "llm", "--model", "local:nope",
-         "--set", f"run.out_dir={tmp_path}", "--set", f"data.cache_dir={tmp_path / 'cache'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "graph.run",
+            "--preset",
+            "debug",
+            "--agent",
+            "llm",
+            "--model",
+            "local:nope",
+            "--set",
+            f"run.out_dir={tmp_path}",
+            "--set",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

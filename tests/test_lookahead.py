@@ -7,14 +7,19 @@ import json
 
 import pytest
 
+from sttrl.control.lookahead import LOG, candidates, run_lookahead
 from sttrl.errors import ConfigError
-from sttrl.lookahead import LOG, candidates, run_lookahead
 
 
 def test_lookahead_budget_arithmetic(make_config, tmp_path):
     # 3 decisions x 16 samples = 48; a decision with 3 probes of 8 samples costs 16 + 2 x 8 = 32
-    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=16", "env.max_actions=3", "lookahead.candidates=[keep,lr_up,batch_down]",
-                      "lookahead.probe_samples=8")
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=16",
+        "env.max_actions=3",
+        "lookahead.candidates=[keep,lr_up,batch_down]",
+        "lookahead.probe_samples=8",
+    )
     out = run_lookahead(cfg, tmp_path / "la")
     spent, rows = out["spent"], [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
     assert spent["budget"] == 48
@@ -36,8 +41,14 @@ def test_lookahead_budget_arithmetic(make_config, tmp_path):
 
 def test_uncharged_probes_label_every_decision(make_config, tmp_path):
     # teacher mode: the blocks spend exactly the budget, every decision is probed, the probes are extra
-    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=16", "env.max_actions=3",
-                      "lookahead.candidates=[keep,lr_up]", "lookahead.probe_samples=8", "lookahead.charge_probes=false")
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=16",
+        "env.max_actions=3",
+        "lookahead.candidates=[keep,lr_up]",
+        "lookahead.probe_samples=8",
+        "lookahead.charge_probes=false",
+    )
     out = run_lookahead(cfg, tmp_path / "la")
     rows = [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
     assert out["decisions"] == 3 and all(len(r["probes"]) == 2 for r in rows)
@@ -51,10 +62,16 @@ def test_lookahead_candidates_must_be_enabled(make_config):
 
 
 def test_lookahead_in_the_benchmark_reports_its_probe_samples(make_config, tmp_path):
-    from graph import bench
+    import bench
 
-    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=3", "run.threads=1",
-                      "lookahead.candidates=[keep,lr_down]", "lookahead.probe_samples=4")
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=8",
+        "env.max_actions=3",
+        "run.threads=1",
+        "lookahead.candidates=[keep,lr_down]",
+        "lookahead.probe_samples=4",
+    )
     doc = bench.run_bench(cfg, ["static", "lookahead"], [0], tmp_path / "bench", quiet=True, reference="static")
     runs = {r["controller"]: r for r in doc["runs"]}
     la = runs["lookahead"]
@@ -65,9 +82,15 @@ def test_lookahead_in_the_benchmark_reports_its_probe_samples(make_config, tmp_p
 
 
 def test_lookahead_val_wer_criterion_scores_probes_by_decoding(make_config, tmp_path):
-    cfg = make_config("env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=2",
-                      "lookahead.candidates=[keep,lr_down]", "lookahead.probe_samples=4", "lookahead.criterion=val_wer",
-                      "lookahead.probe_eval_utterances=3")
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=8",
+        "env.max_actions=2",
+        "lookahead.candidates=[keep,lr_down]",
+        "lookahead.probe_samples=4",
+        "lookahead.criterion=val_wer",
+        "lookahead.probe_eval_utterances=3",
+    )
     run_lookahead(cfg, tmp_path / "la")
     row = json.loads((tmp_path / "la" / LOG).read_text().splitlines()[0])
     assert row["criterion"] == "val_wer" and [p["action"] for p in row["probes"]] == ["keep", "lr_down"]

@@ -1,4 +1,4 @@
-"""sttrl.memory: the one torch thread, and the glibc allocator settings."""
+"""sttrl.train.memory: the one torch thread, and the glibc allocator settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sttrl.memory import limit_arenas, release_memory, torch_thread
+from sttrl.train.memory import limit_arenas, release_memory, torch_thread
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -54,8 +54,9 @@ def test_allocator_settings_apply_on_glibc_only():
     assert limit_arenas() is glibc and limit_arenas() is glibc  # idempotent; a no-op elsewhere
 
 
-@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
-                    reason="malloc_trim is glibc's")
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="malloc_trim is glibc's"
+)
 def test_release_memory_returns_freed_heap_to_the_os():
     """Free 200 MB of heap blocks pinned apart by live ones: glibc cannot give them back by itself (no free
     top of heap), and they stay resident until release_memory() trims the heap's free pages."""

@@ -7,8 +7,8 @@ import torch
 
 from sttrl.config import load_config
 from sttrl.errors import ModelError
-from sttrl.evaluate import error_rates, normalize_text
-from sttrl.model import load_model, set_frozen_layers
+from sttrl.eval.decode import error_rates, normalize_text
+from sttrl.train.model import load_model, set_frozen_layers
 
 
 def test_local_and_hub_sources_load_through_from_pretrained(tmp_path, data_cache):

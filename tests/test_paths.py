@@ -1,5 +1,5 @@
 """The Gymnasium path (``python -m sttrl.run``) and the LangGraph path (``python -m graph.run``) run the same
-episode step (``sttrl.episode``): the same seed and controller give the same trajectory, field by field."""
+episode step (``sttrl.env.episode``): the same seed and controller give the same trajectory, field by field."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from sttrl.rundir import TRAJECTORY
+
 IGNORED = {"timings", "source", "time"}  # wall-clock facts, and the label of who decided
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
 
 
 def _without(d: dict, keys: set[str]) -> dict:
@@ -22,13 +24,38 @@ def _without(d: dict, keys: set[str]) -> dict:
 @pytest.mark.parametrize("controller,seed", [("random", 3), ("rule", 0)])
 def test_env_and_graph_write_identical_trajectories(controller, seed, data_cache, tmp_path):
     from graph.run import main as graph_main
-    from sttrl.run import main as env_main
+    from sttrl.control.run import main as env_main
 
-    common = ["--preset", "debug", "--seed", str(seed), "--quiet", "--set", f"data.cache_dir={data_cache}",
-              "--set", f"run.out_dir={tmp_path / 'runs'}", "--set", "env.max_actions=4"]
+    common = [
+        "--preset",
+        "debug",
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--set",
+        f"data.cache_dir={data_cache}",
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "env.max_actions=4",
+    ]
     assert env_main([*common, "--policy", controller, "--run-dir", str(tmp_path / "env"), "--no-judge"]) == 0
-    assert graph_main([*common, "--agent", controller, "--run-dir", str(tmp_path / "graph"),
-                       "--checkpointer", str(tmp_path / "cp.sqlite"), "--thread-id", "paths"]) == 0
+    assert (
+        graph_main(
+            [
+                *common,
+                "--agent",
+                controller,
+                "--run-dir",
+                str(tmp_path / "graph"),
+                "--checkpointer",
+                str(tmp_path / "cp.sqlite"),
+                "--thread-id",
+                "paths",
+            ]
+        )
+        == 0
+    )
     env, graph = _records(tmp_path / "env"), _records(tmp_path / "graph")
     assert [r["step"] for r in env] == [r["step"] for r in graph] and len(env) >= 1
     for a, b in zip(env, graph):

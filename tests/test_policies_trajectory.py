@@ -1,14 +1,30 @@
-from sttrl.actions import Action
 from sttrl.config import load_config
-from sttrl.controllers import make_controller
-from sttrl.policies import RandomPolicy, RulePolicy, StaticPolicy
-from sttrl.trajectory import StepRecord, Trajectory
+from sttrl.control.classical import RandomPolicy, RulePolicy, StaticPolicy
+from sttrl.control.registry import make_controller
+from sttrl.env.actions import Action
+from sttrl.outward.trajectory import StepRecord, Trajectory
+from sttrl.rundir import TRAJECTORY
 
 
 def obs(**kw):
-    base = dict(step=1, steps_left=5, lr=1e-3, batch_size=8, grad_accum=1, freeze_layers=0, max_freeze_layers=2,
-                train_loss=1.0, wer=0.5, cer=0.3, best_wer=0.5, previous_wer=0.6, memory_gb=1.0,
-                memory_device="cpu", status="ok", global_step=10)
+    base = dict(
+        step=1,
+        steps_left=5,
+        lr=1e-3,
+        batch_size=8,
+        grad_accum=1,
+        freeze_layers=0,
+        max_freeze_layers=2,
+        train_loss=1.0,
+        wer=0.5,
+        cer=0.3,
+        best_wer=0.5,
+        previous_wer=0.6,
+        memory_gb=1.0,
+        memory_device="cpu",
+        status="ok",
+        global_step=10,
+    )
     base.update(kw)
     return base
 
@@ -39,10 +55,18 @@ def test_random_and_static():
 
 
 def test_trajectory_is_append_only_and_idempotent(tmp_path):
-    path = tmp_path / "trajectory.jsonl"
+    path = tmp_path / TRAJECTORY
     t = Trajectory(path)
-    rec = StepRecord(run_id="r", step=1, action="keep", hp_before={"lr": 1.0}, hp_after={"lr": 1.0},
-                     status="ok", reward=0.1, observation=obs())
+    rec = StepRecord(
+        run_id="r",
+        step=1,
+        action="keep",
+        hp_before={"lr": 1.0},
+        hp_after={"lr": 1.0},
+        status="ok",
+        reward=0.1,
+        observation=obs(),
+    )
     assert t.append(rec) and not t.append(rec)
     with open(path, "a") as fh:  # a torn line from a crash mid-write
         fh.write('{"schema": "sttrl.st')

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from sttrl.config import load_config
+from sttrl.control.prompting import decision_turns
 from sttrl.llm.local import load_model, resolve_model
 from sttrl.policy import core
 from sttrl.policy.data import state_rationale
 from sttrl.policy.stages import Learner, state_reward
-from sttrl.prompting import decision_turns
 
 ALLOWED = ("keep", "lr_up", "lr_down", "stop")
 
@@ -52,8 +52,19 @@ def test_decision_logprobs_equal_a_manual_nll_and_the_mask_selects_the_decision(
 
 def test_a_rows_mask_covers_exactly_its_decision_json_and_eos(model):
     cfg = load_config("debug")
-    obs = dict(step=1, steps_left=2, lr=1e-3, batch_size=4, grad_accum=1, freeze_layers=0, max_freeze_layers=2,
-               train_loss=3.2, wer=1.0, status="ok", global_step=2)
+    obs = dict(
+        step=1,
+        steps_left=2,
+        lr=1e-3,
+        batch_size=4,
+        grad_accum=1,
+        freeze_layers=0,
+        max_freeze_layers=2,
+        train_loss=3.2,
+        wer=1.0,
+        status="ok",
+        global_step=2,
+    )
     text = core.decision_text("lr_down", state_rationale(obs, 40))
     row = {"prompt": decision_turns(obs, [], cfg), "decision": text}
     b = Learner(model, cfg).batch([row])
@@ -159,8 +170,15 @@ def test_dpo_loss_by_hand():
 
 def test_invalid_json_is_detected_and_penalized():
     assert core.parse_decision('{"action": "keep", "rationale": "flat"}', ALLOWED).action.value == "keep"
-    bad_answers = ('{"action": "keep", "rationale": "x"} trailing', '{"action": "keep"}',
-                   '{"action": "fly", "rationale": ""}', '{"action": "batch_up", "rationale": ""}', "keep", "", "[1]")
+    bad_answers = (
+        '{"action": "keep", "rationale": "x"} trailing',
+        '{"action": "keep"}',
+        '{"action": "fly", "rationale": ""}',
+        '{"action": "batch_up", "rationale": ""}',
+        "keep",
+        "",
+        "[1]",
+    )
     for bad in bad_answers:
         assert core.parse_decision(bad, ALLOWED) is None, bad  # batch_up: a valid action, but not enabled
     rows = [{"action": "keep", "reward": -3.0}, {"action": "lr_up", "reward": -2.5}]

@@ -1,5 +1,5 @@
 """The policy config (presets, YAML round trip, sweeps), decision rows from teacher and episode files, the
-prompt they carry (the LLM controller's own), and the sttrl.learn CLI's one-line errors."""
+prompt they carry (the LLM controller's own), and the sttrl.policy.learn CLI's one-line errors."""
 
 from __future__ import annotations
 
@@ -8,29 +8,74 @@ import json
 import pytest
 
 from sttrl.config import load_config
+from sttrl.control.prompting import decision_turns
 from sttrl.errors import ConfigError
-from sttrl.learn import main as learn_main
 from sttrl.policy.data import dpo_pairs, load_rows, states
+from sttrl.policy.learn import main as learn_main
 from sttrl.policy.settings import policy_presets, sweep
-from sttrl.prompting import decision_turns
+from sttrl.rundir import TRAJECTORY
 
 
 def obs(step: int, wer: float, loss: float | None = 3.0, status: str = "ok") -> dict:
-    return dict(step=step, steps_left=3 - step, global_step=2 * step, lr=1e-3, batch_size=4, grad_accum=1,
-                freeze_layers=0, max_freeze_layers=2, train_loss=loss, wer=wer, cer=0.8, best_wer=wer,
-                previous_wer=wer + 0.05, memory_gb=0.5, memory_device="cpu", status=status)
+    return dict(
+        step=step,
+        steps_left=3 - step,
+        global_step=2 * step,
+        lr=1e-3,
+        batch_size=4,
+        grad_accum=1,
+        freeze_layers=0,
+        max_freeze_layers=2,
+        train_loss=loss,
+        wer=wer,
+        cer=0.8,
+        best_wer=wer,
+        previous_wer=wer + 0.05,
+        memory_gb=0.5,
+        memory_device="cpu",
+        status=status,
+    )
 
 
 def teacher_file(tmp_path, probes_at_step_2=None):
-    hist = [{"schema": "sttrl.step/1", "run_id": "r1", "step": 1, "action": "keep", "status": "ok", "reward": 0.1,
-             "hp_before": {"lr": 1e-3, "batch_size": 4, "grad_accum": 1, "freeze_layers": 0}, "observation": obs(1, 0.95),
-             "train": {"losses": [3.2, 3.0], "samples": 8}, "eval": {"n": 6}, "clamped": False}]
+    hist = [
+        {
+            "schema": "sttrl.step/1",
+            "run_id": "r1",
+            "step": 1,
+            "action": "keep",
+            "status": "ok",
+            "reward": 0.1,
+            "hp_before": {"lr": 1e-3, "batch_size": 4, "grad_accum": 1, "freeze_layers": 0},
+            "observation": obs(1, 0.95),
+            "train": {"losses": [3.2, 3.0], "samples": 8},
+            "eval": {"n": 6},
+            "clamped": False,
+        }
+    ]
     rows = [
-        {"schema": "sttrl.teacher/1", "run_id": "r1", "step": 1, "observation": obs(0, 1.0, None), "chosen": "lr_up",
-         "history": [], "probes": [{"action": "keep", "value": 3.2}, {"action": "lr_up", "value": 3.0},
-                                   {"action": "lr_down", "value": None, "status": "nan"}]},
-        {"schema": "sttrl.teacher/1", "run_id": "r1", "step": 2, "observation": obs(1, 0.95), "chosen": "keep",
-         "history": hist, "probes": probes_at_step_2 or [{"action": "keep", "value": 2.9}, {"action": "fly", "value": 2.0}]},
+        {
+            "schema": "sttrl.teacher/1",
+            "run_id": "r1",
+            "step": 1,
+            "observation": obs(0, 1.0, None),
+            "chosen": "lr_up",
+            "history": [],
+            "probes": [
+                {"action": "keep", "value": 3.2},
+                {"action": "lr_up", "value": 3.0},
+                {"action": "lr_down", "value": None, "status": "nan"},
+            ],
+        },
+        {
+            "schema": "sttrl.teacher/1",
+            "run_id": "r1",
+            "step": 2,
+            "observation": obs(1, 0.95),
+            "chosen": "keep",
+            "history": hist,
+            "probes": probes_at_step_2 or [{"action": "keep", "value": 2.9}, {"action": "fly", "value": 2.0}],
+        },
     ]
     path = tmp_path / "teacher.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -45,8 +90,12 @@ def test_policy_presets_yaml_round_trip_and_sweep(tmp_path):
     again = load_config(None, path)
     assert again.policy == cfg.policy and again.to_dict() == cfg.to_dict()
     grid = sweep(cfg, {"lr": [1e-5, 1e-4], "policy.reference": ["frozen", "periodic"], "train.lr": [2e-3]})
-    assert [(c.policy.lr, c.policy.reference) for c in grid] == [(1e-5, "frozen"), (1e-5, "periodic"),
-                                                                 (1e-4, "frozen"), (1e-4, "periodic")]
+    assert [(c.policy.lr, c.policy.reference) for c in grid] == [
+        (1e-5, "frozen"),
+        (1e-5, "periodic"),
+        (1e-4, "frozen"),
+        (1e-4, "periodic"),
+    ]
     assert all(c.train.lr == 2e-3 and c.policy.k_samples == 8 for c in grid)
     with pytest.raises(ConfigError, match=r"policy\.k_samples"):
         sweep(cfg, {"k_samples": [4, 1]})
@@ -83,7 +132,7 @@ def test_teacher_rows_carry_the_controllers_prompt_rewards_and_validity(tmp_path
 def test_prompt_is_the_llm_controllers_own(tmp_path):
     from graph.agents import build_messages
     from graph.local_llm import json_skeleton
-    from sttrl.decision import Decision
+    from sttrl.env.decision import Decision
 
     cfg = load_config("debug")
     _, hist = teacher_file(tmp_path)
@@ -95,12 +144,21 @@ def test_prompt_is_the_llm_controllers_own(tmp_path):
 
 def test_episode_rows_use_returns_to_go(tmp_path):
     cfg = load_config("debug", overrides=["policy.gamma=0.5"])
-    recs = [{"schema": "sttrl.step/1", "run_id": "e1", "step": s, "action": a, "reward": rw, "status": "ok",
-             "observation": obs(s, 1.0 - 0.1 * s)} for s, a, rw in ((1, "keep", 1.0), (2, "lr_down", 2.0),
-                                                                   (3, "stop", 4.0))]
+    recs = [
+        {
+            "schema": "sttrl.step/1",
+            "run_id": "e1",
+            "step": s,
+            "action": a,
+            "reward": rw,
+            "status": "ok",
+            "observation": obs(s, 1.0 - 0.1 * s),
+        }
+        for s, a, rw in ((1, "keep", 1.0), (2, "lr_down", 2.0), (3, "stop", 4.0))
+    ]
     run = tmp_path / "run-a"
     run.mkdir()
-    (run / "trajectory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / TRAJECTORY).write_text("".join(json.dumps(r) + "\n" for r in recs))
     ds = load_rows([tmp_path], cfg)
     assert ds["action"] == ["lr_down", "stop"]  # step 1's starting observation is not in the records
     assert ds["reward"] == [2.0 + 0.5 * 4.0, 4.0]
@@ -123,7 +181,9 @@ def test_learn_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_lm, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()
-    from sttrl.run import main as run_main  # the Gymnasium runner: --policy learned needs --model, refused early
+    from sttrl.control.run import (
+        main as run_main,  # the Gymnasium runner: --policy learned needs --model, refused early
+    )
 
     assert run_main(["--preset", "debug", "--policy", "learned", "--quiet"]) == 2
     assert run_main(["--preset", "debug", "--policy", "rule", "--model", str(tiny_lm), "--quiet"]) == 2

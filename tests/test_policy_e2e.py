@@ -9,17 +9,24 @@ import pytest
 
 from sttrl.config import load_config
 from sttrl.errors import ConfigError
-from sttrl.learn import main as learn_main
 from sttrl.policy.controller import META_FILE, LearnedController
+from sttrl.policy.learn import main as learn_main
+from sttrl.rundir import TRAJECTORY
 
-COMMON = ["env.instances.lr=[1e-4, 1e-2]", "env.budget_unit=samples", "env.samples_per_action=8", "env.max_actions=3",
-          "lookahead.candidates=[keep,lr_up]", "lookahead.probe_samples=4",
-          "train.batch_size=2"]  # probes of two optimizer steps: the lr shows in their loss
+COMMON = [
+    "env.instances.lr=[1e-4, 1e-2]",
+    "env.budget_unit=samples",
+    "env.samples_per_action=8",
+    "env.max_actions=3",
+    "lookahead.candidates=[keep,lr_up]",
+    "lookahead.probe_samples=4",
+    "train.batch_size=2",
+]  # probes of two optimizer steps: the lr shows in their loss
 
 
 @pytest.fixture(scope="module")
 def teacher(data_cache, tmp_path_factory):
-    from sttrl.teacher import main as teacher_main
+    from sttrl.control.teacher import main as teacher_main
 
     tmp = tmp_path_factory.mktemp("policy-e2e")
     out = tmp / "teacher.jsonl"
@@ -34,8 +41,22 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     assert rows and rows[-1]["history"] and len(rows[-1]["history"]) == rows[-1]["step"] - 1
     base = ["--preset", "debug", "--policy-preset", "debug", *sets, "--data", str(path)]
     assert learn_main([*base, "--stage", "sft", "--model", f"local:{tiny_lm}", "--out", str(tmp / "sft")]) == 0
-    assert learn_main([*base, "--stage", "rloo", "--set", "policy.reference=ema", "--model", str(tmp / "sft"),
-                       "--out", str(tmp / "rloo")]) == 0
+    assert (
+        learn_main(
+            [
+                *base,
+                "--stage",
+                "rloo",
+                "--set",
+                "policy.reference=ema",
+                "--model",
+                str(tmp / "sft"),
+                "--out",
+                str(tmp / "rloo"),
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp / "rloo" / META_FILE).read_text())
     assert meta["stage"] == "rloo" and len(meta["log"]) == 3 and meta["config"]["policy"]["reference"] == "ema"
     assert all({"reward", "kl", "kl_coef", "entropy"} <= set(s) for s in meta["log"])
@@ -46,21 +67,61 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     from graph.run import main as run_main
 
     out = tmp / "runs"
-    assert run_main(["--preset", "debug", *sets, "--agent", "learned", "--model", str(tmp / "rloo"),
-                     "--max-actions", "2", "--thread-id", "learned-1", "--quiet"]) == 0
-    records = [json.loads(line) for line in (out / "learned-1" / "trajectory.jsonl").read_text().splitlines()]
+    assert (
+        run_main(
+            [
+                "--preset",
+                "debug",
+                *sets,
+                "--agent",
+                "learned",
+                "--model",
+                str(tmp / "rloo"),
+                "--max-actions",
+                "2",
+                "--thread-id",
+                "learned-1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in (out / "learned-1" / TRAJECTORY).read_text().splitlines()]
     assert records and all(r["source"] == "learned" for r in records), [r["source"] for r in records]
     assert all(r["action"] in load_config("debug").env.actions for r in records)
 
     # ... and in the benchmark, which needs its directory
-    from graph.bench import main as bench_main
+    from bench import main as bench_main
 
     bench_out = tmp / "bench"
-    assert bench_main(["--preset", "debug", *sets, "--controllers", "learned", "--seeds", "1", "--quiet",
-                       "--out", str(bench_out)]) == 2
+    assert (
+        bench_main(
+            ["--preset", "debug", *sets, "--controllers", "learned", "--seeds", "1", "--quiet", "--out", str(bench_out)]
+        )
+        == 2
+    )
     assert "--learned-model DIR" in capsys.readouterr().out
-    assert bench_main(["--preset", "debug", *sets, "--controllers", "learned", "--learned-model", str(tmp / "rloo"),
-                       "--seeds", "1", "--set", "env.max_actions=2", "--quiet", "--out", str(bench_out)]) == 0
+    assert (
+        bench_main(
+            [
+                "--preset",
+                "debug",
+                *sets,
+                "--controllers",
+                "learned",
+                "--learned-model",
+                str(tmp / "rloo"),
+                "--seeds",
+                "1",
+                "--set",
+                "env.max_actions=2",
+                "--quiet",
+                "--out",
+                str(bench_out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads((bench_out / "bench.json").read_text())
     assert doc["learned_model"] == str(tmp / "rloo") and doc["runs"][0]["status"] == "finished"
 
@@ -84,9 +145,25 @@ def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
 
 def test_episodes_stage_learns_from_whole_episode_returns(teacher, tiny_lm):
     _, sets, tmp = teacher
-    argv = ["--preset", "debug", "--policy-preset", "debug", *sets, "--stage", "episodes", "--set", "policy.batch_size=1",
-            "--set", "policy.steps=1", "--set", "policy.max_episode_length=2", "--model", str(tiny_lm),
-            "--out", str(tmp / "episodes")]
+    argv = [
+        "--preset",
+        "debug",
+        "--policy-preset",
+        "debug",
+        *sets,
+        "--stage",
+        "episodes",
+        "--set",
+        "policy.batch_size=1",
+        "--set",
+        "policy.steps=1",
+        "--set",
+        "policy.max_episode_length=2",
+        "--model",
+        str(tiny_lm),
+        "--out",
+        str(tmp / "episodes"),
+    ]
     assert learn_main(argv) == 0
     meta = json.loads((tmp / "episodes" / META_FILE).read_text())
     (step,) = meta["log"]

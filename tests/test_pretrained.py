@@ -19,11 +19,15 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.utils import logging as hf_logging
 
-import sttrl.pretrained as pt
+import sttrl.train.pretrained as pt
 from sttrl.errors import IntegrityError, ModelError
 
-ENGLISH = ["the weather is very nice today", "i like to read books in the morning",
-           "please open the door", "we are going to the market"]
+ENGLISH = [
+    "the weather is very nice today",
+    "i like to read books in the morning",
+    "please open the door",
+    "we are going to the market",
+]
 SWAHILI = "leo hali ya hewa ni nzuri sana"
 TIMES: dict[str, float] = {}
 
@@ -75,8 +79,9 @@ def test_unknown_key_and_missing_package_say_what_is_valid(tmp_path: Path, monke
 
 
 @pytest.mark.parametrize("key", ["whisper-tiny-en", "whisper-base"])
-def test_sha256_mismatch_names_packages_and_expected_hash(key: str, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sha256_mismatch_names_packages_and_expected_hash(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = pt.PRETRAINED[key]
     wrong = "0" * 64
     src = dataclasses.replace(spec.sources[0], sha256=wrong)
@@ -147,8 +152,9 @@ def test_base_decodes_swahili_with_forced_language(cache: Path, tmp_path: Path) 
     assert json.loads((out / pt.MARKER).read_text())["tokenizer_repairs"]
     gc = model.generation_config
     assert gc.lang_to_id["<|sw|>"] == 50318 and gc.task_to_id == {"transcribe": 50359, "translate": 50358}
-    feats = proc.feature_extractor([_speak(SWAHILI, "sw", tmp_path, 175)], sampling_rate=16000,
-                                   return_tensors="pt").input_features
+    feats = proc.feature_extractor(
+        [_speak(SWAHILI, "sw", tmp_path, 175)], sampling_rate=16000, return_tensors="pt"
+    ).input_features
     with torch.no_grad():
         ids = model.generate(feats, language="sw", task="transcribe", max_new_tokens=16)
     text = tok.batch_decode(ids, skip_special_tokens=True)[0].strip()

@@ -13,8 +13,15 @@ def record(step, losses, *, clamped=False, action="keep", samples=8, grad_norms=
     train = {"losses": losses, "samples": samples}
     if grad_norms is not None:
         train["grad_norms"] = grad_norms
-    return {"step": step, "action": action, "clamped": clamped, "hp_before": {"lr": 1e-3, "batch_size": 4, "freeze_layers": 0},
-            "observation": {"previous_wer": prev}, "train": train, "eval": {"n": n}}
+    return {
+        "step": step,
+        "action": action,
+        "clamped": clamped,
+        "hp_before": {"lr": 1e-3, "batch_size": 4, "freeze_layers": 0},
+        "observation": {"previous_wer": prev},
+        "train": train,
+        "eval": {"n": n},
+    }
 
 
 def test_slope_and_trend_by_hand():

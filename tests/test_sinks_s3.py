@@ -17,9 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from sttrl.sinks import Sink
 from test_sinks import run_debug_episode  # pytest puts tests/ on sys.path
+
+from sttrl.outward.sinks import Sink
+from sttrl.rundir import CONFIG_FILE, RUN_RECORD, TRAJECTORY
 
 BUCKET = "sttrl-test"
 FAST = ("run.sink_options={config_kwargs: {connect_timeout: 1, read_timeout: 5, retries: {max_attempts: 1}}}",)
@@ -38,13 +39,18 @@ class MotoServer:
         self.port, self.log, self.auth, self.proc = _free_port(), log, auth, None
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         env = dict(os.environ)
         if self.auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "4"  # the IAM user and key below, and the bucket
         cli = Path(sys.executable).parent / "moto_server"
-        self.proc = subprocess.Popen([str(cli), "-H", "127.0.0.1", "-p", str(self.port)], stdout=open(self.log, "a"),
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(cli), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=open(self.log, "a"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         end = time.monotonic() + 30
         while True:
             try:
@@ -75,11 +81,19 @@ class MotoServer:
             iam = boto3.client("iam", **kw, **creds)
             iam.create_user(UserName="sttrl")
             key = iam.create_access_key(UserName="sttrl")["AccessKey"]
-            iam.put_user_policy(UserName="sttrl", PolicyName="all", PolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+            iam.put_user_policy(
+                UserName="sttrl",
+                PolicyName="all",
+                PolicyDocument=json.dumps(
+                    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+                ),
+            )
             creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
         boto3.client("s3", **kw, **creds).create_bucket(Bucket=BUCKET)
-        return {"AWS_ACCESS_KEY_ID": creds["aws_access_key_id"], "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"]}
+        return {
+            "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+        }
 
 
 @pytest.fixture
@@ -110,10 +124,10 @@ def _wait_for(pred, seconds: float = 20.0) -> bool:
 
 
 def test_s3_sink_survives_server_restart_and_sync_catches_up(make_config, moto, tmp_path):
-    from sttrl.env import SttEnv
-    from sttrl.policies import RulePolicy
-    from sttrl.publish import publish_run
-    from sttrl.sync import main as sync_main
+    from sttrl.control.classical import RulePolicy
+    from sttrl.env.gym import SttEnv
+    from sttrl.outward.publish import publish_run
+    from sttrl.outward.sync import main as sync_main
 
     srv = moto()
     url = f"s3://{BUCKET}/runs"
@@ -124,12 +138,11 @@ def test_s3_sink_survives_server_restart_and_sync_catches_up(make_config, moto, 
 
     def step() -> bool:
         d = policy.decide(info["observation"], env.trajectory.records())
-        action, why = d.action, d.rationale
-        _, _, term, trunc, out = env.step(action, rationale=why)
+        _, _, term, trunc, out = env.step(d)
         info.update(out)
         return term or trunc
 
-    run_id = json.loads((env.run_dir / "run.json").read_text())["run_id"]
+    run_id = json.loads((env.run_dir / RUN_RECORD).read_text())["run_id"]
     step()
     assert _wait_for(lambda: Sink(url).exists(f"{run_id}/steps/000001.json")), "step 1 never reached the sink"
     srv.stop()  # down mid-episode: step 2's upload fails and is retried in the background
@@ -143,7 +156,7 @@ def test_s3_sink_survives_server_restart_and_sync_catches_up(make_config, moto, 
         done = step()
     env.close()
     status = publish_run(env.run_dir)
-    local = [json.loads(line) for line in (env.run_dir / "trajectory.jsonl").read_text().splitlines()]
+    local = [json.loads(line) for line in (env.run_dir / TRAJECTORY).read_text().splitlines()]
     sink = Sink(url)
     assert status["sink"]["ok"], status
     assert sink.list(f"{run_id}/steps") == [f"{run_id}/steps/{r['step']:06d}.json" for r in local]
@@ -156,15 +169,15 @@ def test_s3_sink_survives_server_restart_and_sync_catches_up(make_config, moto, 
     status = publish_run(env.run_dir, timeout=3.0)
     assert time.perf_counter() - t0 < 45
     assert not status["sink"]["ok"] and status["sink"]["pending"] > 0
-    recorded = json.loads((env.run_dir / "run.json").read_text())["outward"]["sink"]
+    recorded = json.loads((env.run_dir / RUN_RECORD).read_text())["outward"]["sink"]
     assert not recorded["ok"] and "testing" not in json.dumps(recorded)
     srv.start()
     srv.setup()
     assert sync_main([str(env.run_dir)]) == 0
     sink = Sink(url)
     assert len(sink.list(f"{run_id}/steps")) == len(local)
-    assert {k.rsplit("/", 1)[1] for k in sink.list(run_id)} >= {"trajectory.jsonl", "config.yaml", "run.json", "steps"}
-    assert json.loads((env.run_dir / "run.json").read_text())["outward"]["sink"]["ok"]
+    assert {k.rsplit("/", 1)[1] for k in sink.list(run_id)} >= {"trajectory.jsonl", CONFIG_FILE, RUN_RECORD, "steps"}
+    assert json.loads((env.run_dir / RUN_RECORD).read_text())["outward"]["sink"]["ok"]
     print(f"\nstep with the sink down: {step_seconds_down:.2f} s (the upload retries in the background)")
 
 
@@ -176,8 +189,14 @@ def test_wrong_credentials_one_clear_line_and_episode_unharmed(make_config, moto
     assert (run_dir / "final").is_dir() and not status["sink"]["ok"]
     err = status["sink"]["last_error"]
     assert "does not exist in our records" in err and "\n" not in err and "wrong-secret-value" not in err
-    proc = subprocess.run([sys.executable, "-m", "sttrl.sync", str(run_dir)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], env=dict(os.environ), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sttrl.sync", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env=dict(os.environ),
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: sink s3://sttrl-test/runs: ") and "records" in lines[0]

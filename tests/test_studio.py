@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from servers import langgraph_dev  # tests/ is on sys.path
 
+from sttrl.rundir import JUDGE_REPORT, TRAJECTORY
 
 
 @pytest.fixture
@@ -28,8 +28,11 @@ def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_ca
     assert [a["graph_id"] for a in assistants] == ["sttrl"]
     thread = client.threads.create()
     out = tmp_path / "runs"
-    inp = {"preset": "debug", "agent": "rule",
-           "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=2"]}
+    inp = {
+        "preset": "debug",
+        "agent": "rule",
+        "overrides": [f"data.cache_dir={data_cache}", f"run.out_dir={out}", "env.max_actions=2"],
+    }
     custom, updates, errors = [], [], []
     t0 = time.perf_counter()
     for part in client.runs.stream(thread["thread_id"], "sttrl", input=inp, stream_mode=["updates", "custom"]):
@@ -53,8 +56,8 @@ def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_ca
     assert state["next"] == [] and values["judge"]["scored"]
     run_dir = Path(values["run_dir"])
     assert run_dir == out / thread["thread_id"]
-    assert json.loads((run_dir / "judge.json").read_text())["wer"] == values["judge"]["wer"]
-    assert len((run_dir / "trajectory.jsonl").read_text().splitlines()) == values["step"]
+    assert json.loads((run_dir / JUDGE_REPORT).read_text())["wer"] == values["judge"]["wer"]
+    assert len((run_dir / TRAJECTORY).read_text().splitlines()) == values["step"]
     print(f"\nStudio server episode: {seconds:.1f} s, {len(custom)} custom events, thread {thread['thread_id']}")
 
 
@@ -68,13 +71,18 @@ def test_server_clients_see_sttrl_error_messages(server, data_cache, tmp_path):
         "preset": ({"preset": "nope", "overrides": base}, "nope"),
         "lr": ({"preset": "debug", "overrides": [*base, "train.lr=-1"]}, "train.lr"),
         "agent": ({"preset": "debug", "agent": "nope", "overrides": base}, "unknown controller 'nope'"),
-        "config file": ({"preset": "debug", "config_file": str(tmp_path / "missing.yaml"), "overrides": base},
-                        "missing.yaml"),
+        "config file": (
+            {"preset": "debug", "config_file": str(tmp_path / "missing.yaml"), "overrides": base},
+            "missing.yaml",
+        ),
     }
     for name, (inp, expected) in cases.items():
         thread = client.threads.create()
-        errors = [part.data for part in client.runs.stream(thread["thread_id"], "sttrl", input=inp,
-                                                           stream_mode=["updates"]) if part.event == "error"]
+        errors = [
+            part.data
+            for part in client.runs.stream(thread["thread_id"], "sttrl", input=inp, stream_mode=["updates"])
+            if part.event == "error"
+        ]
         assert len(errors) == 1, (name, errors)
         err = errors[0]
         assert "internal error" not in err["message"].lower(), (name, err)

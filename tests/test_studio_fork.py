@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from test_studio import server  # noqa: F401 - the langgraph dev fixture (a free loopback port)
 
-from sttrl import episode
-from sttrl.actions import Action
 from sttrl.config import config_from_dict
-from sttrl.controllers import Decided
+from sttrl.env import episode
+from sttrl.env.actions import Action
+from sttrl.env.decision import Decided
 
 
 def test_studio_edit_at_a_past_checkpoint_trains_from_that_block(server, data_cache, tmp_path):  # noqa: F811
@@ -18,22 +18,43 @@ def test_studio_edit_at_a_past_checkpoint_trains_from_that_block(server, data_ca
 
     client = get_sync_client(url=server)
     tid = client.threads.create()["thread_id"]
-    inp = {"preset": "debug", "agent": "static", "overrides": [
-        f"data.cache_dir={data_cache}", f"run.out_dir={tmp_path / 'runs'}", "env.max_actions=3",
-        "env.steps_per_action=2", "env.keep_checkpoints=0"]}
+    inp = {
+        "preset": "debug",
+        "agent": "static",
+        "overrides": [
+            f"data.cache_dir={data_cache}",
+            f"run.out_dir={tmp_path / 'runs'}",
+            "env.max_actions=3",
+            "env.steps_per_action=2",
+            "env.keep_checkpoints=0",
+        ],
+    }
     first = client.runs.wait(tid, "sttrl", input=inp)
     original = client.threads.get_state(tid)["values"]
     assert [r["action"] for r in original["records"]] == ["keep"] * 3 and first["judge"]
-    after_1 = next(s for s in client.threads.get_history(tid, limit=200)
-                   if s["next"] == ["observe"] and s["values"].get("step") == 1 and len(s["values"]["records"]) == 1)
+    after_1 = next(
+        s
+        for s in client.threads.get_history(tid, limit=200)
+        if s["next"] == ["observe"] and s["values"].get("step") == 1 and len(s["values"]["records"]) == 1
+    )
     v = after_1["values"]
     progress = episode.Progress.from_state(v)
     progress.observation = {**progress.observation, "step": 1, "steps_left": progress.max_actions - 1}
-    pend = episode.pending(progress, Decided(Action.LR_DOWN, "edited in Studio", "studio"),
-                           config_from_dict(v["config"]))
-    client.threads.update_state(tid, {"observation": progress.observation, "decision": pend.to_dict(),
-                                      "hp": pend.hp_after, "train": None, "eval": None},
-                                as_node="decide", checkpoint_id=after_1["checkpoint"]["checkpoint_id"])
+    pend = episode.pending(
+        progress, Decided(Action.LR_DOWN, "edited in Studio", "studio"), config_from_dict(v["config"])
+    )
+    client.threads.update_state(
+        tid,
+        {
+            "observation": progress.observation,
+            "decision": pend.to_dict(),
+            "hp": pend.hp_after,
+            "train": None,
+            "eval": None,
+        },
+        as_node="decide",
+        checkpoint_id=after_1["checkpoint"]["checkpoint_id"],
+    )
     client.runs.wait(tid, "sttrl", input=None)
     branch = client.threads.get_state(tid)["values"]
     recs = branch["records"]

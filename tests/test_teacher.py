@@ -7,21 +7,45 @@ import json
 
 import datasets
 
-from sttrl.teacher import SCHEMA, main, rows_from_run_dir
+from sttrl.control.teacher import SCHEMA, main, rows_from_run_dir
 
 
 def test_teacher_file_schema_loads_with_datasets(data_cache, tmp_path, capsys):
     out = tmp_path / "teacher.jsonl"
-    common = ["--preset", "debug", "--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}",
-              "--set", "env.instances.lr=[1e-4, 1e-2]", "--set", "env.budget_unit=samples",
-              "--set", "env.samples_per_action=8", "--set", "env.max_actions=3",
-              "--set", "lookahead.candidates=[keep,lr_up]", "--set", "lookahead.probe_samples=4"]
+    common = [
+        "--preset",
+        "debug",
+        "--set",
+        f"data.cache_dir={data_cache}",
+        "--set",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "--set",
+        "env.instances.lr=[1e-4, 1e-2]",
+        "--set",
+        "env.budget_unit=samples",
+        "--set",
+        "env.samples_per_action=8",
+        "--set",
+        "env.max_actions=3",
+        "--set",
+        "lookahead.candidates=[keep,lr_up]",
+        "--set",
+        "lookahead.probe_samples=4",
+    ]
     assert main([*common, "--seeds", "1000", "--out", str(out)]) == 2  # a test instance is refused
     assert "train instances only" in capsys.readouterr().out and not out.exists()
     assert main([*common, "--instances", "1", "--out", str(out)]) == 0
     ds = datasets.load_dataset("json", data_files=str(out), split="train")
-    assert len(ds) >= 1 and set(ds.column_names) >= {"schema", "instance_seed", "observation", "probes", "chosen",
-                                                      "chosen_value", "criterion", "val_wer_after"}
+    assert len(ds) >= 1 and set(ds.column_names) >= {
+        "schema",
+        "instance_seed",
+        "observation",
+        "probes",
+        "chosen",
+        "chosen_value",
+        "criterion",
+        "val_wer_after",
+    }
     row = ds[0]
     assert row["schema"] == SCHEMA and row["instance_seed"] == 0 and row["step"] == 1
     assert [p["action"] for p in row["probes"]] == ["keep", "lr_up"]

@@ -8,32 +8,46 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from servers import background_server, free_port  # pytest puts tests/ on sys.path
 from test_sinks import run_debug_episode
+
+from sttrl.rundir import CONFIG_FILE, RUN_RECORD, TRAJECTORY
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
     cli = Path(sys.executable).parent / "mlflow"
-    cmd = [str(cli), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "--artifacts-destination", str(tmp_path / "mlartifacts")]
+    cmd = [
+        str(cli),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "mlartifacts"),
+    ]
     url = f"http://127.0.0.1:{port}"
-    with background_server(cmd, url + "/health", tmp_path / "mlflow.log", name="mlflow server", cwd=tmp_path,
-                           timeout=120):
+    with background_server(
+        cmd, url + "/health", tmp_path / "mlflow.log", name="mlflow server", cwd=tmp_path, timeout=120
+    ):
         yield url
 
 
 def test_mlflow_tracker_logs_steps_and_artifacts(make_config, mlflow_server):
     from mlflow.tracking import MlflowClient
 
-    run_dir, status = run_debug_episode(make_config, "run.tracker=mlflow", f"run.tracker_uri={mlflow_server}",
-                                        "run.tracker_project=sttrl-test")
+    run_dir, status = run_debug_episode(
+        make_config, "run.tracker=mlflow", f"run.tracker_uri={mlflow_server}", "run.tracker_project=sttrl-test"
+    )
     assert status["tracker"] == {"name": "mlflow", "ok": True, "error": None}
-    n = len((run_dir / "trajectory.jsonl").read_text().splitlines())
-    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    n = len((run_dir / TRAJECTORY).read_text().splitlines())
+    run_id = json.loads((run_dir / RUN_RECORD).read_text())["run_id"]
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("sttrl-test")
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`sttrl.run_id` = '{run_id}'")
@@ -43,7 +57,7 @@ def test_mlflow_tracker_logs_steps_and_artifacts(make_config, mlflow_server):
     assert sorted(m.step for m in wer) == list(range(1, n + 1)) and len(client.get_metric_history(mid, "reward")) == n
     assert client.get_metric_history(mid, "hp.lr") and runs[0].data.params["train.lr"] == "0.001"
     names = {a.path for a in client.list_artifacts(mid)}
-    assert {"trajectory.jsonl", "config.yaml", "run.json", "samples"} <= names, names
+    assert {"trajectory.jsonl", CONFIG_FILE, RUN_RECORD, "samples"} <= names, names
 
 
 def test_wandb_offline_writes_its_run_files(make_config, tmp_path, monkeypatch):
@@ -51,16 +65,16 @@ def test_wandb_offline_writes_its_run_files(make_config, tmp_path, monkeypatch):
     wdir = tmp_path / "wandb-files"
     run_dir, status = run_debug_episode(make_config, "run.tracker=wandb", f"run.tracker_uri={wdir}")
     assert status["tracker"]["ok"], status
-    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+    run_id = json.loads((run_dir / RUN_RECORD).read_text())["run_id"]
     runs = list((wdir / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1, list((wdir / "wandb").iterdir())
     assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
     history, artifacts = _wandb_records(runs[0] / f"run-{run_id}.wandb")
-    local = [json.loads(line) for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
+    local = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
     assert [int(h["_step"]) for h in history] == [r["step"] for r in local]
     assert [float(h["reward"]) for h in history] == pytest.approx([r["reward"] for r in local])
     assert all("wer" in h and "hp/lr" in h for h in history) and "samples/path" in history[0]
-    assert artifacts[f"run-{run_id}"] >= {"trajectory.jsonl", "config.yaml", "run.json"}
+    assert artifacts[f"run-{run_id}"] >= {"trajectory.jsonl", CONFIG_FILE, RUN_RECORD}
 
 
 def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
@@ -75,8 +89,8 @@ def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
         if block - pos % block < 7:
             pos += block - pos % block
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        buf += data[pos + 7:pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST chunk
             chunks.append(buf)
@@ -97,6 +111,6 @@ def test_a_failing_tracker_never_fails_the_episode(make_config, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     run_dir, status = run_debug_episode(make_config, "run.tracker=mlflow", f"run.tracker_uri={dead}")
-    assert (run_dir / "final").is_dir() and len((run_dir / "trajectory.jsonl").read_text().splitlines()) >= 1
+    assert (run_dir / "final").is_dir() and len((run_dir / TRAJECTORY).read_text().splitlines()) >= 1
     assert not status["tracker"]["ok"] and status["tracker"]["error"].startswith("mlflow: ")
-    assert json.loads((run_dir / "run.json").read_text())["outward"]["tracker"]["ok"] is False
+    assert json.loads((run_dir / RUN_RECORD).read_text())["outward"]["tracker"]["ok"] is False

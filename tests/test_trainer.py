@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sttrl.actions import Hyperparams
-from sttrl.runtime import EpisodeRuntime
-from sttrl.trainer import read_checkpoint_record
+from sttrl.env.runtime import EpisodeRuntime
+from sttrl.rundir import RUN_RECORD
+from sttrl.train.blocks import Hyperparams
+from sttrl.train.trainer import read_checkpoint_record
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -119,7 +120,7 @@ RESUME_SCRIPT = r"""
 import json, sys, torch
 from pathlib import Path
 from sttrl.config import load_config
-from sttrl.runtime import EpisodeRuntime
+from sttrl.env.runtime import EpisodeRuntime
 from sttrl.io import sha256_file
 torch.set_num_threads(2)
 cfg = load_config("debug", overrides=sys.argv[3:])
@@ -139,8 +140,12 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(make_config, tmp_path, d
     overrides = [f"data.cache_dir={data_cache}", "env.steps_per_action=3", "env.checkpoint_every=1"]
 
     def run(run_dir: Path, blocks: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(run_dir), blocks, *overrides],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", RESUME_SCRIPT, str(run_dir), blocks, *overrides],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     straight = run(tmp_path / "a", "1,2")
@@ -149,15 +154,16 @@ def test_resume_in_a_fresh_process_is_bitwise_identical(make_config, tmp_path, d
     assert first["1"] == straight["1"]
     assert second["2"] == straight["2"]
     assert second["sha"] == straight["sha"]
-    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    record = json.loads((tmp_path / "b" / RUN_RECORD).read_text())
     assert record["opened_splits"] == ["train", "validation"]
 
 
 def test_collapse_in_the_first_block_is_detected_against_the_starting_loss(make_config, tmp_path):
     """lr 0.2 on debug: the loss jumps from 4.4 to 16 within two steps; the block's own first quarter already
     holds the collapse, the starting loss measured at setup does not."""
-    rt = EpisodeRuntime(make_config("train.lr=0.2", "train.lr_max=1.0", "env.steps_per_action=8"), tmp_path / "run",
-                        progress=False)
+    rt = EpisodeRuntime(
+        make_config("train.lr=0.2", "train.lr_max=1.0", "env.steps_per_action=8"), tmp_path / "run", progress=False
+    )
     start = read_checkpoint_record(tmp_path / "run" / "checkpoints" / "block-0000")["trainer"]["reference_loss"]
     assert start == pytest.approx(rt.probe_loss())  # measured at setup, saved with block 0 (resume decides the same)
     before = weights(rt.loaded.model)

@@ -1,10 +1,9 @@
-"""``train_block`` and ``evaluate``: the two sttrl operations an episode performs, as LangChain tools.
+"""``train_block`` and ``evaluate``: two phases of the episode (:class:`sttrl.env.episode.Episode`) as LangChain tools.
 
-The graph's train and evaluate nodes invoke them, so each call shows up as a tool run in traces
-(LangSmith, Studio). Arguments a model could see are the block index and the hyperparameters; the
-episode itself (``episode``: an ``sttrl.runtime.EpisodeRuntime`` with its config, data and model) and
-the progress callback are injected with ``InjectedToolArg`` and never appear in the tool-call schema.
-The tools hold no logic of their own: each is one call into the runtime.
+The graph's train and evaluate nodes invoke them, so each call shows up as a tool run in traces (LangSmith,
+Studio). What a model could see is the decided step (its number, action and the hyperparameters it set) or the
+block index; the episode itself and the progress callback are injected with ``InjectedToolArg`` and never appear
+in the tool-call schema. The tools hold no logic of their own: each is one call of an episode phase.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from typing import Annotated, Any
 from langchain_core.tools import InjectedToolArg, tool
 from pydantic import BaseModel, ConfigDict, Field
 
-from sttrl.actions import Hyperparams
-
-EpisodeRuntime = Any  # sttrl.runtime.EpisodeRuntime; not imported here so that importing the tools loads no torch
+from sttrl.env.episode import Episode, Pending
 
 
 class TrainBlockArgs(BaseModel):
@@ -25,14 +22,13 @@ class TrainBlockArgs(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    block: int = Field(ge=1, description="Block index, 1-based: the episode step this block belongs to.")
-    lr: float = Field(gt=0.0, description="Peak learning rate for this block.")
-    batch_size: int = Field(ge=1, description="Utterances per micro-batch.")
-    grad_accum: int = Field(ge=1, description="Micro-batches per optimizer step.")
-    freeze_layers: int = Field(ge=0, description="Number of leading encoder layers (and the conv stem) kept frozen.")
-    episode: Annotated[EpisodeRuntime, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
+    step: Pending = Field(
+        description="The decided step: its number (the block, 1-based), the action, and the "
+        "hyperparameters before and after it (lr, batch_size, grad_accum, freeze_layers)."
+    )
+    episode: Annotated[Episode, InjectedToolArg] = Field(description="The episode (injected).")
     on_step: Annotated[Any, InjectedToolArg] = Field(
-        None, description="Called with each optimizer step's sttrl.trainer.StepInfo (injected)."
+        None, description="Called with each optimizer step's sttrl.train.trainer.StepInfo (injected)."
     )
 
 
@@ -42,21 +38,14 @@ class EvaluateArgs(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     block: int = Field(ge=0, description="Evaluate the model as it was after this block (0 = the starting model).")
-    episode: Annotated[EpisodeRuntime, InjectedToolArg] = Field(description="The episode's EpisodeRuntime (injected).")
+    episode: Annotated[Episode, InjectedToolArg] = Field(description="The episode (injected).")
 
 
 @tool("train_block", args_schema=TrainBlockArgs)
-def train_block(
-    block: int,
-    lr: float,
-    batch_size: int,
-    grad_accum: int,
-    freeze_layers: int,
-    episode: EpisodeRuntime,
-    on_step: Callable[[Any], None] | None = None,
-) -> dict[str, Any]:
-    """Train block ``block`` of the episode with the given hyperparameters: ``env.steps_per_action``
-    real optimizer steps of the run's Whisper model on the training split.
+def train_block(step: Pending, episode: Episode, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Train the block of the decided step with the hyperparameters its action set: one block of real optimizer
+    steps of the run's Whisper model on the training split (``env.steps_per_action`` steps, or with
+    ``env.budget_unit=samples`` the steps that ``env.samples_per_action`` samples need at that batch size).
 
     Idempotent: a block whose checkpoint is complete is loaded, not trained again; a block cut off
     mid-way continues from its last intra-block checkpoint (``env.checkpoint_every``). A NaN loss,
@@ -67,13 +56,12 @@ def train_block(
     peak_memory_gb, global_step, ...), "checkpoint": {"block", "path", "sha256"}}`` where
     ``checkpoint`` names the block checkpoint written for this block and its weights' SHA-256.
     """
-    hp = Hyperparams(lr=lr, batch_size=batch_size, grad_accum=grad_accum, freeze_layers=freeze_layers)
-    result = episode.train_block(block, hp, on_step=on_step)
-    return {"result": result.to_dict(), "checkpoint": episode.checkpoint_info(block)}
+    trained = episode.train(step, on_step=on_step)
+    return {"result": trained.result.to_dict(), "checkpoint": trained.checkpoint}
 
 
 @tool("evaluate", args_schema=EvaluateArgs)
-def evaluate(block: int, episode: EpisodeRuntime) -> dict[str, Any]:
+def evaluate(block: int, episode: Episode) -> dict[str, Any]:
     """Score the model as it was after block ``block`` on the validation split (training domains
     only; the hidden domain is never loaded here): greedy decoding, WER and CER after the declared
     text normalizer.

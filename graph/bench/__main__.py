@@ -1,8 +1,6 @@
-"""``python -m graph.bench``: see :mod:`graph.bench.cli`."""
+"""``python -m graph.bench``: runs ``python -m bench`` (the old name, kept)."""
 
-import sys
-
-from graph.bench.cli import main
+import runpy
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("bench", run_name="__main__", alter_sys=True)

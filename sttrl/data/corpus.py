@@ -18,10 +18,10 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from sttrl.data import grammar
 from sttrl.errors import DataError
@@ -33,8 +33,17 @@ DOMAINS: tuple[str, ...] = (*EPISODE_DOMAINS, PRETRAIN_DOMAIN)
 MIN_WORDS, MAX_WORDS = 4, 14
 
 _TENSE_WEIGHTS = {"pres": 3, "past": 3, "fut": 3, "perf": 2, "hab": 1, "negpast": 1, "negfut": 1, "negpres": 1}
-_TIME_SECTION = {"pres": "time_pres", "negpres": "time_pres", "past": "time_past", "negpast": "time_past",
-                 "fut": "time_fut", "negfut": "time_fut", "perf": "time_perf", "hab": "time_hab", "subj": "time_fut"}
+_TIME_SECTION = {
+    "pres": "time_pres",
+    "negpres": "time_pres",
+    "past": "time_past",
+    "negpast": "time_past",
+    "fut": "time_fut",
+    "negfut": "time_fut",
+    "perf": "time_perf",
+    "hab": "time_hab",
+    "subj": "time_fut",
+}
 _CLOCK = {"asubuhi": (12, 1, 2, 3, 4, 5), "mchana": (6, 7, 8, 9), "jioni": (10, 11, 12, 1), "usiku": (2, 3, 4, 5)}
 _SLOT = re.compile(r"\{([A-Z]+)(?::([^{}]*))?\}")
 _ALTERNATIVE = re.compile(r"\[([^\[\]]*)\]")
@@ -155,12 +164,16 @@ class _Filler:
         if kind == "DATE":
             month = self.fill(self.entry("months").text, depth + 1)
             return f"tarehe {grammar.number_words(self.rng.randint(1, 30))} {month}"
-        raise DataError(f"lexicon: unknown slot {{{kind}}} (domain {self.domain!r}); valid: S SC V INF N NP CNT NUM T CLOCK DATE")
+        raise DataError(
+            f"lexicon: unknown slot {{{kind}}} (domain {self.domain!r}); valid: S SC V INF N NP CNT NUM T CLOCK DATE"
+        )
 
     def number(self, arg: str) -> str:
         match = re.fullmatch(r"(\d+)-(\d+)(?:/(\d+))?(?:@(\d+))?", arg)
         if not match:
-            raise DataError(f"lexicon: bad number slot {{NUM:{arg}}}; write {{NUM:a-b}}, {{NUM:a-b/step}} or {{NUM:a-b@class}}")
+            raise DataError(
+                f"lexicon: bad number slot {{NUM:{arg}}}; write {{NUM:a-b}}, {{NUM:a-b/step}} or {{NUM:a-b@class}}"
+            )
         lo, hi, step, cls = match.groups()
         step_n = int(step or 1)
         value = self.rng.randrange(int(lo), int(hi) + 1, step_n) if step_n > 1 else self.rng.randint(int(lo), int(hi))

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from sttrl.config import DataConfig
 from sttrl.data import hub, synthetic
 from sttrl.data.corpus import lexicon_fingerprint
 from sttrl.data.hidden import record_access
-from sttrl.data.splits import (check_disjoint, config_fingerprint, hidden_part, manifest_path, read_manifest,
-                               write_manifest)
+from sttrl.data.splits import (
+    check_disjoint,
+    config_fingerprint,
+    hidden_part,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from sttrl.data.types import Utterance
 from sttrl.errors import DataError, HiddenSplitAccessError, IntegrityError
-from sttrl.integrity import key_fingerprint
 from sttrl.io import atomic_write_json, sha256_text
+from sttrl.keys import key_fingerprint
 
 EPISODE_SPLITS = ("train", "validation")
 SplitName = Literal["train", "validation"]
@@ -24,7 +31,11 @@ class SpeechData:
     """Train and validation utterances of one episode. The hidden split is not in here and cannot be opened."""
 
     def __init__(
-        self, splits: dict[str, list[Utterance]], manifest_path: Path, stats: dict[str, Any], hidden_names: Sequence[str]
+        self,
+        splits: dict[str, list[Utterance]],
+        manifest_path: Path,
+        stats: dict[str, Any],
+        hidden_names: Sequence[str],
     ) -> None:
         self._splits = {name: list(splits[name]) for name in EPISODE_SPLITS}
         self.manifest_path = manifest_path
@@ -62,8 +73,14 @@ _fingerprint = data_fingerprint
 
 def _rows(utterances: Sequence[Utterance]) -> list[dict[str, Any]]:
     return [
-        {"id": u.uid, "domain": u.domain, "speaker": u.speaker, "duration": round(u.duration, 3),
-         "text_sha256": sha256_text(u.text), "audio_sha256": u.sha256}
+        {
+            "id": u.uid,
+            "domain": u.domain,
+            "speaker": u.speaker,
+            "duration": round(u.duration, 3),
+            "text_sha256": sha256_text(u.text),
+            "audio_sha256": u.sha256,
+        }
         for u in utterances
     ]
 
@@ -90,7 +107,9 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
         splits: dict[str, list[Utterance]] = {}
         synth_stats = []
         for name in EPISODE_SPLITS:
-            splits[name], s = synthetic.synthesize_planned(plan[name], cfg, cfg.voices, progress, f"synthesizing {name}")
+            splits[name], s = synthetic.synthesize_planned(
+                plan[name], cfg, cfg.voices, progress, f"synthesizing {name}"
+            )
             synth_stats.append(s)
         hidden_section: dict[str, Any] = {
             "domain": cfg.hidden_domain,
@@ -98,25 +117,41 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
             "note": "ids and text hashes before the duration filter; no text, no audio",
             "count": len(hidden_plan),
             "dev_fraction": cfg.hidden_dev_fraction,
-            "utterances": [{"id": uid, "text_sha256": text_hash, "part": hidden_part(uid, cfg.hidden_dev_fraction)}
-                           for uid, text_hash, _ in hidden_plan],
+            "utterances": [
+                {"id": uid, "text_sha256": text_hash, "part": hidden_part(uid, cfg.hidden_dev_fraction)}
+                for uid, text_hash, _ in hidden_plan
+            ],
         }
         stats["synthesis"] = _merge_synth_stats(synth_stats)
         hidden_ids = [uid for uid, _, _ in hidden_plan]
         hidden_hashes = [lower for _, _, lower in hidden_plan]
     else:
         splits = {name: hub.load_hub_split(cfg, name, progress, token) for name in EPISODE_SPLITS}
-        hidden_section = {"domain": cfg.hidden_domain, "listed": False,
-                          "note": "hub hidden split is read only by the judge (load_hidden_split)"}
+        hidden_section = {
+            "domain": cfg.hidden_domain,
+            "listed": False,
+            "note": "hub hidden split is read only by the judge (load_hidden_split)",
+        }
         hidden_ids, hidden_hashes = [], []
-    check_disjoint({"train": [u.uid for u in splits["train"]], "validation": [u.uid for u in splits["validation"]], "hidden": hidden_ids})
     check_disjoint(
-        {"train+validation": {sha256_text(u.text.lower()) for n in EPISODE_SPLITS for u in splits[n]}, "hidden": set(hidden_hashes)},
+        {
+            "train": [u.uid for u in splits["train"]],
+            "validation": [u.uid for u in splits["validation"]],
+            "hidden": hidden_ids,
+        }
+    )
+    check_disjoint(
+        {
+            "train+validation": {sha256_text(u.text.lower()) for n in EPISODE_SPLITS for u in splits[n]},
+            "hidden": set(hidden_hashes),
+        },
         what="a sentence text",
     )
     for name in EPISODE_SPLITS:
         if not splits[name]:
-            raise DataError(f"split {name!r} is empty: raise data.sentences_per_domain or widen data.min_seconds/max_seconds")
+            raise DataError(
+                f"split {name!r} is empty: raise data.sentences_per_domain or widen data.min_seconds/max_seconds"
+            )
         stats[name] = _summary(splits[name])
     path = manifest_path(cfg, fingerprint)
     sections = {name: {**_summary(splits[name]), "utterances": _rows(splits[name])} for name in EPISODE_SPLITS}
@@ -132,15 +167,20 @@ def _merge_synth_stats(parts: list[dict[str, float]]) -> dict[str, float]:
     count = sum(p["utterances"] for p in parts)
     mean = sum(p["mean_duration_s"] * p["utterances"] for p in parts) / count if count else 0.0
     return {
-        "utterances": count, "synthesized": made, "cached": count - made, "seconds": round(seconds, 3),
+        "utterances": count,
+        "synthesized": made,
+        "cached": count - made,
+        "seconds": round(seconds, 3),
         "utterances_per_s": round(made / seconds, 2) if made and seconds > 0 else 0.0,
-        "mean_duration_s": round(mean, 3), "dropped_by_duration": sum(p["dropped_by_duration"] for p in parts),
+        "mean_duration_s": round(mean, 3),
+        "dropped_by_duration": sum(p["dropped_by_duration"] for p in parts),
         "workers": parts[0]["workers"] if parts else 0.0,
     }
 
 
-def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None = None,
-                      split: str = "test") -> list[Utterance]:
+def load_hidden_split(
+    cfg: DataConfig, progress: bool = True, token: str | None = None, split: str = "test"
+) -> list[Utterance]:
     """A hidden split (judge only): synthesizes or loads the hidden domain, checks it against the manifest, and
     returns its ``dev`` part (for every tuning decision), its ``test`` part (reported results only) or ``all``.
     ``token``: the HF token the entry point resolved (hub data only).
@@ -159,15 +199,30 @@ def load_hidden_split(cfg: DataConfig, progress: bool = True, token: str | None 
     if split not in ("dev", "test", "all"):
         raise DataError(f"hidden split {split!r} is not one of dev, test, all")
     record = manifest_path(cfg, fingerprint).with_suffix(".hidden.json")  # the whole hidden domain, with parts
-    atomic_write_json(record, {"fingerprint": fingerprint, "domain": cfg.hidden_domain, "count": len(utterances),
-                               "utterances": [{"id": u.uid, "text_sha256": sha256_text(u.text), "audio_sha256": u.sha256,
-                                               "part": hidden_part(u.uid, cfg.hidden_dev_fraction)}
-                                              for u in utterances]})
+    atomic_write_json(
+        record,
+        {
+            "fingerprint": fingerprint,
+            "domain": cfg.hidden_domain,
+            "count": len(utterances),
+            "utterances": [
+                {
+                    "id": u.uid,
+                    "text_sha256": sha256_text(u.text),
+                    "audio_sha256": u.sha256,
+                    "part": hidden_part(u.uid, cfg.hidden_dev_fraction),
+                }
+                for u in utterances
+            ],
+        },
+    )
     if split != "all":
         utterances = [u for u in utterances if hidden_part(u.uid, cfg.hidden_dev_fraction) == split]
     if not utterances:
-        raise DataError(f"hidden {split} split ({cfg.hidden_domain}) is empty after the duration filter: raise "
-                        "data.hidden_sentences or change data.hidden_dev_fraction")
+        raise DataError(
+            f"hidden {split} split ({cfg.hidden_domain}) is empty after the duration filter: raise "
+            "data.hidden_sentences or change data.hidden_dev_fraction"
+        )
     return utterances
 
 
@@ -184,7 +239,9 @@ def _verify_against_manifest(cfg: DataConfig, fingerprint: str, hidden: list[tup
         if expected != got:
             changed = sorted(set(expected.items()) ^ set(got.items()))[:3]
             raise IntegrityError(f"hidden split differs from manifest {path} (e.g. {changed}); rebuild the data")
-    episode_ids = [row["id"] for name in EPISODE_SPLITS for row in manifest["splits"].get(name, {}).get("utterances", [])]
+    episode_ids = [
+        row["id"] for name in EPISODE_SPLITS for row in manifest["splits"].get(name, {}).get("utterances", [])
+    ]
     check_disjoint({"train+validation": episode_ids, "hidden": [uid for uid, _ in hidden]})
 
 

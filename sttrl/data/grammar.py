@@ -13,32 +13,128 @@ TENSES: tuple[str, ...] = ("pres", "past", "fut", "perf", "hab", "negpres", "neg
 
 # Subject prefixes (affirmative) and negative subject prefixes, by person or noun class.
 SUBJECT_PREFIX: dict[str, str] = {
-    "1s": "ni", "2s": "u", "3s": "a", "1p": "tu", "2p": "m", "3p": "wa",
-    "1": "a", "2": "wa", "3": "u", "4": "i", "5": "li", "6": "ya", "7": "ki", "8": "vi",
-    "9": "i", "10": "zi", "11": "u", "14": "u", "15": "ku",
+    "1s": "ni",
+    "2s": "u",
+    "3s": "a",
+    "1p": "tu",
+    "2p": "m",
+    "3p": "wa",
+    "1": "a",
+    "2": "wa",
+    "3": "u",
+    "4": "i",
+    "5": "li",
+    "6": "ya",
+    "7": "ki",
+    "8": "vi",
+    "9": "i",
+    "10": "zi",
+    "11": "u",
+    "14": "u",
+    "15": "ku",
 }
 NEGATIVE_PREFIX: dict[str, str] = {
-    "1s": "si", "2s": "hu", "3s": "ha", "1p": "hatu", "2p": "ham", "3p": "hawa",
-    "1": "ha", "2": "hawa", "3": "hau", "4": "hai", "5": "hali", "6": "haya", "7": "haki", "8": "havi",
-    "9": "hai", "10": "hazi", "11": "hau", "14": "hau", "15": "haku",
+    "1s": "si",
+    "2s": "hu",
+    "3s": "ha",
+    "1p": "hatu",
+    "2p": "ham",
+    "3p": "hawa",
+    "1": "ha",
+    "2": "hawa",
+    "3": "hau",
+    "4": "hai",
+    "5": "hali",
+    "6": "haya",
+    "7": "haki",
+    "8": "havi",
+    "9": "hai",
+    "10": "hazi",
+    "11": "hau",
+    "14": "hau",
+    "15": "haku",
 }
 TENSE_MARKER = {"pres": "na", "past": "li", "fut": "ta", "perf": "me"}
 # Stems that fuse with a preceding ku- (kwenda, kwisha).
 _KU_FUSING = {"enda": "kwenda", "isha": "kwisha"}
 
 # Concords for modifiers, by noun class.
-_POSSESSIVE_PREFIX = {"1": "w", "2": "w", "3": "w", "4": "y", "5": "l", "6": "y", "7": "ch", "8": "vy",
-                      "9": "y", "10": "z", "11": "w", "14": "w", "15": "kw"}
-DEMONSTRATIVE_THIS = {"1": "huyu", "2": "hawa", "3": "huu", "4": "hii", "5": "hili", "6": "haya", "7": "hiki",
-                      "8": "hivi", "9": "hii", "10": "hizi", "11": "huu", "14": "huu", "15": "huku"}
-DEMONSTRATIVE_THAT = {"1": "yule", "2": "wale", "3": "ule", "4": "ile", "5": "lile", "6": "yale", "7": "kile",
-                      "8": "vile", "9": "ile", "10": "zile", "11": "ule", "14": "ule", "15": "kule"}
-DEMONSTRATIVE_REF = {"1": "huyo", "2": "hao", "3": "huo", "4": "hiyo", "5": "hilo", "6": "hayo", "7": "hicho",
-                     "8": "hivyo", "9": "hiyo", "10": "hizo", "11": "huo", "14": "huo", "15": "huko"}
+_POSSESSIVE_PREFIX = {
+    "1": "w",
+    "2": "w",
+    "3": "w",
+    "4": "y",
+    "5": "l",
+    "6": "y",
+    "7": "ch",
+    "8": "vy",
+    "9": "y",
+    "10": "z",
+    "11": "w",
+    "14": "w",
+    "15": "kw",
+}
+DEMONSTRATIVE_THIS = {
+    "1": "huyu",
+    "2": "hawa",
+    "3": "huu",
+    "4": "hii",
+    "5": "hili",
+    "6": "haya",
+    "7": "hiki",
+    "8": "hivi",
+    "9": "hii",
+    "10": "hizi",
+    "11": "huu",
+    "14": "huu",
+    "15": "huku",
+}
+DEMONSTRATIVE_THAT = {
+    "1": "yule",
+    "2": "wale",
+    "3": "ule",
+    "4": "ile",
+    "5": "lile",
+    "6": "yale",
+    "7": "kile",
+    "8": "vile",
+    "9": "ile",
+    "10": "zile",
+    "11": "ule",
+    "14": "ule",
+    "15": "kule",
+}
+DEMONSTRATIVE_REF = {
+    "1": "huyo",
+    "2": "hao",
+    "3": "huo",
+    "4": "hiyo",
+    "5": "hilo",
+    "6": "hayo",
+    "7": "hicho",
+    "8": "hivyo",
+    "9": "hiyo",
+    "10": "hizo",
+    "11": "huo",
+    "14": "huo",
+    "15": "huko",
+}
 _ALL = {"2": "wote", "4": "yote", "6": "yote", "8": "vyote", "10": "zote"}
 _MANY = {"2": "wengi", "4": "mingi", "6": "mengi", "8": "vingi", "10": "nyingi"}
-_ADJ_PREFIX = {"1": "m", "2": "wa", "3": "m", "4": "mi", "5": "", "6": "ma", "7": "ki", "8": "vi",
-               "9": "", "10": "", "11": "m", "14": "m"}
+_ADJ_PREFIX = {
+    "1": "m",
+    "2": "wa",
+    "3": "m",
+    "4": "mi",
+    "5": "",
+    "6": "ma",
+    "7": "ki",
+    "8": "vi",
+    "9": "",
+    "10": "",
+    "11": "m",
+    "14": "m",
+}
 # Class 9/10 (nasal) and class 5 forms that do not follow the plain prefix rule.
 _ADJ_NASAL = {"zuri": "nzuri", "kubwa": "kubwa", "dogo": "ndogo", "pya": "mpya", "bovu": "mbovu", "refu": "ndefu"}
 _ADJ_CLASS5 = {"pya": "jipya"}

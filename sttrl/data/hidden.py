@@ -1,6 +1,6 @@
 """Guarding the hidden split: its synthetic sentences need the judge key, and every open is logged outside runs.
 
-- The synthetic hidden sentences are drawn with a salt derived from the judge key (sttrl.integrity), which
+- The synthetic hidden sentences are drawn with a salt derived from the judge key (sttrl.judge.integrity), which
   is in no config, run directory or episode state: ``generate_sentences(hidden_domain, n, seed)`` with
   public arguments gives other sentences. Hidden scores are comparable across machines only when they
   share the key (``STTRL_JUDGE_KEY``).
@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Mapping
+from typing import Any
 
 from sttrl.config import DataConfig
-from sttrl.integrity import derive, sttrl_home
+from sttrl.keys import derive, sttrl_home
 
 ACCESS_LOG = "hidden-access.jsonl"
 _judging: ContextVar[str | None] = ContextVar("sttrl_judging", default=None)
@@ -45,8 +45,15 @@ def judge_access(run_id: str) -> Iterator[None]:
 
 def record_access(fingerprint: str, what: str) -> None:
     """Append one access to the log beside the judge key (append-only, flushed and synced)."""
-    entry = {"time": time.time(), "pid": os.getpid(), "what": what, "data_fingerprint": fingerprint,
-             "judge": _judging.get() is not None, "judge_run": _judging.get(), "argv": sys.argv[:4]}
+    entry = {
+        "time": time.time(),
+        "pid": os.getpid(),
+        "what": what,
+        "data_fingerprint": fingerprint,
+        "judge": _judging.get() is not None,
+        "judge_run": _judging.get(),
+        "argv": sys.argv[:4],
+    }
     path = sttrl_home() / ACCESS_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -68,24 +75,3 @@ def accesses() -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
-
-
-def hidden_access_check(record: Mapping[str, Any], cfg: DataConfig) -> dict[str, Any]:
-    """The judge's ``hidden_split_untouched`` check for a run record."""
-    from sttrl.data.dataset import data_fingerprint
-
-    opened = list(record.get("opened_splits", []))
-    if "test" in opened or cfg.hidden_domain in opened or "hidden" in opened:
-        return {"passed": False, "reason": f"the episode opened {opened}"}
-    start = float(record.get("created") or 0.0)
-    end = float((record.get("final") or {}).get("saved") or time.time())
-    fingerprint = data_fingerprint(cfg)
-    outside = [a for a in accesses() if not a.get("judge") and a.get("data_fingerprint") == fingerprint
-               and start <= float(a.get("time", 0)) <= end]
-    if outside:
-        first = outside[0]
-        return {"passed": False, "reason": (
-            f"{len(outside)} access(es) to the hidden split outside the judge while the run was live, first: "
-            f"{first['what']} by pid {first['pid']} ({' '.join(first.get('argv') or [])}) at {time.ctime(first['time'])}")}
-    return {"passed": True, "reason": f"the episode opened only {opened}; no other access to the hidden split "
-                                      f"was logged while the run was live ({sttrl_home() / ACCESS_LOG})"}

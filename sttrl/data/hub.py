@@ -12,10 +12,11 @@ import json
 import re
 import sys
 import tarfile
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from sttrl.config import DataConfig
 from sttrl.data.audio import SAMPLE_RATE, decode_bytes, wav_duration, write_wav
@@ -71,8 +72,10 @@ def _report_missing(cfg: DataConfig, split: str, missing: list[str]) -> None:
     if not missing:
         return
     where = str(cfg.hub.local_dir) if cfg.hub.local_dir is not None else f"hub dataset {cfg.hub.repo}"
-    text = (f"{where} split {split!r}: {len(missing)} manifest row(s) have no audio in their archive, first: "
-            f"{', '.join(missing[:5])}")
+    text = (
+        f"{where} split {split!r}: {len(missing)} manifest row(s) have no audio in their archive, first: "
+        f"{', '.join(missing[:5])}"
+    )
     if cfg.hub.strict:
         raise DataError(f"{text} (data.hub.strict=true; set it to false to drop them)")
     print(f"warning: {text}; dropped (data.hub.strict=true makes this an error)", file=sys.stderr, flush=True)
@@ -98,7 +101,11 @@ class _Files:
         from huggingface_hub import HfApi
 
         try:
-            return sorted(HfApi().list_repo_files(self.cfg.hub.repo, repo_type="dataset", revision=self.cfg.hub.revision, token=self._token))
+            return sorted(
+                HfApi().list_repo_files(
+                    self.cfg.hub.repo, repo_type="dataset", revision=self.cfg.hub.revision, token=self._token
+                )
+            )
         except Exception as exc:  # network, auth, gating: one clear line, token never printed
             hint = "" if self._token else " (no HF_TOKEN in the environment or .env; gated datasets need one)"
             raise DataError(f"cannot list files of {self.where}: {type(exc).__name__}: {exc}{hint}") from exc
@@ -112,7 +119,11 @@ class _Files:
         from huggingface_hub import hf_hub_download
 
         try:
-            return Path(hf_hub_download(self.cfg.hub.repo, relpath, repo_type="dataset", revision=self.cfg.hub.revision, token=self._token))
+            return Path(
+                hf_hub_download(
+                    self.cfg.hub.repo, relpath, repo_type="dataset", revision=self.cfg.hub.revision, token=self._token
+                )
+            )
         except Exception as exc:
             raise DataError(f"cannot download {relpath} from {self.where}: {type(exc).__name__}: {exc}") from exc
 
@@ -225,19 +236,37 @@ def _process_shard(cfg: DataConfig, files: _Files, shard: _Shard, root: Path) ->
                 uid = _uid(shard.domain, record)
                 audio = decode_bytes(handle.read(), f"{files.where}/{shard.archive}:{member.name}")
                 path = write_wav(out_dir / "audio" / f"{uid}.wav", audio)
-                utterances.append(Utterance(uid, str(record[text_field]).strip(), shard.domain, path,
-                                            audio.size / SAMPLE_RATE, sha256_file(path), _speaker(record)))
+                utterances.append(
+                    Utterance(
+                        uid,
+                        str(record[text_field]).strip(),
+                        shard.domain,
+                        path,
+                        audio.size / SAMPLE_RATE,
+                        sha256_file(path),
+                        _speaker(record),
+                    )
+                )
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{files.where}/{shard.archive}: not a readable .tar.xz archive: {exc}") from exc
     missing = sorted(_uid(shard.domain, record) for record in by_name.values())
-    atomic_write_json(marker, {"version": CACHE_VERSION, "manifest_sha256": manifest_hash, "archive": archive_id,
-                               "window": window, "missing_audio": missing,
-                               "utterances": [u.to_json() for u in utterances]})
+    atomic_write_json(
+        marker,
+        {
+            "version": CACHE_VERSION,
+            "manifest_sha256": manifest_hash,
+            "archive": archive_id,
+            "window": window,
+            "missing_audio": missing,
+            "utterances": [u.to_json() for u in utterances],
+        },
+    )
     return utterances, missing
 
 
-def _load_afrivoice(cfg: DataConfig, split: str, domains: list[str], progress: bool,
-                    token: str | None) -> tuple[list[Utterance], list[str]]:
+def _load_afrivoice(
+    cfg: DataConfig, split: str, domains: list[str], progress: bool, token: str | None
+) -> tuple[list[Utterance], list[str]]:
     files = _Files(cfg, token)
     shards = _find_shards(files.list(), domains, split, files.where, cfg.hub.max_shards_per_split)
     root = _cache_root(cfg)
@@ -265,35 +294,50 @@ def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
         try:
             return datasets.load_dataset(hub.repo, split=split, revision=hub.revision, token=token)
         except Exception as exc:
-            raise DataError(f"cannot load split {split!r} of hub dataset {hub.repo}: {type(exc).__name__}: {exc}") from exc
+            raise DataError(
+                f"cannot load split {split!r} of hub dataset {hub.repo}: {type(exc).__name__}: {exc}"
+            ) from exc
     root = Path(hub.local_dir)
     if (root / split / "state.json").is_file():
         return datasets.load_from_disk(str(root / split))
-    parquet = sorted(root.glob(f"{split}.parquet")) + sorted(root.glob(f"{split}-*.parquet")) + sorted((root / split).glob("*.parquet"))
+    parquet = (
+        sorted(root.glob(f"{split}.parquet"))
+        + sorted(root.glob(f"{split}-*.parquet"))
+        + sorted((root / split).glob("*.parquet"))
+    )
     if not parquet:
         raise DataError(
             f"data.hub.local_dir {root}: no split {split!r} (expected {split}/ saved with save_to_disk, "
             f"{split}.parquet, {split}-*.parquet or {split}/*.parquet)"
         )
     return datasets.load_dataset(
-        "parquet", data_files={split: [str(p) for p in parquet]}, split=split, cache_dir=str(cache_root(cfg) / "hf-datasets")
+        "parquet",
+        data_files={split: [str(p) for p in parquet]},
+        split=split,
+        cache_dir=str(cache_root(cfg) / "hf-datasets"),
     )
 
 
-def _load_columns(cfg: DataConfig, split: str, domains: list[str], progress: bool,
-                  token: str | None) -> list[Utterance]:
+def _load_columns(
+    cfg: DataConfig, split: str, domains: list[str], progress: bool, token: str | None
+) -> list[Utterance]:
     import datasets
 
     hub = cfg.hub
     ds = _open_columns(cfg, split, token)
     where = str(hub.local_dir) if hub.local_dir is not None else f"hub dataset {hub.repo}"
-    needed = {"data.hub.audio_column": hub.audio_column, "data.hub.text_column": hub.text_column,
-              "data.hub.domain_column": hub.domain_column}
+    needed = {
+        "data.hub.audio_column": hub.audio_column,
+        "data.hub.text_column": hub.text_column,
+        "data.hub.domain_column": hub.domain_column,
+    }
     if hub.id_column:
         needed["data.hub.id_column"] = hub.id_column
     for field, column in needed.items():
         if column not in ds.column_names:
-            raise DataError(f"{where} split {split!r}: no column {column!r} ({field}); columns present: {', '.join(ds.column_names)}")
+            raise DataError(
+                f"{where} split {split!r}: no column {column!r} ({field}); columns present: {', '.join(ds.column_names)}"
+            )
     if isinstance(ds.features[hub.audio_column], datasets.Audio):
         ds = ds.cast_column(hub.audio_column, datasets.Audio(decode=False))
     wanted = set(domains)
@@ -324,4 +368,12 @@ def _column_row(row: dict[str, Any], index: int, cfg: DataConfig, root: Path, wh
     path = root / "audio" / f"{uid}.wav"
     if not path.is_file():
         write_wav(path, decode_bytes(bytes(data), f"{where}:{split}:{index}"))
-    return Utterance(uid, str(row[hub.text_column]).strip(), domain, path, wav_duration(path), sha256_file(path), str(row.get("speaker_id") or "unknown"))
+    return Utterance(
+        uid,
+        str(row[hub.text_column]).strip(),
+        domain,
+        path,
+        wav_duration(path),
+        sha256_file(path),
+        str(row.get("speaker_id") or "unknown"),
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from sttrl.config import DataConfig
 from sttrl.errors import DataError, IntegrityError
@@ -72,13 +73,16 @@ def manifest_path(cfg: DataConfig, fingerprint: str) -> Path:
     return cache_root(cfg) / "manifests" / f"data-{fingerprint[:16]}.json"
 
 
-def write_manifest(path: Path, fingerprint: str, cfg: DataConfig, splits: Mapping[str, Any], extra: Mapping[str, Any]) -> Path:
+def write_manifest(
+    path: Path, fingerprint: str, cfg: DataConfig, splits: Mapping[str, Any], extra: Mapping[str, Any]
+) -> Path:
     """Write the manifest atomically. ``splits['hidden']`` must hold ids, hashes and dev/test parts only."""
     hidden = splits.get("hidden", {})
     for row in hidden.get("utterances") or []:
         if set(row) - {"id", "text_sha256", "part"}:
-            raise DataError(f"manifest {path}: hidden rows may hold only 'id', 'text_sha256' and 'part', "
-                            f"got {sorted(row)}")
+            raise DataError(
+                f"manifest {path}: hidden rows may hold only 'id', 'text_sha256' and 'part', got {sorted(row)}"
+            )
     body = {
         "format": MANIFEST_FORMAT,
         "fingerprint": fingerprint,

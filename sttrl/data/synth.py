@@ -10,11 +10,11 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -40,7 +40,9 @@ class SynthSpec:
 
     @property
     def key(self) -> str:
-        payload = json.dumps([SYNTH_VERSION, self.text, self.voice, self.speed, self.pitch, self.noise_snr_db, self.seed])
+        payload = json.dumps(
+            [SYNTH_VERSION, self.text, self.voice, self.speed, self.pitch, self.noise_snr_db, self.seed]
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def path(self, cache_dir: Path) -> Path:
@@ -106,7 +108,9 @@ def validate_voices(voices: Sequence[str], language: str = "sw") -> None:
             )
 
 
-def draw_params(uid: str, voices: Sequence[str], speed: tuple[int, int], pitch: tuple[int, int], seed: int) -> tuple[str, int, int]:
+def draw_params(
+    uid: str, voices: Sequence[str], speed: tuple[int, int], pitch: tuple[int, int], seed: int
+) -> tuple[str, int, int]:
     """Voice, speed (wpm) and pitch for one utterance, drawn deterministically from its id and the seed."""
     rng = random.Random(f"sttrl-voice:{seed}:{uid}")
     return rng.choice(list(voices)), rng.randint(*speed), rng.randint(*pitch)

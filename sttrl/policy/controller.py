@@ -1,5 +1,5 @@
 """The ``learned`` controller: a model directory written by ``python -m sttrl.learn`` decides each step through
-the local LLM's path: the same prompt turns (:func:`sttrl.prompting.decision_turns`), the same chat template and
+the local LLM's path: the same prompt turns (:func:`sttrl.control.prompting.decision_turns`), the same chat template and
 JSON-schema-constrained decoding (:mod:`sttrl.llm.constrained`), so every answer is a valid ``Decision``.
 Greedy unless ``policy.temperature`` is asked for with ``sample=True``. The trajectory's ``source`` is ``learned``.
 
@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sttrl.actions import Action
-from sttrl.controllers import ControllerSpec, Decided, make_controller, register
+from sttrl.control.classical import RulePolicy
+from sttrl.control.spec import ControllerSpec, register
+from sttrl.env.actions import Action
+from sttrl.env.decision import Decided
 from sttrl.errors import ConfigError, SttrlError
 
 SOURCE = "learned"
@@ -23,25 +25,42 @@ META_FILE = "sttrl_policy.json"
 
 def decision_schema(allowed: Sequence[str]) -> dict[str, Any]:
     """``Decision``'s JSON schema with the action enum narrowed to ``allowed`` (the enabled actions)."""
-    from sttrl.decision import Decision
+    from sttrl.env.decision import Decision
 
     schema = copy.deepcopy(Decision.model_json_schema())
     schema["$defs"]["Action"]["enum"] = [a for a in schema["$defs"]["Action"]["enum"] if a in allowed]
     return schema
 
 
-def sample_decision(loaded: Any, prompt_ids: list[int], allowed: Sequence[str], *, constrained: bool = True,
-                    temperature: float = 0.0, top_p: float = 1.0, top_k: int | None = None, max_chars: int = 80,
-                    seed: int | None = None) -> tuple[Any, Any]:
+def sample_decision(
+    loaded: Any,
+    prompt_ids: list[int],
+    allowed: Sequence[str],
+    *,
+    constrained: bool = True,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+    max_chars: int = 80,
+    seed: int | None = None,
+) -> tuple[Any, Any]:
     """One answer to ``prompt_ids``: ``(Generated, Decision or None)``; None when the text is not a valid
     Decision (possible only with ``constrained=False`` or a length cut)."""
     from sttrl.llm.constrained import generate, max_json_chars
     from sttrl.policy.core import parse_decision
 
     schema = decision_schema(allowed)
-    out = generate(loaded, prompt_ids, schema=schema if constrained else None, max_string_chars=max_chars,
-                   max_new_tokens=max_json_chars(schema, max_chars), temperature=temperature, top_p=top_p,
-                   top_k=top_k, seed=seed)
+    out = generate(
+        loaded,
+        prompt_ids,
+        schema=schema if constrained else None,
+        max_string_chars=max_chars,
+        max_new_tokens=max_json_chars(schema, max_chars),
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+    )
     return out, parse_decision(out.text, allowed)
 
 
@@ -57,21 +76,33 @@ class LearnedController:
     trace: list[tuple[list[int], list[int], bool]] | None = None  # (prompt ids, answer ids, valid) per decision
 
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
+        from sttrl.control.prompting import decision_turns
         from sttrl.llm.constrained import chat_prompt_ids
-        from sttrl.prompting import decision_turns
 
         p = self.cfg.policy
         ids = chat_prompt_ids(self.loaded, decision_turns(observation, history, self.cfg))
         temp = p.temperature if self.sample else 0.0
-        out, decision = sample_decision(self.loaded, ids, self.cfg.env.actions, temperature=temp, top_p=p.top_p,
-                                        top_k=p.top_k, max_chars=p.max_rationale_chars,
-                                        seed=self.seed * 100_003 + len(history) if temp > 0 else None)
+        out, decision = sample_decision(
+            self.loaded,
+            ids,
+            self.cfg.env.actions,
+            temperature=temp,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            max_chars=p.max_rationale_chars,
+            seed=self.seed * 100_003 + len(history) if temp > 0 else None,
+        )
         if self.trace is not None:
             self.trace.append((ids, out.ids or [self.loaded.tokenizer.eos_token_id], decision is not None))
         if decision is None:  # a length cut: the rule policy decides, and the trajectory says so
-            rule = make_controller("rule", self.cfg, seed=self.seed).decide(observation, history)
-            return Decided(rule.action, f"rule policy: the learned model's answer was unusable: {rule.rationale}",
-                           "fallback-rule", 1, [f"invalid answer {out.text[:80]!r}"])
+            rule = RulePolicy(tuple(self.cfg.env.actions)).decide(observation, history)
+            return Decided(
+                rule.action,
+                f"rule policy: the learned model's answer was unusable: {rule.rationale}",
+                "fallback-rule",
+                1,
+                [f"invalid answer {out.text[:80]!r}"],
+            )
         return Decided(Action(decision.action.value), decision.rationale.strip(), SOURCE, 1)
 
 
@@ -92,6 +123,14 @@ def _learned(cfg: Any, seed: int = 0, model: str | None = None, **_: Any) -> Lea
     return LearnedController(cfg, loaded, seed=seed)
 
 
-register(ControllerSpec(SOURCE, "episode", _learned, "a model trained by python -m sttrl.learn (--model DIR), "
-                        "JSON-constrained decoding", packages=("lmformatenforcer",), extra="local-llm",
-                        color="#9467bd"))
+register(
+    ControllerSpec(
+        SOURCE,
+        "episode",
+        _learned,
+        "a model trained by python -m sttrl.learn (--model DIR), JSON-constrained decoding",
+        packages=("lmformatenforcer",),
+        extra="local-llm",
+        color="#9467bd",
+    )
+)

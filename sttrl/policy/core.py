@@ -32,17 +32,22 @@ class Batch:
     keep: int
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.decision_mask.to(device),
-                     self.position_ids.to(device), self.keep)
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.decision_mask.to(device),
+            self.position_ids.to(device),
+            self.keep,
+        )
 
     @property
     def tail_ids(self) -> torch.Tensor:
-        return self.input_ids[:, -self.keep:]
+        return self.input_ids[:, -self.keep :]
 
     @property
     def tail_mask(self) -> torch.Tensor:
         """1 where a tail logit predicts a decision token (``[n, keep - 1]``)."""
-        return self.decision_mask[:, -self.keep + 1:]
+        return self.decision_mask[:, -self.keep + 1 :]
 
 
 def make_batch(prompts: Sequence[Sequence[int]], decisions: Sequence[Sequence[int]], pad_id: int) -> Batch:
@@ -58,9 +63,9 @@ def make_batch(prompts: Sequence[Sequence[int]], decisions: Sequence[Sequence[in
     dmask = torch.zeros_like(ids)
     for i, (p, d) in enumerate(zip(prompts, decisions)):
         n = len(p) + len(d)
-        ids[i, length - n:] = torch.tensor(list(p) + list(d), dtype=torch.long)
-        attn[i, length - n:] = 1
-        dmask[i, length - len(d):] = 1
+        ids[i, length - n :] = torch.tensor(list(p) + list(d), dtype=torch.long)
+        attn[i, length - n :] = 1
+        dmask[i, length - len(d) :] = 1
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     return Batch(ids, attn, dmask, pos, max(len(d) for d in decisions) + 1)
 
@@ -73,9 +78,13 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
 
 def forward_logits(model: Any, batch: Batch) -> torch.Tensor:
     """Logits at the batch's last ``keep`` positions (``[n, keep, V]``)."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                logits_to_keep=batch.keep)
-    return out.logits[:, -batch.keep:]
+    out = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=batch.keep,
+    )
+    return out.logits[:, -batch.keep :]
 
 
 def decision_logprobs(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -185,8 +194,9 @@ def copy_weights(ref: torch.nn.Module, policy: torch.nn.Module) -> None:
     ema_update(ref, policy, 1.0)
 
 
-def update_reference(ref: torch.nn.Module, policy: torch.nn.Module, strategy: str, step: int, rate: float,
-                     period: int) -> bool:
+def update_reference(
+    ref: torch.nn.Module, policy: torch.nn.Module, strategy: str, step: int, rate: float, period: int
+) -> bool:
     """After optimizer step ``step`` (1-based): ema every step, periodic copies every ``period``; True if changed."""
     if strategy == "ema":
         ema_update(ref, policy, rate)
@@ -208,8 +218,9 @@ def sft_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return -masked_mean(token_logprobs(logits, batch.tail_ids), batch.tail_mask)
 
 
-def dpo_loss(pol_better: torch.Tensor, pol_worse: torch.Tensor, ref_better: torch.Tensor, ref_worse: torch.Tensor,
-             beta: float) -> torch.Tensor:
+def dpo_loss(
+    pol_better: torch.Tensor, pol_worse: torch.Tensor, ref_better: torch.Tensor, ref_worse: torch.Tensor, beta: float
+) -> torch.Tensor:
     """Rafailov et al. (2023): ``-log sigmoid(beta * ((pi_b - ref_b) - (pi_w - ref_w)))``, averaged over pairs."""
     margin = (pol_better - ref_better) - (pol_worse - ref_worse)
     return -F.logsigmoid(beta * margin).mean()
@@ -217,11 +228,11 @@ def dpo_loss(pol_better: torch.Tensor, pol_worse: torch.Tensor, ref_better: torc
 
 # ----- decisions as text ---------------------------------------------------------------------
 def parse_decision(text: str, allowed: Sequence[str]) -> Any:
-    """The :class:`~sttrl.decision.Decision` in ``text`` when it is exactly one valid JSON object naming an
+    """The :class:`~sttrl.env.decision.Decision` in ``text`` when it is exactly one valid JSON object naming an
     enabled action; None otherwise (invalid JSON is detected, never guessed at)."""
     from pydantic import ValidationError
 
-    from sttrl.decision import Decision
+    from sttrl.env.decision import Decision
 
     try:
         obj = json.loads(text)

@@ -1,5 +1,5 @@
 """Decisions as ``datasets`` rows: (prompt, decision JSON, measured outcome), from teacher trajectories
-(:mod:`sttrl.teacher`, schema ``sttrl.teacher/1``) and ordinary episode trajectories (``trajectory.jsonl``,
+(:mod:`sttrl.control.teacher`, schema ``sttrl.teacher/1``) and ordinary episode trajectories (``trajectory.jsonl``,
 schema ``sttrl.step/1``).
 
 One row per (state, action):
@@ -11,7 +11,7 @@ One row per (state, action):
   (``policy.gamma``), ``best`` = True (the logged behaviour); steps past ``policy.max_episode_length`` are dropped,
   and step 1 is left out (the starting observation is not in the records).
 
-``prompt`` holds the chat turns the LLM controller renders for that state (:func:`sttrl.prompting.decision_turns`).
+``prompt`` holds the chat turns the LLM controller renders for that state (:func:`sttrl.control.prompting.decision_turns`).
 The decision's rationale is the state's own numbers (WER and loss in the prompt), the same for every action at a
 state, so two decisions at one state differ only in their action tokens. ``valid`` is False for a decision whose
 JSON is not a valid Decision for the enabled actions; stages filter those rows out.
@@ -57,16 +57,35 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(cfg: Config, state: str, kind: str, step: int, turns: list[dict[str, str]], action: str, rationale: str,
-         outcome: float | None, reward: float, best: bool) -> dict[str, Any]:
+def _row(
+    cfg: Config,
+    state: str,
+    kind: str,
+    step: int,
+    turns: list[dict[str, str]],
+    action: str,
+    rationale: str,
+    outcome: float | None,
+    reward: float,
+    best: bool,
+) -> dict[str, Any]:
     text = decision_text(action, rationale)
-    return {"state": state, "kind": kind, "step": step, "prompt": turns, "action": action, "decision": text,
-            "outcome": outcome, "reward": float(reward), "best": best,
-            "valid": parse_decision(text, cfg.env.actions) is not None}
+    return {
+        "state": state,
+        "kind": kind,
+        "step": step,
+        "prompt": turns,
+        "action": action,
+        "decision": text,
+        "outcome": outcome,
+        "reward": float(reward),
+        "best": best,
+        "valid": parse_decision(text, cfg.env.actions) is not None,
+    }
 
 
 def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> list[dict[str, Any]]:
-    from sttrl.prompting import decision_turns
+    from sttrl.control.prompting import decision_turns
 
     p = cfg.policy
     out = []
@@ -82,13 +101,25 @@ def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
         state = f"{rec.get('run_id', source)}/{rec.get('step')}"
         for pr, value in zip(probes, values):
             reward = -value if value is not None else worst - p.failed_probe_penalty
-            out.append(_row(cfg, state, "teacher", int(rec.get("step", 0)), turns, str(pr.get("action")), rationale,
-                            value, reward, pr.get("action") == rec.get("chosen")))
+            out.append(
+                _row(
+                    cfg,
+                    state,
+                    "teacher",
+                    int(rec.get("step", 0)),
+                    turns,
+                    str(pr.get("action")),
+                    rationale,
+                    value,
+                    reward,
+                    pr.get("action") == rec.get("chosen"),
+                )
+            )
     return out
 
 
 def episode_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> list[dict[str, Any]]:
-    from sttrl.prompting import decision_turns
+    from sttrl.control.prompting import decision_turns
 
     p = cfg.policy
     records = sorted(records, key=lambda r: r["step"])
@@ -101,9 +132,20 @@ def episode_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
     for i in range(1, min(len(records), p.max_episode_length)):
         rec, obs = records[i], records[i - 1]["observation"]
         turns = decision_turns(obs, records[:i], cfg)
-        out.append(_row(cfg, f"{rec.get('run_id', source)}/{rec['step']}", "episode", int(rec["step"]), turns,
-                        str(rec["action"]), state_rationale(obs, p.max_rationale_chars), returns[i], returns[i],
-                        True))
+        out.append(
+            _row(
+                cfg,
+                f"{rec.get('run_id', source)}/{rec['step']}",
+                "episode",
+                int(rec["step"]),
+                turns,
+                str(rec["action"]),
+                state_rationale(obs, p.max_rationale_chars),
+                returns[i],
+                returns[i],
+                True,
+            )
+        )
     return out
 
 
@@ -135,8 +177,10 @@ def load_rows(paths: list[str | Path], cfg: Config) -> Any:
             elif schema == STEP_SCHEMA:
                 rows += episode_rows(records, cfg, str(file))
             else:
-                raise ConfigError(f"data file {file}: schema {schema!r} is neither {TEACHER_SCHEMA} (python -m "
-                                  f"sttrl.teacher) nor {STEP_SCHEMA} (an episode's trajectory.jsonl)")
+                raise ConfigError(
+                    f"data file {file}: schema {schema!r} is neither {TEACHER_SCHEMA} (python -m "
+                    f"sttrl.control.teacher) nor {STEP_SCHEMA} (an episode's trajectory.jsonl)"
+                )
     if not rows:
         raise ConfigError(f"data {', '.join(map(str, paths))}: no decision rows")
     return datasets.Dataset.from_list(rows)
@@ -158,8 +202,12 @@ def dpo_pairs(ds: Any, min_gap: float = 0.0) -> list[tuple[dict[str, Any], dict[
     for rows in states(ds).values():
         teach = [r for r in rows if r["kind"] == "teacher"]
         for i, a in enumerate(teach):
-            for b in teach[i + 1:]:
-                if a["action"] == b["action"] or abs(a["reward"] - b["reward"]) <= min_gap or a["reward"] == b["reward"]:
+            for b in teach[i + 1 :]:
+                if (
+                    a["action"] == b["action"]
+                    or abs(a["reward"] - b["reward"]) <= min_gap
+                    or a["reward"] == b["reward"]
+                ):
                     continue
                 pairs.append((a, b) if a["reward"] > b["reward"] else (b, a))
     return pairs

@@ -1,5 +1,5 @@
 """The outcome stage over whole episodes (``policy.stage=episodes``): RLOO with multi-step returns in the real
-environment (``sttrl.env.SttEnv``), which TRL's single-completion trainers do not cover.
+environment (``sttrl.env.gym.SttEnv``), which TRL's single-completion trainers do not cover.
 
 Each optimizer step takes ``batch_size`` train instances (``env.instances.train_seeds``, else the run seed) and runs
 ``k_samples`` episodes from each, all from the same reset (same data order), the policy sampling its decisions
@@ -38,19 +38,20 @@ def run_episode(env: Any, ctl: Any, instance: int | None, run_dir: Path, penalty
     obs, history, done, total = info["observation"], [], False, 0.0
     while not done:
         d = ctl.decide(obs, history)
-        _, reward, term, trunc, info = env.step(d.action, rationale=d.rationale, source=d.source)
+        _, reward, term, trunc, info = env.step(d)
         total += float(reward)
         obs, history, done = info["observation"], env.trajectory.records(), term or trunc
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return total - penalty * sum(1 for t in ctl.trace if not t[2])
 
 
-def train_episodes(lr: Learner, ds: Any = None,
-                   on_step: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+def train_episodes(
+    lr: Learner, ds: Any = None, on_step: Callable[[dict[str, float]], None] | None = None
+) -> list[dict[str, float]]:
     """RLOO over whole episodes (see the module docstring); ``ds`` is not used."""
-    from sttrl.env import SttEnv
+    from sttrl.env.gym import SttEnv
     from sttrl.policy.controller import LearnedController
-    from sttrl.runtime import new_run_id
+    from sttrl.rundir import new_run_id
 
     cfg = episode_config(lr.cfg)
     p = cfg.policy
@@ -76,8 +77,9 @@ def train_episodes(lr: Learner, ds: Any = None,
             r = torch.tensor(returns, dtype=torch.float32, device=lr.device)
             adv_ep = core.rloo_advantages(r, p.normalize_advantages).flatten().tolist()
             adv = torch.tensor([a for a, ep in zip(adv_ep, seqs) for _ in ep], device=lr.device)
-            stats = rl_step(lr, ref, kl_ctl, opt, n, [pr for ep in seqs for pr, _ in ep],
-                            [an for ep in seqs for _, an in ep], adv)
+            stats = rl_step(
+                lr, ref, kl_ctl, opt, n, [pr for ep in seqs for pr, _ in ep], [an for ep in seqs for _, an in ep], adv
+            )
             stats["return"] = float(r.mean())
             if on_step:
                 on_step(stats)

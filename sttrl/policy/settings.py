@@ -9,78 +9,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sttrl.config import Config
 
-POLICY_PRESET_DIR = Path(__file__).resolve().parent.parent / "presets" / "policy"
-
-
-class PolicyConfig(BaseModel):
-    """How a controller is learned (``python -m sttrl.learn``) and how the learned one samples."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    stage: Literal["sft", "rloo", "dpo", "episodes"] = Field(
-        "sft", description="sft: the teacher's best decision per state, loss on the decision tokens only; rloo: policy "
-        "gradient with a leave-one-out baseline over k sampled decisions per state, rewards from measured outcomes; "
-        "dpo: pairs (better, worse action at the same state) from the teacher data; episodes: RLOO over k whole "
-        "episodes per instance in the environment, rewards = their returns.")
-    lr: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    batch_size: int = Field(8, ge=1, le=4096, description="States (rloo: each with k samples), pairs (dpo) or "
-                            "instances (episodes: each with k episodes) per optimizer step.")
-    steps: int = Field(100, ge=1, le=1_000_000, description="Optimizer steps of the stage.")
-    grad_clip: float | None = Field(1.0, gt=0.0, description="Max global gradient norm; null = no clipping.")
-    train_top_layers: int | None = Field(None, ge=1, le=1000, description="Train only the top N decoder layers and "
-                                         "the final norm (embeddings and the layers below frozen: backward stops "
-                                         "there, about half a step's cost on a long prompt); null = every weight.")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    # outcome stage (rloo)
-    k_samples: int = Field(4, ge=2, le=256, description="Decisions sampled per state for the leave-one-out baseline.")
-    normalize_advantages: bool = Field(True, description="Advantages divided by their batch std after centring.")
-    kl_coef: float = Field(0.05, ge=0.0, le=100.0, description="Initial weight of KL(policy || reference).")
-    adaptive_kl: bool = Field(True, description="Ziegler et al.'s controller moves kl_coef towards kl_target.")
-    kl_target: float = Field(0.5, gt=0.0, description="Target KL per decision (nats, summed over its tokens).")
-    kl_horizon: int = Field(100, ge=1, description="Adaptive KL horizon (in decisions).")
-    entropy_coef: float = Field(0.0, ge=0.0, le=10.0, description="Weight of the entropy bonus (decision tokens).")
-    reference: Literal["frozen", "periodic", "ema"] = Field(
-        "frozen", description="frozen: the starting model; periodic: copied from the policy every ref_period steps; "
-        "ema: ref <- (1 - ema_rate) ref + ema_rate policy after every step.")
-    ema_rate: float = Field(0.05, gt=0.0, le=1.0)
-    ref_period: int = Field(10, ge=1, description="Steps between reference copies (reference=periodic).")
-    invalid_json_penalty: float = Field(1.0, ge=0.0, description="Reward of a sampled answer that is not a valid "
-                                        "Decision (only reachable with constrained=false), below the state's worst.")
-    failed_probe_penalty: float = Field(1.0, ge=0.0, description="A probe that failed (oom/nan/diverged) is worth the "
-                                        "state's worst measured reward minus this.")
-    constrained: bool = Field(True, description="Sample decisions under the JSON-schema constraint (as the "
-                              "controller decides); false samples free text, invalid answers get the penalty.")
-    # sampling (rloo samples; the learned controller decides greedily unless temperature > 0 is asked for)
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature; 0 = greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
-    max_rationale_chars: int = Field(80, ge=1, le=2000, description="maxLength of the rationale when sampling.")
-    # dpo
-    dpo_beta: float = Field(0.1, gt=0.0, le=100.0, description="DPO temperature beta.")
-    dpo_min_gap: float = Field(0.0, ge=0.0, description="Pairs need outcomes at least this far apart.")
-    # data
-    max_episode_length: int = Field(8, ge=1, le=10_000, description="Episode rows past this step are dropped; "
-                                    "episodes of the episodes stage end after this many decisions.")
-    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount of episode returns-to-go (episode rows' outcome).")
-
-
-def policy_presets() -> list[str]:
-    return sorted(p.stem for p in POLICY_PRESET_DIR.glob("*.yaml"))
+from sttrl.config.policy import POLICY_PRESET_DIR, PolicyConfig, policy_presets  # noqa: F401 - the names callers import from here
 
 
 def sweep(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Config]:
     """Every combination of ``grid``'s values over ``base`` as validated configs. Keys are dotted config fields
     (``policy.lr``, ``train.lr``); a key without a dot is a ``policy`` field. A bad value names its field."""
-    from sttrl.config_load import _merge, config_from_dict
+    from sttrl.config.load import _merge, config_from_dict
     from sttrl.errors import ConfigError
 
     keys = [k if "." in k else f"policy.{k}" for k in grid]

@@ -58,8 +58,11 @@ class Learner:
         return list(self.tok.encode(text, add_special_tokens=False)) + [self.tok.eos_token_id]
 
     def batch(self, rows: list[dict[str, Any]]) -> core.Batch:
-        return core.make_batch([self.prompt_ids(r["prompt"]) for r in rows],
-                               [self.decision_ids(r["decision"]) for r in rows], self.tok.pad_token_id).to(self.device)
+        return core.make_batch(
+            [self.prompt_ids(r["prompt"]) for r in rows],
+            [self.decision_ids(r["decision"]) for r in rows],
+            self.tok.pad_token_id,
+        ).to(self.device)
 
     def optimizer(self) -> torch.optim.Optimizer:
         p = self.cfg.policy
@@ -103,7 +106,9 @@ def stage_items(stage: str, ds: Any, cfg: Config) -> list[Any]:
     return items
 
 
-def train_sft(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+def train_sft(
+    lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
+) -> list[dict[str, float]]:
     """Step-wise stage (see the module docstring)."""
     p = lr.cfg.policy
     rows = stage_items("sft", ds, lr.cfg)
@@ -137,16 +142,32 @@ def sample_group(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> 
     prompt = lr.prompt_ids(rows[0]["prompt"])
     ids, rewards = [], []
     for j in range(k):
-        out, decision = sample_decision(lr.loaded, prompt, lr.cfg.env.actions, constrained=p.constrained,
-                                        temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-                                        max_chars=p.max_rationale_chars, seed=seed * 1009 + j)
+        out, decision = sample_decision(
+            lr.loaded,
+            prompt,
+            lr.cfg.env.actions,
+            constrained=p.constrained,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            max_chars=p.max_rationale_chars,
+            seed=seed * 1009 + j,
+        )
         ids.append(out.ids or [lr.tok.eos_token_id])
         rewards.append(state_reward(rows, decision.action.value if decision else None, p.invalid_json_penalty))
     return ids, rewards
 
 
-def rl_step(lr: Learner, ref: Any, kl_ctl: core.AdaptiveKL, opt: torch.optim.Optimizer, n: int,
-            prompts: list[list[int]], answers: list[list[int]], adv: torch.Tensor) -> dict[str, float]:
+def rl_step(
+    lr: Learner,
+    ref: Any,
+    kl_ctl: core.AdaptiveKL,
+    opt: torch.optim.Optimizer,
+    n: int,
+    prompts: list[list[int]],
+    answers: list[list[int]],
+    adv: torch.Tensor,
+) -> dict[str, float]:
     """One policy-gradient step on sampled answers with their advantages: ``-mean(A log pi) + kl_coef KL -
     entropy_coef H``, then the reference update and the adaptive KL update. Returns (and logs) the step's numbers."""
     p = lr.cfg.policy
@@ -164,13 +185,22 @@ def rl_step(lr: Learner, ref: Any, kl_ctl: core.AdaptiveKL, opt: torch.optim.Opt
     core.update_reference(ref, lr.model, p.reference, n, p.ema_rate, p.ref_period)
     kl_now = float(kl.detach().mean())
     kl_ctl.update(kl_now, len(answers))
-    stats = {"step": n, "loss": float(loss.detach()), "kl": kl_now, "kl_coef": coef, "entropy": float(ent.detach()),
-             "decisions": len(answers), "grad_norm": norm}
+    stats = {
+        "step": n,
+        "loss": float(loss.detach()),
+        "kl": kl_now,
+        "kl_coef": coef,
+        "entropy": float(ent.detach()),
+        "decisions": len(answers),
+        "grad_norm": norm,
+    }
     lr.log.append(stats)
     return stats
 
 
-def train_rloo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+def train_rloo(
+    lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
+) -> list[dict[str, float]]:
     """Outcome stage on single decisions (see the module docstring)."""
     p = lr.cfg.policy
     groups = stage_items("rloo", ds, lr.cfg)
@@ -195,7 +225,9 @@ def train_rloo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None]
     return lr.log
 
 
-def train_dpo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+def train_dpo(
+    lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
+) -> list[dict[str, float]]:
     """DPO on teacher pairs (see the module docstring)."""
     p = lr.cfg.policy
     pairs = stage_items("dpo", ds, lr.cfg)
@@ -210,8 +242,12 @@ def train_dpo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] 
         m = len(chunk)
         loss = core.dpo_loss(logp[:m], logp[m:], ref_logp[:m], ref_logp[m:], p.dpo_beta)
         norm = lr.step(opt, loss)
-        stats = {"step": n, "loss": float(loss.detach()), "grad_norm": norm,
-                 "margin": float(((logp[:m] - ref_logp[:m]) - (logp[m:] - ref_logp[m:])).detach().mean())}
+        stats = {
+            "step": n,
+            "loss": float(loss.detach()),
+            "grad_norm": norm,
+            "margin": float(((logp[:m] - ref_logp[:m]) - (logp[m:] - ref_logp[m:])).detach().mean()),
+        }
         lr.log.append(stats)
         if on_step:
             on_step(stats)
@@ -219,10 +255,5 @@ def train_dpo(lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] 
     return lr.log
 
 
-def stage_function(stage: str) -> Callable[..., list[dict[str, float]]]:
-    """The training function of ``stage`` (``episodes`` lives in sttrl.policy.episodes: it runs the environment)."""
-    if stage == "episodes":
-        from sttrl.policy.episodes import train_episodes
-
-        return train_episodes
-    return {"sft": train_sft, "rloo": train_rloo, "dpo": train_dpo}[stage]
+STAGES: dict[str, Callable[..., list[dict[str, float]]]] = {"sft": train_sft, "rloo": train_rloo, "dpo": train_dpo}
+"""The stages trained from a dataset; ``episodes`` (:mod:`sttrl.policy.episodes`) runs the environment instead."""

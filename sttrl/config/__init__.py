@@ -1,0 +1,51 @@
+"""One typed config tree (:mod:`sttrl.config.schema`), read from presets, files and ``--set`` overrides
+(:mod:`sttrl.config.load`); the sections that have a module of their own: instance sets, the policy
+section and what a sink URL may hold. Secrets never enter a config (:func:`secret` reads them)."""
+
+from sttrl.config.instances import InstancesConfig
+from sttrl.config.load import (
+    add_config_arguments,
+    available_presets,
+    config_from_dict,
+    load_config,
+    parse_override,
+    secret,
+)
+from sttrl.config.policy import PolicyConfig
+from sttrl.config.schema import (
+    PRESET_DIR,
+    AgentConfig,
+    BenchConfig,
+    Config,
+    DataConfig,
+    EnvConfig,
+    HubDataConfig,
+    LookaheadConfig,
+    ModelConfig,
+    RewardConfig,
+    RunConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "PRESET_DIR",
+    "AgentConfig",
+    "BenchConfig",
+    "Config",
+    "DataConfig",
+    "EnvConfig",
+    "HubDataConfig",
+    "InstancesConfig",
+    "LookaheadConfig",
+    "ModelConfig",
+    "PolicyConfig",
+    "RewardConfig",
+    "RunConfig",
+    "TrainConfig",
+    "add_config_arguments",
+    "available_presets",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+    "secret",
+]

@@ -1,0 +1,138 @@
+"""``python -m sttrl.run``: one episode through SttEnv with a classical policy, then the judge.
+
+The LangGraph episode (``python -m graph.run``) is the main entry point; this runner is the
+Gymnasium path, with no LangChain or LangGraph involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sttrl.config import add_config_arguments, load_config, secret
+from sttrl.errors import ConfigError, SttrlError
+from sttrl.train.memory import limit_arenas
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sttrl.run", description="Run one sttrl episode with a classical policy."
+    )
+    add_config_arguments(p)
+    from sttrl.control.registry import names
+
+    p.add_argument(
+        "--policy",
+        default="rule",
+        choices=names("episode"),
+        help="a registered episode controller that needs no LangChain (default: rule)",
+    )
+    p.add_argument("--model", metavar="DIR", help="the model directory of --policy learned (python -m sttrl.learn)")
+    p.add_argument("--seed", type=int, help="run.seed")
+    p.add_argument("--instance", type=int, metavar="SEED", help="draw the starting conditions from env.instances")
+    p.add_argument("--run-dir", type=Path, help="where this run writes (default run.out_dir/<run id>)")
+    p.add_argument("--no-judge", action="store_true", help="skip the hidden-split judge at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limit_arenas()  # before any thread allocates: see sttrl.train.memory
+    console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
+    rc = 0
+    try:
+        overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
+        cfg = load_config(args.preset, args.config, overrides)
+        from sttrl.control.registry import make_controller
+        from sttrl.env.gym import SttEnv
+        from sttrl.judge.scoring import judge
+
+        hf_token = secret("HF_TOKEN") if "hub" in (cfg.model.source, cfg.data.source) else None  # resolved once, here
+        if args.model and args.policy != "learned":
+            raise ConfigError("--model is the model directory of --policy learned")
+        policy = make_controller(args.policy, cfg, seed=cfg.run.seed, model=args.model)
+        env = SttEnv(cfg, progress=not args.quiet, source=args.policy, hf_token=hf_token)
+        t0 = time.perf_counter()
+        opts: dict = {"run_dir": str(args.run_dir)} if args.run_dir else {}
+        if args.instance is not None:
+            opts["instance"] = args.instance
+        _, info = env.reset(seed=cfg.run.seed, options=opts)
+        obs = info["observation"]
+        console.print(f"run {info['run_id']} in {info['run_dir']}: start WER {obs['wer']:.3f} CER {obs['cer']:.3f}")
+        history: list[dict] = []
+        table = Table(title=f"episode ({args.policy} policy, preset {cfg.preset})")
+        for col in ("step", "action", "lr", "batch", "frozen", "loss", "WER", "CER", "reward", "status", "s"):
+            table.add_column(col, justify="right")
+        done = False
+        while not done:
+            decided = policy.decide(obs, history)
+            action, why = decided.action, decided.rationale
+            _, r, term, trunc, info = env.step(decided)
+            obs = info["observation"]
+            history = env.trajectory.records()
+            rec = history[-1]
+            loss = obs["train_loss"]
+            table.add_row(
+                str(rec["step"]),
+                action.value,
+                f"{obs['lr']:.3g}",
+                str(obs["batch_size"]),
+                str(obs["freeze_layers"]),
+                f"{loss:.3f}" if loss is not None else "-",
+                f"{obs['wer']:.3f}",
+                f"{obs['cer']:.3f}",
+                f"{r:+.3f}",
+                obs["status"],
+                f"{rec['timings']['step_seconds']:.1f}",
+            )
+            console.print(
+                f"step {rec['step']}: {action.value} ({why}) -> WER {obs['wer']:.3f}, reward {r:+.3f}, {obs['status']}"
+            )
+            done = term or trunc
+        console.print(table)
+        console.print(
+            f"episode wall time {time.perf_counter() - t0:.1f} s; final model {info['final']['path']} "
+            f"sha256 {info['final']['sha256'][:12]}…"
+        )
+        env.close()  # the judge loads the saved model from disk; free the live one first
+        if not args.no_judge:
+            report = judge(env.run_dir, progress=not args.quiet, hf_token=hf_token)
+            for name, c in report["checks"].items():
+                console.print(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['reason']}")
+            if report["scored"]:
+                console.print(
+                    f"judge ({report['hidden_domain']}, hidden): WER {report['wer']:.3f} CER {report['cer']:.3f} "
+                    f"score {report['score']:.1f}"
+                )
+            else:  # any failed check: the WER is not trustworthy (sttrl.judge.scoring)
+                console.print("judge: not scored (a check failed)")
+                rc = 1
+        from sttrl.outward.publish import publish_run, summary_line  # outward: sink + tracker, outcome in run.json
+
+        if line := summary_line(publish_run(env.run_dir)):
+            console.print(line, highlight=False, markup=False)
+    except SttrlError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # an allocation failure outside a training block: one line
+        from sttrl.train.faults import is_allocation_failure, resume_line
+
+        if not is_allocation_failure(exc):
+            raise
+        again = f"python -m sttrl.run {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+        print(
+            resume_line(exc, again + ("" if args.run_dir else " --run-dir <the run directory above>")), file=sys.stderr
+        )
+        return 3
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

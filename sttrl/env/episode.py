@@ -1,0 +1,491 @@
+"""The ONE episode loop and its typed phases; every way in runs these and nothing else.
+
+A step is: decide → apply the action (pure) → **train** a block → **evaluate** → **reward** (the new observation and
+the step's record) → **append** (trajectory file, then sinks and trackers) → **finish** when ``stop`` was decided or
+the budget is spent (the stop record, the final model for the judge). :meth:`Episode.step` chains the phases for one
+decision, :meth:`Episode.run` runs a whole episode with a controller. The Gymnasium env (``SttEnv.step``) calls
+:meth:`Episode.step`; the LangGraph episode runs each phase as its own checkpointed node (``graph.nodes``: a node
+converts state to a phase's arguments and its typed result back to state); the lookahead controller calls
+:meth:`Episode.step` with a probe to continue from.
+
+Every phase is idempotent per step after a crash: training and evaluation are cached per block by
+:class:`~sttrl.env.runtime.EpisodeRuntime`, appending a step already written is a no-op, and the final save
+overwrites atomically. Between steps the episode is described by :class:`Progress`: plain serializable facts that
+the graph keeps in its state; nothing here holds a tensor beyond the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sttrl.config import Config
+from sttrl.env.actions import Action, apply, spec_of
+from sttrl.env.decision import Controller, Decided
+from sttrl.env.reward import reward as reward_fn
+from sttrl.eval.result import EvalResult
+from sttrl.io import atomic_write_text
+from sttrl.outward.publish import publish_step
+from sttrl.outward.trajectory import StepRecord, Trajectory
+from sttrl.rundir import TRAJECTORY
+from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
+
+if TYPE_CHECKING:  # torch-free at import: LangGraph Studio imports the graph, which imports this module
+    from sttrl.env.runtime import EpisodeRuntime
+
+EndReason = Literal["stop", "budget"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """What a controller sees after a block (or at the start). ``to_dict`` is the plain form that policies,
+    prompts and trajectory records use."""
+
+    step: int
+    steps_left: int
+    global_step: int
+    lr: float
+    batch_size: int
+    grad_accum: int
+    freeze_layers: int
+    max_freeze_layers: int
+    train_loss: float | None
+    wer: float
+    cer: float
+    best_wer: float
+    previous_wer: float
+    memory_gb: float
+    memory_device: str
+    memory_budget_gb: float | None  # an observable condition of the instance (null: no budget)
+    status: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def observation(*, hp: Hyperparams, step: int, max_actions: int, **values: Any) -> dict[str, Any]:
+    """The plain observation from the hyperparameters in force and the measured values (keyword-only)."""
+    return Observation(step=step, steps_left=max_actions - step, **hp.to_dict(), **values).to_dict()  # type: ignore[arg-type]
+
+
+@dataclass(kw_only=True)
+class Progress:
+    """The episode between two steps: decisions done, hyperparameters in force, WERs, the last observation."""
+
+    step: int
+    max_actions: int
+    hp: Hyperparams
+    previous_wer: float
+    best_wer: float
+    observation: dict[str, Any]
+    spent: dict[str, float] = field(default_factory=lambda: {"samples": 0, "steps": 0, "evaluations": 1})
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.step >= self.max_actions
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "max_actions": self.max_actions,
+            "hp": self.hp.to_dict(),
+            "previous_wer": self.previous_wer,
+            "best_wer": self.best_wer,
+            "observation": self.observation,
+            "spent": dict(self.spent),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Progress:
+        return cls(
+            step=state["step"],
+            max_actions=state["max_actions"],
+            hp=Hyperparams(**state["hp"]),
+            previous_wer=state["previous_wer"],
+            best_wer=state["best_wer"],
+            observation=dict(state["observation"]),
+            **({"spent": dict(state["spent"])} if state.get("spent") else {}),
+        )
+
+
+@dataclass(kw_only=True)
+class Pending:
+    """A decided step not yet trained: the action, who chose it and why, and the hyperparameters it sets."""
+
+    step: int
+    action: str
+    rationale: str
+    source: str
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+    hp_before: dict[str, Any]
+    hp_after: dict[str, Any]
+    clamped: bool
+    note: str
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.step < 1:
+            raise ValueError(f"step {self.step}: steps are numbered from 1")
+        missing = {"lr", "batch_size", "grad_accum", "freeze_layers"} - set(self.hp_after)
+        if missing:
+            raise ValueError(f"hp_after lacks {sorted(missing)}")
+
+    @property
+    def trains(self) -> bool:
+        return spec_of(self.action).trains
+
+    @property
+    def hp(self) -> Hyperparams:
+        return Hyperparams(**self.hp_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Pending:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# ----- typed phase results ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Started:
+    """The start phase: the first progress and the starting model's measurements (block 0)."""
+
+    progress: Progress
+    start: dict[str, Any]  # {"wer", "cer", "loss"}
+    eval: EvalResult
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The train phase: the block's result and the checkpoint it wrote (``{block, path, sha256}``)."""
+
+    result: BlockResult
+    checkpoint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rewarded:
+    """The reward phase: the step's trajectory record and the progress after it."""
+
+    record: StepRecord
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The finish phase: why the episode ended, the ``stop`` step's record (None at a spent budget), the progress at
+    the end and the saved final model (path, sha256, files)."""
+
+    end_reason: EndReason
+    record: StepRecord | None
+    progress: Progress
+    final: dict[str, Any]
+
+
+@dataclass
+class StepOutcome:
+    """One whole step: what was decided, trained, measured and written; ``finished`` when the episode ended."""
+
+    pending: Pending
+    record: StepRecord
+    progress: Progress
+    train: BlockResult | None
+    eval: EvalResult | None
+    finished: Finished | None
+
+    @property
+    def terminated(self) -> bool:
+        return self.finished is not None and self.finished.end_reason == "stop"
+
+    @property
+    def truncated(self) -> bool:
+        return self.finished is not None and self.finished.end_reason == "budget"
+
+
+# ----- pure steps ------------------------------------------------------------------------------
+def pending(progress: Progress, decided: Decided, cfg: Config, seconds: float = 0.0) -> Pending:
+    """Apply a decision to the hyperparameters in force (pure)."""
+    before = progress.hp
+    applied = apply(before, decided.action, cfg.train, int(progress.observation["max_freeze_layers"]))
+    return Pending(
+        step=progress.step + 1,
+        action=decided.action.value,
+        rationale=decided.rationale,
+        source=decided.source,
+        attempts=decided.attempts,
+        errors=list(decided.errors),
+        hp_before=before.to_dict(),
+        hp_after=applied.hp.to_dict(),
+        clamped=applied.clamped,
+        note=applied.note,
+        seconds=seconds,
+    )
+
+
+def decide(
+    controller: Controller, progress: Progress, history: list[dict[str, Any]], cfg: Config, fallback: Controller
+) -> Pending:
+    """Ask ``controller``; a failing controller or an action outside ``env.actions`` is replaced by ``fallback``
+    for this step (the trajectory says so in ``source``: ``fallback-<name>``). The episode never crashes here."""
+    t0 = time.perf_counter()
+    try:
+        decided = controller.decide(progress.observation, history)
+        if not isinstance(decided.action, Action) or decided.action.value not in cfg.env.actions:
+            raise ValueError(f"action {decided.action!r} is not one of the enabled actions {cfg.env.actions}")
+    except Exception as exc:
+        alt = fallback.decide(progress.observation, history)
+        error = f"{type(exc).__name__}: {exc}"
+        decided = Decided(
+            alt.action,
+            f"{fallback.name} policy after the agent failed ({error}): {alt.rationale}",
+            f"fallback-{fallback.name}",
+            errors=[error],
+        )
+    return pending(progress, decided, cfg, time.perf_counter() - t0)
+
+
+def conclude(
+    progress: Progress, step: Pending, train: BlockResult, ev: EvalResult, cfg: Config, run_id: str
+) -> Rewarded:
+    """Reward, new observation and the step's trajectory record, from the block's and evaluation's results."""
+    r = reward_fn(progress.previous_wer, ev.wer, train.status, cfg.env.reward)
+    best = min(progress.best_wer, ev.wer)
+    obs = observation(
+        hp=step.hp,
+        step=step.step,
+        max_actions=progress.max_actions,
+        global_step=train.global_step,
+        max_freeze_layers=int(progress.observation["max_freeze_layers"]),
+        train_loss=train.mean_loss,
+        wer=ev.wer,
+        cer=ev.cer,
+        best_wer=best,
+        previous_wer=progress.previous_wer,
+        memory_gb=train.peak_memory_gb,
+        memory_device=train.memory_device,
+        memory_budget_gb=progress.observation.get("memory_budget_gb"),
+        status=train.status,
+    )
+    timings = {"decide_seconds": step.seconds, "train_seconds": train.seconds, "eval_seconds": ev.seconds}
+    timings["step_seconds"] = sum(timings.values())
+    was = progress.spent
+    spent = {
+        "samples": was["samples"] + train.samples,
+        "steps": was["steps"] + train.steps_attempted,
+        "evaluations": was["evaluations"] + 1,
+    }
+    record = StepRecord(
+        run_id=run_id,
+        step=step.step,
+        action=step.action,
+        source=step.source,
+        rationale=step.rationale,
+        clamped=step.clamped,
+        hp_before=step.hp_before,
+        hp_after=step.hp_after,
+        status=train.status,
+        reward=r,
+        observation=obs,
+        train=train.to_dict(),
+        eval=ev.to_dict(),
+        timings=timings,
+        spent=spent,
+        instance=cfg.env.instance,
+    )
+    after = Progress(
+        step=step.step,
+        max_actions=progress.max_actions,
+        hp=step.hp,
+        previous_wer=ev.wer,
+        best_wer=best,
+        observation=obs,
+        spent=spent,
+    )
+    return Rewarded(record, after)
+
+
+def conclude_stop(progress: Progress, step: Pending, run_id: str, instance: dict[str, Any] | None = None) -> Rewarded:
+    """The record of a ``stop`` step: nothing trained, reward 0."""
+    obs = {**progress.observation, "step": step.step, "steps_left": progress.max_actions - step.step}
+    record = StepRecord(
+        run_id=run_id,
+        step=step.step,
+        action=step.action,
+        source=step.source,
+        rationale=step.rationale,
+        clamped=False,
+        hp_before=step.hp_before,
+        hp_after=step.hp_after,
+        status="ok",
+        reward=0.0,
+        observation=obs,
+        timings={"decide_seconds": step.seconds, "step_seconds": step.seconds},
+        spent=dict(progress.spent),
+        instance=instance,
+    )
+    after = Progress(
+        step=step.step,
+        max_actions=progress.max_actions,
+        hp=progress.hp,
+        previous_wer=progress.previous_wer,
+        best_wer=progress.best_wer,
+        observation=obs,
+        spent=dict(progress.spent),
+    )
+    return Rewarded(record, after)
+
+
+def append(run_dir: str | Path, record: StepRecord) -> dict[str, Any]:
+    """Append the record to the run's trajectory (a no-op for a step already written), then hand a newly written
+    step to the run's sink and tracker (returns at once, never raises); the record's plain form."""
+    if Trajectory(Path(run_dir) / TRAJECTORY).append(record):
+        publish_step(Path(run_dir), record)
+    return record.model_dump(mode="json", by_alias=True)
+
+
+def sync_trajectory(run_dir: str | Path, records: list[dict[str, Any]]) -> bool:
+    """Make ``trajectory.jsonl`` hold exactly ``records`` (the graph state's, the source of truth), one line per
+    step in order; rewritten atomically when it differs (a torn, cut or edited file). True if rewritten."""
+    path = Path(run_dir) / TRAJECTORY
+    want = "".join(json.dumps(r, sort_keys=False) + "\n" for r in records)
+    try:
+        have: str | None = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        have = None
+    if have == want or (have is None and not records):
+        return False
+    atomic_write_text(path, want)
+    return True
+
+
+# ----- the loop --------------------------------------------------------------------------------
+class Episode:
+    """One episode over one runtime: the phases as methods, :meth:`step` for one decision, :meth:`run` for all."""
+
+    def __init__(self, rt: EpisodeRuntime, progress: Progress | None = None) -> None:
+        self.rt = rt
+        self.progress = progress
+
+    @property
+    def cfg(self) -> Config:
+        return self.rt.cfg
+
+    # ----- phases ------------------------------------------------------------------------------
+    def start(self) -> Started:
+        """Measure the starting model (validation WER/CER of block 0, loss on the next batch); the first Progress."""
+        rt = self.rt
+        ev = rt.evaluate(0)
+        loss = rt.probe_loss()
+        hp = rt.initial_hp()
+        max_actions = rt.cfg.env.max_actions
+        obs = observation(
+            hp=hp,
+            step=0,
+            max_actions=max_actions,
+            global_step=rt.trainer.state.global_step,
+            max_freeze_layers=rt.max_freeze,
+            train_loss=loss,
+            wer=ev.wer,
+            cer=ev.cer,
+            best_wer=ev.wer,
+            previous_wer=ev.wer,
+            memory_gb=rt.trainer.memory_gb(),
+            memory_device=rt.device.type,
+            memory_budget_gb=rt.cfg.train.memory_budget_gb,
+            status="ok",
+        )
+        self.progress = Progress(
+            step=0, max_actions=max_actions, hp=hp, previous_wer=ev.wer, best_wer=ev.wer, observation=obs
+        )
+        return Started(self.progress, {"wer": ev.wer, "cer": ev.cer, "loss": loss}, ev)
+
+    def train(
+        self, step: Pending, on_step: Callable[[StepInfo], None] | None = None, continue_from: Path | None = None
+    ) -> Trained:
+        """Train the step's block (idempotent per block); ``continue_from``: a probe of it to continue."""
+        result = self.rt.train_block(step.step, step.hp, on_step=on_step, continue_from=continue_from)
+        return Trained(result, self.rt.checkpoint_info(step.step))
+
+    def evaluate(self, step: Pending | int) -> EvalResult:
+        """Validation WER/CER after the step's block (cached per block)."""
+        return self.rt.evaluate(step if isinstance(step, int) else step.step)
+
+    def reward(self, progress: Progress, step: Pending, train: BlockResult, ev: EvalResult) -> Rewarded:
+        """The step's reward, observation and record (pure; see :func:`conclude`)."""
+        return conclude(progress, step, train, ev, self.cfg, self.rt.run_id)
+
+    def append(self, record: StepRecord) -> dict[str, Any]:
+        """Write the step to the trajectory and publish it (see :func:`append`)."""
+        return append(self.rt.run_dir, record)
+
+    def finish(self, progress: Progress, stop: Pending | None = None) -> Finished:
+        """End the episode: record the ``stop`` step when that was the decision, then save the final model."""
+        rewarded = conclude_stop(progress, stop, self.rt.run_id, self.cfg.env.instance) if stop else None
+        if rewarded is not None:
+            self.append(rewarded.record)
+            progress = rewarded.progress
+        final = self.rt.save_final()
+        return Finished("stop" if stop else "budget", rewarded.record if rewarded else None, progress, final)
+
+    # ----- chained ----------------------------------------------------------------------------
+    def step(
+        self,
+        decided: Decided,
+        seconds: float = 0.0,
+        on_step: Callable[[StepInfo], None] | None = None,
+        continue_from: Path | None = None,
+        last: bool = False,
+    ) -> StepOutcome:
+        """One decision through every phase (see :meth:`advance`)."""
+        if self.progress is None:
+            raise RuntimeError("call start() first")
+        return self.advance(pending(self.progress, decided, self.cfg, seconds), on_step, continue_from, last)
+
+    def advance(
+        self,
+        step: Pending,
+        on_step: Callable[[StepInfo], None] | None = None,
+        continue_from: Path | None = None,
+        last: bool = False,
+    ) -> StepOutcome:
+        """Train, evaluate, reward and append a decided step, and finish the episode at ``stop`` or a spent budget.
+        ``last``: finish after this block although decisions are left (a controller whose sample budget ran out)."""
+        if self.progress is None:
+            raise RuntimeError("call start() first")
+        if not step.trains:
+            finished = self.finish(self.progress, stop=step)
+            assert finished.record is not None
+            self.progress = finished.progress
+            return StepOutcome(step, finished.record, finished.progress, None, None, finished)
+        trained = self.train(step, on_step, continue_from)
+        ev = self.evaluate(step)
+        rewarded = self.reward(self.progress, step, trained.result, ev)
+        self.append(rewarded.record)
+        self.progress = rewarded.progress
+        finished = self.finish(self.progress) if last or self.progress.budget_spent else None
+        return StepOutcome(step, rewarded.record, self.progress, trained.result, ev, finished)
+
+    def run(
+        self, controller: Controller, fallback: Controller, on_outcome: Callable[[StepOutcome], None] | None = None
+    ) -> list[StepOutcome]:
+        """A whole episode: start (unless started), then decide and step until ``stop`` or the budget is spent."""
+        if self.progress is None:
+            self.start()
+        outcomes: list[StepOutcome] = []
+        history: list[dict[str, Any]] = []
+        while True:
+            assert self.progress is not None
+            outcome = self.advance(decide(controller, self.progress, history, self.cfg, fallback))
+            outcomes.append(outcome)
+            history.append(outcome.record.model_dump(mode="json", by_alias=True))
+            if on_outcome:
+                on_outcome(outcome)
+            if outcome.finished is not None:
+                return outcomes
