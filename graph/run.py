@@ -208,6 +208,8 @@ def _open(stack: ExitStack, target: str) -> Any:
 
     try:
         return stack.enter_context(open_checkpointer(target))
+    except SttrlError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bad path or an unreachable server: one clear line
         raise SttrlError(f"cannot open checkpointer {describe(target)}: {type(exc).__name__}: {exc}") from None
 
