@@ -71,7 +71,7 @@ def run_job(
     from sttrl.train.memory import limit_arenas
 
     limit_arenas()
-    quiet_library_bars()
+    quiet_library_bars(everything=True)  # a worker's output goes to logs: no bars at all
     cfg = config_from_dict(cfg_data)
     progress = BenchProgress(Console(quiet=True), 1, quiet=True)
     try:

@@ -30,7 +30,9 @@ def describe(target: str) -> str:
 def open_checkpointer(target: str) -> Iterator[Any]:
     """A ready checkpointer for ``target`` (a SQLite file path or a Postgres URL); closed on exit."""
     if is_postgres(target):
-        extras.require("langgraph.checkpoint.postgres", "psycopg", extra="graph", what="a postgresql:// checkpointer")
+        extras.require(
+            "langgraph.checkpoint.postgres", "psycopg", extra="postgres", what="a postgresql:// checkpointer"
+        )
         from langgraph.checkpoint.postgres import PostgresSaver  # optional: only for Postgres URLs
 
         with PostgresSaver.from_conn_string(target) as saver:

@@ -71,7 +71,7 @@ def _key(thread_id: str) -> int:
 
 @contextmanager
 def _pg_lease(url: str, thread_id: str) -> Iterator[None]:
-    psycopg = extras.load("psycopg", extra="graph", what="a postgresql:// checkpointer")
+    psycopg = extras.load("psycopg", extra="postgres", what="a postgresql:// checkpointer")
 
     with psycopg.connect(url, autocommit=True) as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(thread_id),)).fetchone()[0]

@@ -51,9 +51,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # pip, without the warnings this machine kind's pip configuration prints for every package ("Location ... is
-# ignored": an index folder that does not exist); real warnings and errors still show.
+# ignored": an index folder that does not exist) and without Python warnings of build back-ends (setuptools' notice
+# on editable installs); pip's own warnings and errors still show.
 pip_quiet() {
-  .venv/bin/python -m pip "$@" 2>&1 | { grep -vE "^WARNING: Location '.*' is ignored" || true; }
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip "$@" 2>&1 | { grep -vE "^WARNING: Location '.*' is ignored" || true; }
   return "${PIPESTATUS[0]}"
 }
 

