@@ -449,5 +449,7 @@ def build_generation_config(pkg_cfg: dict[str, Any], tok: Any, config: Any, mult
         fields["lang_to_id"] = {t: tok.convert_tokens_to_ids(t) for t in langs}
         fields["task_to_id"] = {"transcribe": ids["transcribe"], "translate": ids["translate"]}
     gen = GenerationConfig(**fields)
-    gen._from_model_config = False  # else custom Whisper fields are dropped on reload (flagged _from_model_config: true)
+    gen._from_model_config = (
+        False  # else custom Whisper fields are dropped on reload (flagged _from_model_config: true)
+    )
     return gen
