@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sttrl import extras
 from sttrl.config import Config
 from sttrl.env.actions import Action, apply
 from sttrl.errors import ConfigError
@@ -175,7 +176,8 @@ def search_space(cfg: Config, max_freeze: int, lr_cap: float | None = None) -> d
 
 def optuna_distributions(space: dict[str, Any]) -> dict[str, Any]:
     """Optuna distributions of the dimensions that can move (a fixed dimension is left out)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    extras.require("optuna", extra="bench", what="the tpe controller")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution  # optional: bench
 
     out: dict[str, Any] = {}
     lo, hi = space["lr"]

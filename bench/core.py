@@ -269,7 +269,7 @@ class Bench:
         self.write()
         if self.executor != "local":
             return self._run_elsewhere(plan)
-        quiet_library_bars()
+        quiet_library_bars(everything=True)  # the benchmark draws its own progress; logs get no library bars
         progress = BenchProgress(self.console, len(plan), self.quiet)
         try:
             with ExitStack() as stack:

@@ -19,7 +19,6 @@ their own secrets from the environment or .env
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,18 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import thread_id
+from sttrl import extras
 from sttrl.errors import ConfigError, SttrlError
 
 EXECUTORS = ("local", "pool", "ray")
 AUTH_TOKEN = Path.home() / ".ray" / "auth_token"
-RAY_EXTRA = "ray is not installed: pip install -e '.[ray]'"
 
 
 def check_executor(name: str) -> None:
     if name not in EXECUTORS:
         raise ConfigError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
-    if name == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError(f"--executor ray needs Ray: {RAY_EXTRA}")
+    if name == "ray":
+        extras.require("ray", extra="ray", what="--executor ray")
 
 
 def error_result(controller: str, seed: int, exc: BaseException) -> dict[str, Any]:
@@ -72,7 +71,7 @@ def run_job(
     from sttrl.train.memory import limit_arenas
 
     limit_arenas()
-    quiet_library_bars()
+    quiet_library_bars(everything=True)  # a worker's output goes to logs: no bars at all
     cfg = config_from_dict(cfg_data)
     progress = BenchProgress(Console(quiet=True), 1, quiet=True)
     try:
@@ -93,8 +92,7 @@ def ray_cluster(
     """``ray`` connected to ``address``, or to a local cluster started here on loopback (its temp dir and a
     token-auth file it created are removed at shutdown, and the ``RAY_*`` variables Ray exported into this
     process are restored, so another cluster can start here later)."""
-    import ray
-
+    ray = extras.load("ray", extra="ray", what="a Ray cluster")
     temp_dir = None if address else tempfile.mkdtemp(prefix="sttrl-ray-")
     had_token = AUTH_TOKEN.exists()
     ray_env = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from graph.plot import pyplot, save_figure
 from sttrl.control import registry as registry
 
 MARKERS = ("s--", "^:", "o-", "D-.", "v-", "P-", "X--", "*:")  # tell overlapping lines apart
@@ -26,12 +27,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
     """``bench.png``: validation WER (log axis) over the training ``unit`` spent (steps or samples), mean line
     and min-max band per controller; searches (best so far over trials) in a panel of their own beside the
     controllers whose curve follows one model from the start (episodes, lookahead)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from graph.plot import save_figure
+    plt = pyplot()
 
     names = list(summary)
     colors = _colors(names)
@@ -68,12 +64,7 @@ def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, 
     per = {c: s for c, s in paired.get("controllers", {}).items() if s.get("n_pairs")}
     if not per:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from graph.plot import save_figure
+    plt = pyplot()
 
     ref = paired["reference"]
     wer = {
@@ -115,16 +106,12 @@ def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> P
     rows = [r for r in runs if r.get("status") == "finished" and r.get("actions")]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap  # matplotlib is optional (the graph extra); pyplot() checked it
     from matplotlib.patches import Patch
 
     from bench.results import pairing_key
-    from graph.plot import save_figure
     from sttrl.env.actions import ALL_ACTIONS
 
     order = list(dict.fromkeys(r["controller"] for r in rows))

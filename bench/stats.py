@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sttrl import extras
+
 ALPHA = 0.05
 POWER = 0.8
 
@@ -58,7 +60,7 @@ def bootstrap_ci(
 def wilcoxon_p(diffs: Sequence[float]) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of ``diffs`` (zero differences dropped); 1.0 when every
     difference is zero, None without data."""
-    from scipy.stats import wilcoxon
+    wilcoxon = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics").wilcoxon
 
     d = _arr(diffs)
     if d.size == 0:
@@ -106,7 +108,7 @@ def curve_auc(x: Sequence[float], y: Sequence[float], end: float | None = None) 
 def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
     """Smallest mean paired difference a paired t-test detects with ``power`` at two-sided ``alpha``,
     given the paired standard deviation ``sd`` over ``n`` instances: ``(t_{1-a/2} + t_{power}) sd / sqrt(n)``."""
-    from scipy.stats import t
+    t = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics").t
 
     if n < 2 or not math.isfinite(sd):
         return None

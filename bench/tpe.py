@@ -27,6 +27,7 @@ from bench.common import FAULTS, WallClock, thread_id
 from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import BenchContext, finished_earlier, judge_trial
+from sttrl import extras
 from sttrl.config import Config, config_from_dict
 from sttrl.control import registry as registry
 from sttrl.control.spec import ControllerSpec, register
@@ -41,8 +42,7 @@ class TpeController:
         self.name = name
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        import optuna
-
+        optuna = extras.load("optuna", extra="bench", what="the tpe controller")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         name = thread_id(self.name, seed)
         done = finished_earlier(ctx, name, progress)

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sttrl import extras
+
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -28,7 +30,10 @@ def describe(target: str) -> str:
 def open_checkpointer(target: str) -> Iterator[Any]:
     """A ready checkpointer for ``target`` (a SQLite file path or a Postgres URL); closed on exit."""
     if is_postgres(target):
-        from langgraph.checkpoint.postgres import PostgresSaver
+        extras.require(
+            "langgraph.checkpoint.postgres", "psycopg", extra="postgres", what="a postgresql:// checkpointer"
+        )
+        from langgraph.checkpoint.postgres import PostgresSaver  # optional: only for Postgres URLs
 
         with PostgresSaver.from_conn_string(target) as saver:
             saver.setup()

@@ -121,12 +121,9 @@ def curve(v: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 def write_tree_plot(path: Path, found: dict[str, dict[str, Any]]) -> Path:
     """Every branch's validation WER against training samples, one line each, into ``path`` (PNG, atomic)."""
-    import matplotlib
+    from graph.plot import pyplot, save_figure  # matplotlib loads only when a tree is drawn
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from graph.plot import save_figure
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for tid, v in found.items():

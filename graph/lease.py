@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from graph.checkpointer import describe, is_postgres
+from sttrl import extras
 from sttrl.errors import SttrlError
 
 
@@ -70,7 +71,7 @@ def _key(thread_id: str) -> int:
 
 @contextmanager
 def _pg_lease(url: str, thread_id: str) -> Iterator[None]:
-    import psycopg
+    psycopg = extras.load("psycopg", extra="postgres", what="a postgresql:// checkpointer")
 
     with psycopg.connect(url, autocommit=True) as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_key(thread_id),)).fetchone()[0]

@@ -6,12 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sttrl import extras
 from sttrl.io import atomic_writer
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no screen); a missing package names its extra."""
+    matplotlib = extras.load("matplotlib", extra="graph", what="plots")
+    matplotlib.use("Agg", force=True)
+    return extras.load("matplotlib.pyplot", extra="graph", what="plots")
 
 
 def save_figure(fig, path: str | Path) -> Path:
     """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     try:
         with atomic_writer(path) as fh:
@@ -26,11 +34,8 @@ FAULT_COLOR = "#d62728"
 
 def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str, Any] | None = None) -> Path:
     """Draw ``records`` (trajectory records) into ``path`` atomically; ``start`` adds step 0 (WER, loss)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator  # matplotlib is optional (the graph extra); pyplot() checked it
 
     path = Path(path)
     trained = [r for r in records if r.get("eval")]

@@ -196,11 +196,12 @@ def print_summary(console: Console, values: dict[str, Any]) -> None:
             console.print(line, highlight=False, markup=False)
 
 
-def quiet_library_bars() -> None:
-    """Turn off transformers' tqdm bars (weights written/loaded): they would cut through a live display."""
-    from transformers.utils import logging as hf_logging
+def quiet_library_bars(everything: bool = False) -> None:
+    """Turn off the libraries' own progress bars (they would cut through a live display); ``everything``
+    (``--quiet``, the benchmark's logs) also every tqdm bar a library draws directly (``sttrl.quiet``)."""
+    from sttrl.quiet import library_bars_off, quiet  # datasets and transformers load with the episode anyway
 
-    hf_logging.disable_progress_bar()
+    quiet() if everything else library_bars_off()
 
 
 def _open(stack: ExitStack, target: str) -> Any:
@@ -208,6 +209,8 @@ def _open(stack: ExitStack, target: str) -> Any:
 
     try:
         return stack.enter_context(open_checkpointer(target))
+    except SttrlError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bad path or an unreachable server: one clear line
         raise SttrlError(f"cannot open checkpointer {describe(target)}: {type(exc).__name__}: {exc}") from None
 
@@ -368,7 +371,7 @@ def run_thread(
             console.print(f"ignored on resume: {', '.join(ignored)}", highlight=False, markup=False)
         run_dir = Path(values["run_dir"])
         episode.sync_trajectory(run_dir, values.get("records") or [])  # the state is the source of truth
-    quiet_library_bars()
+    quiet_library_bars(everything=args.quiet)
     try:
         with ProgressDisplay(console, quiet=args.quiet) as display:
             values = stream_episode(
@@ -439,6 +442,8 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
+    if args.quiet:  # before anything loads: the agent (a local LLM's GGUF bar) is built before the episode starts
+        quiet_library_bars(everything=True)
     if args.model and args.agent not in ("llm", "learned"):
         parser.error("--model chooses the chat model of --agent llm (or the model directory of --agent learned)")
     if bool(args.fork) != (args.at is not None) or (args.action and not args.fork):

@@ -10,9 +10,9 @@ __all__ = ["SttEnv", "make_env", "load_config", "Action", "Config"]
 
 def __getattr__(name: str) -> Any:  # lazy: `import sttrl` stays cheap; torch loads on first use
     if name in ("SttEnv", "make_env"):
-        from sttrl import env
+        from sttrl.env import gym  # torch loads here, on first use
 
-        return getattr(env, name)
+        return getattr(gym, name)
     if name in ("load_config", "Config"):
         from sttrl import config
 

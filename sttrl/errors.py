@@ -50,3 +50,7 @@ class SinkError(SttrlError):
 
 class ForkError(SttrlError):
     """A fork that cannot be made: unknown thread, step outside its history, action not enabled, id taken."""
+
+
+class MissingExtraError(ConfigError):
+    """An optional package is not installed; the message names the pip extra and the command that installs it."""

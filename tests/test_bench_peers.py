@@ -258,8 +258,8 @@ def test_suites_smoke_end_to_end_and_estimates(make_config, tmp_path, capsys):
 
 def test_budget_in_samples_and_what_a_missing_extra_says(make_config, monkeypatch, tmp_path):
     from bench.core import default_reference
+    from sttrl import extras
     from sttrl.control import registry as registry
-    from sttrl.control import spec
     from sttrl.train.blocks import Hyperparams
 
     b = bench.budget_of(make_config(*INSTANCES), optuna_trials=4)
@@ -276,6 +276,6 @@ def test_budget_in_samples_and_what_a_missing_extra_says(make_config, monkeypatc
     assert default_reference(["oracle", "tpe"]) == "tpe"
     with pytest.raises(bench.ConfigError, match="regret only"):
         bench.Bench(make_config(), ["static", "oracle"], [0], tmp_path, reference="oracle")
-    monkeypatch.setattr(spec.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(bench.ConfigError, match=r"controller 'pbt' needs ray: pip install -e '\.\[ray\]'"):
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(bench.ConfigError, match=r"controller 'pbt' needs the 'ray' extra: pip install -e '\.\[ray\]'"):
         registry.get("pbt")

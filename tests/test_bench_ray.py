@@ -11,6 +11,7 @@ import pytest
 import bench
 from bench import executors
 from bench.suites import DEBUG_INSTANCES
+from sttrl import extras
 
 KEYS = (
     "controller",
@@ -70,7 +71,7 @@ def test_pool_executor_matches_local(make_config, tmp_path):
 def test_unknown_executor_and_missing_ray_are_one_line(make_config, tmp_path, monkeypatch):
     with pytest.raises(bench.ConfigError, match="unknown executor 'dask'; valid: local, pool, ray"):
         bench.Bench(make_config(), ["static"], [0], tmp_path, executor="dask")
-    monkeypatch.setattr(executors.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(bench.ConfigError, match=r"pip install -e '\.\[ray\]'"):
         executors.check_executor("ray")
 

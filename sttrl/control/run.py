@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sttrl.config import add_config_arguments, load_config, secret
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.quiet import quiet
 from sttrl.train.memory import limit_arenas
 
 
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
+    if args.quiet:
+        quiet()
     console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
     rc = 0
     try:

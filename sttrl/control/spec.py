@@ -6,10 +6,11 @@ that callers use, :mod:`sttrl.control.registry`, imports the built-in controller
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from sttrl import extras
 
 Kind = Literal["episode", "trials"]
 
@@ -33,7 +34,7 @@ class ControllerSpec:
     configure: Callable[[Any], Any] | None = None
 
     def missing_packages(self) -> list[str]:
-        return [p for p in self.packages if importlib.util.find_spec(p) is None]
+        return extras.missing(self.packages)
 
 
 REGISTRY: dict[str, ControllerSpec] = {}

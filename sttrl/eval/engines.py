@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sttrl import extras
 from sttrl.config import Config
 from sttrl.errors import ConfigError
 from sttrl.eval.decode import evaluate
@@ -56,14 +57,10 @@ def ct2_compute_type(requested: str, device: torch.device) -> str:
 
 
 def import_ctranslate2() -> Any:
-    try:
-        import ctranslate2
-    except ImportError:
-        raise ConfigError(
-            "train.eval_engine=ct2 needs the ctranslate2 package: pip install 'sttrl[ct2]' "
-            "(or set train.eval_engine=transformers)"
-        ) from None
-    return ctranslate2
+    """The ``ctranslate2`` module; a missing package says which extra installs it."""
+    return extras.load(
+        "ctranslate2", extra="ct2", what="train.eval_engine=ct2", hint="or set train.eval_engine=transformers"
+    )
 
 
 def ct2_files(loaded: LoadedModel) -> dict[str, bytes]:

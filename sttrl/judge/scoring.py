@@ -26,6 +26,7 @@ from sttrl.eval.engines import ENGINES, evaluate_with
 from sttrl.io import atomic_write_json
 from sttrl.judge.integrity import check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
+from sttrl.quiet import quiet
 from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY, final_file_hashes
 from sttrl.train.device import resolve_device
 from sttrl.train.features import FeatureStore, feature_cache_dir
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
+    if args.quiet:
+        quiet()
     try:
         from sttrl.config import secret
 

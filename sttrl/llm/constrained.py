@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from sttrl import extras
 from sttrl.llm.local import LoadedModel
 
 MAX_WHITESPACE = 1  # consecutive whitespace characters allowed outside strings
@@ -57,7 +58,8 @@ def _tokenizer_data(loaded: LoadedModel) -> Any:
     data = loaded.extras.get("lmfe_tokenizer_data")
     if data is not None:
         return data
-    from lmformatenforcer.tokenenforcer import TokenEnforcerTokenizerData
+    extras.require("lmformatenforcer", extra="local-llm", what="constrained decoding of a local model")
+    from lmformatenforcer.tokenenforcer import TokenEnforcerTokenizerData  # optional: the local-llm extra
 
     tok = loaded.tokenizer
     vocab_size = len(tok)
@@ -138,7 +140,8 @@ def generate(
     tok, model = loaded.tokenizer, loaded.model
     processors = []
     if schema is not None:
-        from lmformatenforcer import JsonSchemaParser
+        extras.require("lmformatenforcer", extra="local-llm", what="constrained decoding of a local model")
+        from lmformatenforcer import JsonSchemaParser  # optional: the local-llm extra
         from lmformatenforcer.tokenenforcer import TokenEnforcer
 
         bounded = bound_strings(schema, max_string_chars)

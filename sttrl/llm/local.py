@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sttrl import extras
 from sttrl.errors import ConfigError, ModelError
 
 # short name -> (python package holding the file, file name, pip command)
@@ -127,10 +128,7 @@ def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
 
         kwargs: dict[str, Any] = {}
         if source.gguf_file:
-            if importlib.util.find_spec("gguf") is None:
-                raise ModelError(
-                    f"local model {source.name!r} is a GGUF file and needs the gguf package: pip install gguf==0.19.0"
-                )
+            extras.require("gguf", "accelerate", extra="local-llm", what=f"local model {source.name!r} (a GGUF file)")
             kwargs["gguf_file"] = source.gguf_file
         if not source.is_hub:
             kwargs["local_files_only"] = True

