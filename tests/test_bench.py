@@ -141,11 +141,11 @@ def test_debug_bench_every_controller_interrupted_resumed_and_skipped(make_confi
     real_evaluate = EpisodeRuntime.evaluate
     fired = []
 
-    def evaluate_then_interrupt(self, block=None):
+    def evaluate_then_interrupt(self, block=None, **kwargs):
         if self.run_dir.name == "trial-001" and not fired:
             fired.append(True)
             raise KeyboardInterrupt
-        return real_evaluate(self, block)
+        return real_evaluate(self, block, **kwargs)
 
     monkeypatch.setattr(EpisodeRuntime, "evaluate", evaluate_then_interrupt)
     with pytest.raises(KeyboardInterrupt):  # 2. the episodes finish; interrupted inside Optuna's second trial

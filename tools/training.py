@@ -63,11 +63,14 @@ def train_block(step: Pending, episode: Episode, on_step: Callable[[Any], None] 
 @tool("evaluate", args_schema=EvaluateArgs)
 def evaluate(block: int, episode: Episode) -> dict[str, Any]:
     """Score the model as it was after block ``block`` on the validation split (training domains
-    only; the hidden domain is never loaded here): greedy decoding, WER and CER after the declared
-    text normalizer.
+    only; the hidden domain is never loaded here): the teacher-forced validation loss (one forward
+    pass, no decoding) after every block, and greedy decoding with WER and CER after the declared
+    text normalizer when ``env.eval_every`` decodes this block (else the last measured WER is carried).
 
     Cached on disk per block, so calling it again for the same block returns the same numbers
     without decoding again. Returns an EvalResult as a dict: ``wer``, ``cer``, ``n`` (utterances),
-    ``seconds``, ``utterances_per_s`` and a few ``examples`` (validation reference/hypothesis pairs).
+    ``seconds``, ``utterances_per_s``, a few ``examples`` (validation reference/hypothesis pairs),
+    ``val_loss``, ``loss_seconds`` and ``wer_block`` (null: measured on this block's model; else the
+    block whose WER is carried).
     """
     return episode.evaluate(block).to_dict()

@@ -101,7 +101,8 @@ class DataConfig(_Strict):
         0,
         ge=0,
         le=2**31 - 1,
-        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one dataset.",
+        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one "
+        "dataset.",
     )
     voices: list[str] = Field(
         default_factory=lambda: ["sw", "sw+m1", "sw+m2", "sw+m3", "sw+m4", "sw+f1", "sw+f2", "sw+f3", "sw+f4"],
@@ -257,6 +258,17 @@ class EnvConfig(_Strict):
     )
     max_actions: int = Field(8, ge=1, le=10_000, description="Decisions per episode before the budget is spent.")
     actions: list[str] = Field(default_factory=lambda: list(ALL_ACTIONS), min_length=1)
+    eval_every: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="Validation WER is decoded after every k-th block, at the start and after the last block of "
+        "the budget; the teacher-forced validation loss is measured after every block. An observation between "
+        "WER evaluations carries the last measured WER (wer_step names the step it was measured after). The "
+        "reward of a block without a fresh WER has a WER gain of 0 (its step and fault penalties still apply); "
+        "the next measured block's gain covers every block since the last measurement, so an episode's return "
+        "is the same sum of gains as with k=1.",
+    )
     checkpoint_every: int = Field(0, ge=0, description="Intra-block checkpoint every N steps; 0 = block end only.")
     keep_checkpoints: int = Field(
         2,
@@ -293,6 +305,11 @@ class EnvConfig(_Strict):
             assert self.samples_per_action is not None
             return max(1, -(-self.samples_per_action // (batch_size * grad_accum)))
         return self.steps_per_action
+
+    def wer_due(self, block: int, last: bool = False) -> bool:
+        """Whether the evaluation after ``block`` decodes a fresh WER (``eval_every``): at the start (block 0),
+        every ``eval_every``-th block, the budget's last block, and a block the episode ends after (``last``)."""
+        return last or block == 0 or block % self.eval_every == 0 or block >= self.max_actions
 
 
 class AgentConfig(_Strict):
@@ -347,8 +364,8 @@ class RunConfig(_Strict):
 
 
 class LookaheadConfig(_Strict):
-    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block checkpoint,
-    keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
+    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block
+    checkpoint, keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
 
     candidates: list[str] = Field(
         default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
@@ -361,13 +378,16 @@ class LookaheadConfig(_Strict):
         le=10_000_000,
         description="Training samples per probe (at least one optimizer step; at most a whole block).",
     )
-    criterion: Literal["train_loss", "val_wer"] = Field(
+    criterion: Literal["train_loss", "val_wer", "val_loss"] = Field(
         "train_loss",
         description="Which probe wins: the lowest mean training loss over the probe's last half "
-        "(default: separates settings after few steps) or the lowest WER on probe_eval_utterances validation "
-        "utterances (decodes once per probe).",
+        "(default: separates settings after few steps), the lowest WER on probe_eval_utterances validation "
+        "utterances (decodes once per probe), or the lowest teacher-forced validation loss on those utterances "
+        "(one forward pass per batch, no decoding; sttrl.eval.loss).",
     )
-    probe_eval_utterances: int = Field(16, ge=1, le=100_000, description="Validation utterances for val_wer.")
+    probe_eval_utterances: int = Field(
+        16, ge=1, le=100_000, description="Validation utterances for val_wer and val_loss."
+    )
     charge_probes: bool = Field(
         True,
         description="Losing probes count against the episode's sample budget (a "

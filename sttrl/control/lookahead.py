@@ -75,6 +75,8 @@ def _criterion(rt: EpisodeRuntime, losses: list[float], status: str) -> float:
     if rt.cfg.lookahead.criterion == "train_loss":
         tail = losses[len(losses) // 2 :]
         return float(sum(tail) / len(tail))
+    if rt.cfg.lookahead.criterion == "val_loss":  # teacher-forced, no decoding (sttrl.eval.loss)
+        return rt.validation_loss(rt.cfg.lookahead.probe_eval_utterances).loss
     return float(rt.score_current(rt.cfg.lookahead.probe_eval_utterances).wer)
 
 

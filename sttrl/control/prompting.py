@@ -24,6 +24,8 @@ from sttrl.errors import ConfigError
 OBSERVATION_LINES = (
     ("wer", "validation WER"),
     ("cer", "validation CER"),
+    ("wer_step", "step after which the validation WER was last measured"),
+    ("val_loss", "validation loss (teacher-forced, no decoding; measured after every block)"),
     ("previous_wer", "validation WER before the last block"),
     ("best_wer", "best validation WER so far"),
     ("train_loss", "mean training loss of the last block"),

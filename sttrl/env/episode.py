@@ -54,8 +54,10 @@ class Observation:
     freeze_layers: int
     max_freeze_layers: int
     train_loss: float | None
+    val_loss: float | None  # teacher-forced validation loss after the block (sttrl.eval.loss); every block
     wer: float
     cer: float
+    wer_step: int  # the step whose model ``wer``/``cer`` were measured on (env.eval_every: the last decoded one)
     best_wer: float
     previous_wer: float
     memory_gb: float
@@ -239,7 +241,7 @@ def decide(
         decided = controller.decide(progress.observation, history)
         if not isinstance(decided.action, Action) or decided.action.value not in cfg.env.actions:
             raise ValueError(f"action {decided.action!r} is not one of the enabled actions {cfg.env.actions}")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any controller failure becomes the fallback's decision, never a crash
         alt = fallback.decide(progress.observation, history)
         error = f"{type(exc).__name__}: {exc}"
         decided = Decided(
@@ -255,7 +257,7 @@ def conclude(
     progress: Progress, step: Pending, train: BlockResult, ev: EvalResult, cfg: Config, run_id: str
 ) -> Rewarded:
     """Reward, new observation and the step's trajectory record, from the block's and evaluation's results."""
-    r = reward_fn(progress.previous_wer, ev.wer, train.status, cfg.env.reward)
+    r = reward_fn(progress.previous_wer, ev.wer, train.status, cfg.env.reward)  # a carried WER: no gain
     best = min(progress.best_wer, ev.wer)
     obs = observation(
         hp=step.hp,
@@ -264,8 +266,10 @@ def conclude(
         global_step=train.global_step,
         max_freeze_layers=int(progress.observation["max_freeze_layers"]),
         train_loss=train.mean_loss,
+        val_loss=ev.val_loss,
         wer=ev.wer,
         cer=ev.cer,
+        wer_step=ev.wer_measured_after(step.step),
         best_wer=best,
         previous_wer=progress.previous_wer,
         memory_gb=train.peak_memory_gb,
@@ -273,13 +277,17 @@ def conclude(
         memory_budget_gb=progress.observation.get("memory_budget_gb"),
         status=train.status,
     )
-    timings = {"decide_seconds": step.seconds, "train_seconds": train.seconds, "eval_seconds": ev.seconds}
+    timings = {
+        "decide_seconds": step.seconds,
+        "train_seconds": train.seconds,
+        "eval_seconds": ev.seconds + ev.loss_seconds,
+    }
     timings["step_seconds"] = sum(timings.values())
     was = progress.spent
     spent = {
         "samples": was["samples"] + train.samples,
         "steps": was["steps"] + train.steps_attempted,
-        "evaluations": was["evaluations"] + 1,
+        "evaluations": was["evaluations"] + int(ev.wer_block is None),  # WER decodes (the loss is measured every block)
     }
     record = StepRecord(
         run_id=run_id,
@@ -379,7 +387,8 @@ class Episode:
 
     # ----- phases ------------------------------------------------------------------------------
     def start(self) -> Started:
-        """Measure the starting model (validation WER/CER of block 0, loss on the next batch); the first Progress."""
+        """Measure the starting model (validation WER/CER and loss of block 0, training loss on the next batch); the
+        first Progress."""
         rt = self.rt
         ev = rt.evaluate(0)
         loss = rt.probe_loss()
@@ -392,8 +401,10 @@ class Episode:
             global_step=rt.trainer.state.global_step,
             max_freeze_layers=rt.max_freeze,
             train_loss=loss,
+            val_loss=ev.val_loss,
             wer=ev.wer,
             cer=ev.cer,
+            wer_step=0,
             best_wer=ev.wer,
             previous_wer=ev.wer,
             memory_gb=rt.trainer.memory_gb(),
@@ -413,9 +424,11 @@ class Episode:
         result = self.rt.train_block(step.step, step.hp, on_step=on_step, continue_from=continue_from)
         return Trained(result, self.rt.checkpoint_info(step.step))
 
-    def evaluate(self, step: Pending | int) -> EvalResult:
-        """Validation WER/CER after the step's block (cached per block)."""
-        return self.rt.evaluate(step if isinstance(step, int) else step.step)
+    def evaluate(self, step: Pending | int, last: bool = False) -> EvalResult:
+        """Validation loss after the step's block, and its WER/CER when ``env.eval_every`` decodes this block or the
+        episode ends after it (``last``); otherwise the last measured WER is carried (cached per block)."""
+        block = step if isinstance(step, int) else step.step
+        return self.rt.evaluate(block, wer=self.cfg.env.wer_due(block, last))
 
     def reward(self, progress: Progress, step: Pending, train: BlockResult, ev: EvalResult) -> Rewarded:
         """The step's reward, observation and record (pure; see :func:`conclude`)."""
@@ -465,7 +478,7 @@ class Episode:
             self.progress = finished.progress
             return StepOutcome(step, finished.record, finished.progress, None, None, finished)
         trained = self.train(step, on_step, continue_from)
-        ev = self.evaluate(step)
+        ev = self.evaluate(step, last)
         rewarded = self.reward(self.progress, step, trained.result, ev)
         self.append(rewarded.record)
         self.progress = rewarded.progress

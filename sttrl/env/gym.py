@@ -3,6 +3,7 @@ training block and a real validation evaluation of a Whisper model."""
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,12 @@ class SttEnv(gym.Env):
 
     ## Observation Space
     A ``Dict`` of float32 arrays of shape (1,): ``lr``, ``batch_size``, ``grad_accum``, ``freeze_layers``,
-    ``train_loss`` (mean loss of the last block; at reset, the loss on the next batch), ``wer`` and ``cer``
-    (validation), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or on CPU
-    the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``.
+    ``train_loss`` (mean loss of the last block; at reset, the loss on the next batch), ``val_loss`` (teacher-forced
+    validation loss, measured after every block), ``wer`` and ``cer`` (validation; with ``env.eval_every`` > 1 the
+    last measured values), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or
+    on CPU the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and
+    Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``, ``wer_step`` (the step whose
+    model ``wer`` was measured on).
     ``info["observation"]`` holds the same as plain JSON with the device (``sttrl.env.episode.Observation``).
 
     Each step runs ``sttrl.env.episode`` (the same phases the LangGraph episode runs as nodes), so the two
@@ -50,7 +54,8 @@ class SttEnv(gym.Env):
     ``(previous WER - current WER) - env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0),
     ``nan_penalty`` (2.0) or ``divergence_penalty`` (2.5) when the block faulted; after a fault the model,
     optimizer and data cursor are rolled back to the block's start while the hyperparameters stay as the
-    action set them (the agent must repair them). ``stop`` trains nothing and pays 0.
+    action set them (the agent must repair them). ``stop`` trains nothing and pays 0. With ``env.eval_every`` > 1
+    a block without a fresh WER gains 0 and the next measured block's gain covers the blocks since.
 
     ## Episode End
     Terminated by ``stop``; truncated when ``env.max_actions`` decisions are spent. At the end the final
@@ -83,6 +88,7 @@ class SttEnv(gym.Env):
                 "grad_accum": box(1, 256),
                 "freeze_layers": box(0, 64),
                 "train_loss": box(0, np.inf),
+                "val_loss": box(0, np.inf),
                 "wer": box(0, np.inf),
                 "cer": box(0, np.inf),
                 "best_wer": box(0, np.inf),
@@ -90,6 +96,7 @@ class SttEnv(gym.Env):
                 "status": spaces.Discrete(len(STATUSES)),
                 "step": spaces.Discrete(e.max_actions + 1),
                 "steps_left": spaces.Discrete(e.max_actions + 1),
+                "wer_step": spaces.Discrete(e.max_actions + 1),
             }
         )
         self._hf_token = hf_token
@@ -111,6 +118,7 @@ class SttEnv(gym.Env):
                 "grad_accum",
                 "freeze_layers",
                 "train_loss",
+                "val_loss",
                 "wer",
                 "cer",
                 "best_wer",
@@ -120,6 +128,7 @@ class SttEnv(gym.Env):
         out["status"] = STATUSES.index(o["status"])
         out["step"] = o["step"]
         out["steps_left"] = o["steps_left"]
+        out["wer_step"] = o["wer_step"]
         return out
 
     @property
@@ -142,8 +151,6 @@ class SttEnv(gym.Env):
         """Free the episode's model, optimizer and features (the run directory stays on disk)."""
         self.runtime = None
         self.episode = None
-        import gc
-
         gc.collect()
 
     # ----- Gymnasium API ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ Everything the episode needs to go on after a crash lives under ``run_dir``:
     processor/             the processor (feature extractor + tokenizer) the judge loads
     checkpoints/block-NNNN complete training checkpoints after block N (block-0000 = the start)
     checkpoints/partial    the last intra-block checkpoint of a block cut off mid-way
-    evals/block-NNNN.json  validation result after block N
+    evals/block-NNNN.json  validation result after block N (WER/CER, teacher-forced loss; see env.eval_every)
     final/                 the model the judge scores (save_pretrained layout)
 
 ``train_block`` and ``evaluate`` are idempotent by block index: a finished block is loaded, not
@@ -20,6 +20,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,8 +29,9 @@ from sttrl.config import Config, config_from_dict
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.eval.engines import engine_label, evaluate_with
+from sttrl.eval.loss import LossResult, validation_loss
 from sttrl.eval.result import EvalResult
-from sttrl.io import atomic_write_json, sha256_file
+from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, block_name, final_file_hashes, new_run_id
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
@@ -283,26 +285,49 @@ class EpisodeRuntime:
         return result
 
     # ----- evaluation -------------------------------------------------------------------------
+    def _read_eval(self, block: int) -> EvalResult | None:
+        path = self.eval_dir / f"{block_name(block)}.json"
+        return EvalResult(**json.loads(path.read_text())) if block >= 0 and path.is_file() else None
+
     @torch_thread
-    def evaluate(self, block: int | None = None) -> EvalResult:
-        """Validation WER/CER of the model after ``block`` (default: the current one); cached on disk."""
+    def evaluate(self, block: int | None = None, wer: bool = True) -> EvalResult:
+        """Validation WER/CER and teacher-forced loss of the model after ``block`` (default: the current one); cached
+        on disk per block. ``wer=False`` measures the loss only and carries the WER of the evaluation before
+        (``EvalResult.wer_block`` names the block it was measured after; see ``env.eval_every``)."""
         block = self.block if block is None else block
         path = self.eval_dir / f"{block_name(block)}.json"
-        if path.is_file():
-            return EvalResult(**json.loads(path.read_text()))
+        cached = self._read_eval(block)
+        if cached is not None and (not wer or cached.wer_block is None):
+            return cached
         if block != self.block:
             self.load_block(block)
+        previous = self._read_eval(block - 1)
         result = self.block_result(block)
-        if result is not None and result.status != "ok" and block > 0:
-            previous = self.eval_dir / f"{block_name(block - 1)}.json"
-            if previous.is_file():  # rolled back: the same weights as before the block
-                res = EvalResult(**json.loads(previous.read_text()))
-                atomic_write_json(path, res.to_dict())
-                return res
-        res = evaluate_with(self.cfg, self.val_store, self.device)  # engine: train.eval_engine
+        rolled_back = result is not None and result.status != "ok" and block > 0
+        if previous is not None and rolled_back and (not wer or previous.wer_block is None):
+            atomic_write_json(path, previous.to_dict())  # rolled back: the same weights as before the block
+            return previous
+        loss = self.validation_loss()
+        if wer or previous is None:
+            res = evaluate_with(self.cfg, self.val_store, self.device)  # engine: train.eval_engine
+        else:
+            res = replace(
+                previous,
+                seconds=0.0,
+                utterances_per_s=0.0,
+                convert_seconds=0.0,
+                wer_block=previous.wer_measured_after(block - 1),
+            )
+        res = replace(res, val_loss=loss.loss, loss_seconds=loss.seconds)
         atomic_write_json(path, res.to_dict())
         release_memory()  # generation buffers go back to the OS
         return res
+
+    @torch_thread
+    def validation_loss(self, n_utterances: int | None = None) -> LossResult:
+        """Teacher-forced validation loss of the model as it is in memory on the first ``n_utterances`` validation
+        utterances (all that an evaluation scores by default); not cached (a probe's end is no block)."""
+        return validation_loss(self.val_store, self.device, self.cfg.train.eval_batch_size, n_utterances)
 
     @torch_thread
     def score_current(self, n_utterances: int) -> EvalResult:
@@ -337,8 +362,6 @@ class EpisodeRuntime:
         tmp = self.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.loaded.model.save_pretrained(tmp)
-        from sttrl.io import atomic_replace_dir
-
         atomic_replace_dir(tmp, final)
         info = {
             "path": "final",

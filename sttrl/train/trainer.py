@@ -1,4 +1,5 @@
-"""Real training blocks: AdamW, warm-up and lr schedules (``train.lr_schedule``), gradient accumulation, layer freezing, clipping, faults, checkpoints.
+"""Real training blocks: AdamW, warm-up and lr schedules (``train.lr_schedule``), gradient accumulation, layer
+freezing, clipping, faults, checkpoints.
 
 A block trains ``n`` optimizer steps with the given hyperparameters. Faults are transitions, not
 crashes: the model, optimizer and data cursor roll back to the block's start and the block ends
@@ -34,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_model as load_safetensors_model
 
 from sttrl.config import TrainConfig
@@ -43,6 +43,7 @@ from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
 from sttrl.train.faults import allocation_message, is_allocation_failure
 from sttrl.train.features import FeatureStore
+from sttrl.train.loss import label_loss
 from sttrl.train.memory import release_memory
 from sttrl.train.model import LoadedModel, set_frozen_layers
 
@@ -155,24 +156,8 @@ class Trainer:
         return scheduled_lr(hp.lr, step, self.horizon_steps, c.lr_schedule, c.warmup_fraction, c.lr_final_fraction)
 
     def _loss(self, batch) -> torch.Tensor:
-        """Mean cross-entropy over the labelled positions only.
-
-        Whisper's own ``forward(labels=...)`` projects every decoder position (the forced prefix and the
-        padding too) onto the 51,864-token vocabulary and masks them afterwards; projecting only the
-        positions that carry a label gives the same loss with less work and fewer saved activations.
-        The positions come from the collator (computed on the host: no device sync)."""
-        model = self.model
-        if not hasattr(model, "proj_out") or batch.label_positions is None:
-            kw = dict(
-                input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels
-            )
-            return model(**kw).loss
-        hidden = model.model(
-            input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, use_cache=False
-        ).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.label_positions)
-        logits = model.proj_out(hidden)
-        return F.cross_entropy(logits.float(), batch.label_targets)
+        """Mean cross-entropy over the labelled positions only (see :func:`sttrl.train.loss.label_loss`)."""
+        return label_loss(self.model, batch)
 
     def _forward(self, batch) -> tuple[torch.Tensor, float]:
         """The loss of one micro-batch and the training-memory peak (GB) while its graph is alive."""
@@ -293,12 +278,12 @@ class Trainer:
             # a trainer used without a runtime (benchmarks) has no starting loss: fall back to the first quarter
             ref = self.state.reference_loss if self.state.reference_loss is not None else float(np.mean(losses[:q]))
             tail = float(np.mean(losses[-q:]))
-            if len(losses) >= 2 or self.state.reference_loss is not None:
-                if tail > self.cfg.divergence_ratio * ref:
-                    status, note = (
-                        "diverged",
-                        (f"last-quarter loss {tail:.3f} > {self.cfg.divergence_ratio} x reference {ref:.3f}"),
-                    )
+            judged = len(losses) >= 2 or self.state.reference_loss is not None
+            if judged and tail > self.cfg.divergence_ratio * ref:
+                status, note = (
+                    "diverged",
+                    (f"last-quarter loss {tail:.3f} > {self.cfg.divergence_ratio} x reference {ref:.3f}"),
+                )
         seconds = time.perf_counter() - start
         mean = float(np.mean(losses)) if losses else None
         if status != "ok":
