@@ -34,7 +34,7 @@ class LookaheadController:
     name = "lookahead"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        from sttrl.judge.scoring import judge
+        from sttrl.judge.scoring import judge  # torch: loaded when a run starts
 
         name = thread_id(self.name, seed)
         run_dir = ctx.out / "runs" / name

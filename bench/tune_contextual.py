@@ -25,8 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.tune_schedule import run_point
-from bench.tuning import QUICK_OVERRIDES, budget_doc, cached_data, cost, floats, instance_config, train_instances, words
-from sttrl.config import Config, add_config_arguments, load_config
+from bench.tuning import (
+    cached_data,
+    floats,
+    instance_config,
+    provenance,
+    train_instances,
+    tuning_config,
+    tuning_parser,
+    words,
+    work_dir,
+)
+from sttrl.config import Config
 from sttrl.control.context_models import choose
 from sttrl.control.contextual import TUNED_SCHEMA, default_features, features_of, start_observation
 from sttrl.control.schedule import with_schedule
@@ -101,7 +111,6 @@ def tune(
     best_global = int(np.argmin(Y.mean(axis=0)))
     return {
         "schema": TUNED_SCHEMA,
-        "preset": cfg.preset,
         "model": model,
         "model_note": note,
         "features": features,
@@ -109,22 +118,12 @@ def tune(
         "instances": rows,
         "cv": cv,
         "global_best": {**grid[best_global], "dev_wer_mean": float(Y.mean(axis=0)[best_global])},
-        "train_instances": instances,
-        "split": "dev",
-        "cost": cost(runs),
-        "budget": budget_doc(cfg),
+        **provenance(cfg, instances, runs),
     }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.tune_contextual",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(p)
-    p.set_defaults(preset=None)
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the tuned file (JSON)")
+    p = tuning_parser("python -m bench.tune_contextual", __doc__.splitlines()[0], 8)
     p.add_argument(
         "--grid-lr", metavar="LR,...", help=f"peak lrs (default: train.lr x {', '.join(map(str, LR_FACTORS))})"
     )
@@ -132,10 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmups", default="0.1", metavar="F,...", help="warm-up shares of the horizon (default: 0.1)")
     p.add_argument("--final-fraction", type=float, default=0.0, help="final lr / peak (default: 0)")
     p.add_argument("--features", metavar="NAME,...", help="features (default: the base ones, + what the set varies)")
-    p.add_argument("--train-instances", type=int, default=8, metavar="N", help="the first N train instances")
-    p.add_argument("--work", type=Path, metavar="DIR", help="run directories (default: FILE's folder/<stem>-runs)")
-    p.add_argument("--quick", action="store_true", help="debug preset, a 2-point grid on 2 train instances (CI)")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the time estimate, run nothing")
     return p
 
 
@@ -149,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
     try:
-        preset = args.preset or ("debug" if args.quick else "bench-cpu")
-        quick = list(QUICK_OVERRIDES) if args.quick and preset == "debug" else []
-        cfg = load_config(preset, args.config, [*quick, *args.overrides])
+        cfg = tuning_config(args)
         lr = cfg.train.lr
         lrs = floats(args.grid_lr) if args.grid_lr else [lr / 2, lr * 2] if args.quick else [lr * f for f in LR_FACTORS]
         shapes = words(args.shapes) if args.shapes else ["cosine"] if args.quick else ["linear", "cosine"]
@@ -166,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.dry_run:
             return 0
-        doc = tune(cfg, grid, instances, features, args.work or args.out.parent / f"{args.out.stem}-runs")
+        doc = tune(cfg, grid, instances, features, work_dir(args))
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

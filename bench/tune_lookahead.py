@@ -26,17 +26,19 @@ from typing import Any
 
 from bench.lookahead import lookahead_result
 from bench.tuning import (
-    QUICK_OVERRIDES,
-    budget_doc,
     cached_data,
-    cost,
     floats,
     instance_config,
+    lowest,
     mean_or_none,
+    provenance,
     train_instances,
+    tuning_config,
+    tuning_parser,
     words,
+    work_dir,
 )
-from sttrl.config import Config, add_config_arguments, load_config
+from sttrl.config import Config
 from sttrl.control.lookahead import CRITERIA, LOG, TUNED_SCHEMA, run_lookahead, with_settings
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.io import atomic_write_json
@@ -132,41 +134,23 @@ def tune(
                 "probe_samples_mean": mean_or_none([r["probe_samples"] for r in got]),
             }
         )
-    ok = [p for p in scored if p["dev_wer_mean"] is not None]
-    if not ok:
-        raise SttrlError("no lookahead point was scored on the hidden dev split")
-    best = min(ok, key=lambda p: p["dev_wer_mean"])  # the first on ties (grid order)
+    best = lowest(scored)
     return {
         "schema": TUNED_SCHEMA,
-        "preset": cfg.preset,
         "settings": {k: best[k] for k in ("probe_samples", "candidates", "criterion", "probe_share")},
         "candidate_set": best["set"],
         "dev_wer": best["dev_wer_mean"],
-        "train_instances": instances,
-        "split": "dev",
         "grid": scored,
-        "cost": cost(rows),
-        "budget": budget_doc(cfg),
+        **provenance(cfg, instances, rows),
     }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m bench.tune_lookahead",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_config_arguments(p)
-    p.set_defaults(preset=None)
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the tuned file (JSON)")
+    p = tuning_parser("python -m bench.tune_lookahead", __doc__.splitlines()[0], 4)
     p.add_argument("--probe-samples", metavar="N,...", help=f"probe lengths (default {FULL_GRID['probe_samples']})")
     p.add_argument("--sets", metavar="NAME,...", help=f"candidate sets from {', '.join(CANDIDATE_SETS)}")
     p.add_argument("--criteria", metavar="NAME,...", help=f"criteria from {', '.join(CRITERIA)}")
     p.add_argument("--shares", metavar="F,...", help=f"probe shares of the budget (default {FULL_SHARES})")
-    p.add_argument("--train-instances", type=int, default=4, metavar="N", help="the first N train instances")
-    p.add_argument("--work", type=Path, metavar="DIR", help="run directories (default: FILE's folder/<stem>-runs)")
-    p.add_argument("--quick", action="store_true", help="debug preset, a 2-point grid on 1 train instance (CI)")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the time estimate, run nothing")
     return p
 
 
@@ -175,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
     grid = QUICK_GRID if args.quick else FULL_GRID
     try:
-        preset = args.preset or ("debug" if args.quick else "bench-cpu")
-        quick = list(QUICK_OVERRIDES) if args.quick and preset == "debug" else []
-        cfg = load_config(preset, args.config, [*quick, *args.overrides])
+        cfg = tuning_config(args)
         points = grid_points(
             [int(x) for x in floats(args.probe_samples)] if args.probe_samples else grid["probe_samples"],
             words(args.sets) if args.sets else grid["sets"],
@@ -192,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.dry_run:
             return 0
-        doc = tune(cfg, points, instances, args.work or args.out.parent / f"{args.out.stem}-runs")
+        doc = tune(cfg, points, instances, work_dir(args))
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.tuning import cached_data, instance_config
+from bench.tuning import cached_data, instance_config, lowest
 from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
 from sttrl.control.schedule import TUNED_SCHEMA, with_schedule
 from sttrl.errors import ConfigError, SttrlError
@@ -57,7 +57,7 @@ def run_point(
 ) -> dict[str, Any]:
     """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
     block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present)."""
-    from sttrl.env.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime  # torch: loaded when a run starts, not for --help
     from sttrl.judge.scoring import judge
     from sttrl.train.memory import release_memory
 
@@ -132,10 +132,7 @@ def tune(
                     "per_instance": {str(r["instance"]): r["dev_wer"] for r in got},
                 }
             )
-    scored = [p for p in points if p["dev_wer_mean"] is not None]
-    if not scored:
-        raise SttrlError("no grid point was scored on the hidden dev split")
-    best = min(scored, key=lambda p: p["dev_wer_mean"])  # the first on ties (grid order)
+    best = lowest(points)  # the first on ties (grid order)
     return {
         "schema": TUNED_SCHEMA,
         "preset": cfg.preset,

@@ -8,13 +8,15 @@ the debug preset with a small instance set (the CI test of each command).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from sttrl.config import Config, config_from_dict
-from sttrl.errors import ConfigError
+from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
+from sttrl.errors import ConfigError, SttrlError
 
 # --quick: the debug preset's instance set of the smoke suite (train instances 0-1), 2 blocks of 8 samples
 QUICK_OVERRIDES = (
@@ -90,3 +92,47 @@ def cached_data(cfg: Config, cache: dict[str, Any]) -> Any:
         cache.clear()
         cache[key] = build_speech_data(cfg.data, progress=False)
     return cache[key]
+
+
+def tuning_parser(prog: str, doc: str, instances: int) -> argparse.ArgumentParser:
+    """The options every tuning command shares: config, ``--out``, ``--train-instances``, ``--work``, ``--quick``,
+    ``--dry-run`` (the preset defaults to bench-cpu, debug with ``--quick``)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.set_defaults(preset=None)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the tuned file (JSON)")
+    p.add_argument("--train-instances", type=int, default=instances, metavar="N", help="the first N train instances")
+    p.add_argument("--work", type=Path, metavar="DIR", help="run directories (default: FILE's folder/<stem>-runs)")
+    p.add_argument("--quick", action="store_true", help="the debug preset, a 2-point grid (the CI test)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and the time estimate, run nothing")
+    return p
+
+
+def tuning_config(args: argparse.Namespace) -> Config:
+    """The config of a tuning command: ``--preset`` (bench-cpu; debug with the smoke instance set for ``--quick``)."""
+    preset = args.preset or ("debug" if args.quick else "bench-cpu")
+    quick = list(QUICK_OVERRIDES) if args.quick and preset == "debug" else []
+    return load_config(preset, args.config, [*quick, *args.overrides])
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    return args.work or args.out.parent / f"{args.out.stem}-runs"
+
+
+def lowest(points: Sequence[dict[str, Any]], key: str = "dev_wer_mean") -> dict[str, Any]:
+    """The scored point with the lowest ``key`` (the first on ties: grid order); an error when none was scored."""
+    scored = [p for p in points if p[key] is not None]
+    if not scored:
+        raise SttrlError("no grid point was scored on the hidden dev split")
+    return min(scored, key=lambda p: p[key])
+
+
+def provenance(cfg: Config, instances: list[int], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What every tuned file says about itself: preset, train instances, split, cost, budget."""
+    return {
+        "preset": cfg.preset,
+        "train_instances": instances,
+        "split": "dev",
+        "cost": cost(rows),
+        "budget": budget_doc(cfg),
+    }

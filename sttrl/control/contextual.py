@@ -33,7 +33,7 @@ import numpy as np
 
 from sttrl.config import Config
 from sttrl.control.context_models import fit
-from sttrl.control.schedule import schedule_of, with_schedule
+from sttrl.control.schedule import read_tuned, schedule_of, with_schedule
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
@@ -108,13 +108,7 @@ def start_observation(cfg: Config, data: Any = None) -> dict[str, Any]:
 
 def load_tuned(path: str | Path) -> dict[str, Any]:
     """A tuned contextual file; ConfigError when missing or of another schema."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"bench.contextual_file {p} does not exist: write it with python -m bench.tune_contextual")
-    doc = json.loads(p.read_text())
-    if doc.get("schema") != TUNED_SCHEMA:
-        raise ConfigError(f"{p} is not a tuned contextual file (schema {doc.get('schema')!r}, want {TUNED_SCHEMA})")
-    return doc
+    return read_tuned(path, TUNED_SCHEMA, "contextual")
 
 
 def predict(doc: dict[str, Any], x: list[float]) -> tuple[dict[str, Any], list[float]]:

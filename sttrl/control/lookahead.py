@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sttrl.config import Config, config_from_dict
+from sttrl.control.schedule import read_tuned
 from sttrl.env import episode
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
@@ -81,13 +82,7 @@ def criterion_of(cfg: Config) -> Criterion:
 
 def load_tuned(path: str | Path) -> dict[str, Any]:
     """A tuned lookahead file (``sttrl.lookahead/1``); ConfigError when missing or of another schema."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"bench.lookahead_file {p} does not exist: write it with python -m bench.tune_lookahead")
-    doc = json.loads(p.read_text())
-    if doc.get("schema") != TUNED_SCHEMA:
-        raise ConfigError(f"{p} is not a tuned lookahead file (schema {doc.get('schema')!r}, want {TUNED_SCHEMA})")
-    return doc
+    return read_tuned(path, TUNED_SCHEMA, "lookahead")
 
 
 def with_settings(cfg: Config, settings: dict[str, Any]) -> Config:

@@ -70,9 +70,9 @@ def learn(
 ) -> dict[str, Any]:
     """Train ``cfg.policy.stage`` from ``data`` starting at ``model``; write ``out``; returns its metadata.
     ``on_line`` gets each step's numbers, ``on_check`` the held-out check's lines."""
-    import torch
+    import torch  # torch and transformers: loaded when a stage runs, not for --help or a config error
 
-    from sttrl.llm.local import load_model, resolve_model
+    from sttrl.llm.local import load_model, resolve_model  # these import torch
     from sttrl.policy import heldout
     from sttrl.policy.data import load_rows
     from sttrl.policy.episodes import train_episodes
