@@ -12,10 +12,14 @@ Modules
     ``trials``         the ``TrialsController`` interface, the context the benchmark hands it, judging a trial
     ``tpe``            Optuna TPE (``tpe``, alias ``optuna``), a trials controller
     ``sha``            successive halving whose promoted trials continue from their block checkpoints
+    ``hybrid``         successive halving whose rung choices (who continues, the next lr) an LLM makes
     ``pbt``            Population Based Training through Ray Tune (weights carried by checkpoint)
     ``oracle``         the best static setting per instance in hindsight: regret only, not a contestant
     ``tune_schedule``  ``python -m bench.tune_schedule``: tunes the ``schedule`` controller (``sttrl.control.schedule``)
                        on train instances against hidden dev; writes the tuned file and its cost
+    ``tune_contextual``, ``tune_lookahead``  the same for ``contextual`` (its map, chosen by cross-validation over
+                       train instances) and ``lookahead`` (probe length, candidates, criterion, probe share)
+    ``tuning``         what the tuning commands share (train instances only, hidden dev only, cost, --quick)
     ``lookahead``      the lookahead controller in the benchmark
     ``episodes``       one episode: run, resume or read back (thread ``bench-<controller>-s<seed>``)
     ``executors``      local, a process pool (``--workers`` runs at once) or Ray (each run a Ray task on a

@@ -127,7 +127,7 @@ def plan_seeds(cfg: Config, n: int, first: int = 0) -> list[int]:
     return list(spec.test_seeds[first : first + n])
 
 
-def _resolve_secrets(controllers: list[str], model: str | None) -> None:
+def _resolve_secrets(controllers: list[str], model: str | None, hybrid_model: str) -> None:
     """Resolve the secrets this run can need, once per process (never logged or written)."""
     from graph import live
     from graph.agents import DEFAULT_MODEL, api_key_name
@@ -136,6 +136,8 @@ def _resolve_secrets(controllers: list[str], model: str | None) -> None:
     if "llm" in controllers:
         m = model or DEFAULT_MODEL
         live.resolve_once(f"api_key:{m}", api_key_name(m))
+    if "hybrid" in controllers:
+        live.resolve_once(f"api_key:{hybrid_model}", api_key_name(hybrid_model))
 
 
 def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = None) -> int:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
         n_seeds = args.seeds if args.seeds is not None else (suite.instances if suite else 3)
         if n_seeds < 1:
             raise ConfigError("--seeds must be at least 1")
-        _resolve_secrets(controllers, args.model)
+        _resolve_secrets(controllers, args.model, cfg.bench.hybrid_model)
         seeds = plan_seeds(cfg, n_seeds, args.first_seed)
         if suite:  # before anything runs: what it will cost
             console.print(suite.describe(controllers, len(seeds)), highlight=False, markup=False, soft_wrap=True)

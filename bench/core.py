@@ -4,6 +4,7 @@ controller kind, and writes bench.json, the figures and the table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+import bench.hybrid
 import bench.lookahead
 import bench.oracle
 import bench.pbt
@@ -116,8 +118,8 @@ class Bench:
         self.controllers: list[str] = []
         for c in dict.fromkeys(controllers):
             why = None
-            if c == "llm" and not self._injected("llm"):
-                why = llm_unavailable(self.model)
+            if c in ("llm", "hybrid") and not self._injected(c):
+                why = llm_unavailable(self.model if c == "llm" else cfg.bench.hybrid_model)
             elif registry.REGISTRY[c].missing_packages():
                 try:
                     registry.get(c)
@@ -149,10 +151,8 @@ class Bench:
             return
         old = json.loads(self.json_path.read_text())
         old_cfg = old.get("config", {})
-        try:  # a field added since, absent from the old file, counts as its default
+        with contextlib.suppress(ConfigError, ValueError):  # a field added since, absent from the old file: default
             old_cfg = config_from_dict(old_cfg).to_dict()
-        except (ConfigError, ValueError):
-            pass
         diff = config_differences(old_cfg, self.cfg.to_dict())
         if diff:
             raise ConfigError(
@@ -280,7 +280,9 @@ class Bench:
                     try:
                         spec = registry.REGISTRY[controller]
                         if spec.kind == "trials":
-                            res = spec.factory(self.cfg).run(self.ctx, seed, progress)
+                            injected = self.agent_factory(controller, self.cfg) if self.agent_factory else None
+                            opts = {"chat_model": injected} if injected is not None else {}
+                            res = spec.factory(self.cfg, **opts).run(self.ctx, seed, progress)
                         else:
                             res = run_episode(
                                 compiled,

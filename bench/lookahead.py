@@ -3,7 +3,8 @@ see :mod:`sttrl.control.lookahead`). Its run directory is ``runs/bench-lookahead
 back from ``result.json``, an unfinished one starts again (probes are not resumable mid-way).
 
 Budget: the episode's samples (``env.max_actions`` blocks at the starting hyperparameters), probes included;
-``train_steps`` counts every optimizer step attempted, probes included, so it compares with an episode's."""
+``train_steps`` counts every optimizer step attempted, probes included, so it compares with an episode's. With
+``bench.lookahead_file`` (``python -m bench.tune_lookahead``) the tuned ``lookahead.*`` settings run."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from bench.common import FAULTS, thread_id
+from bench.common import FAULTS, run_config, thread_id
 from bench.results import result_line
 from bench.trials import BenchContext
 from sttrl.config import Config
 from sttrl.control import registry as registry
+from sttrl.control.lookahead import LOG, configure, run_lookahead
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.io import atomic_write_json
 from sttrl.train.memory import release_memory
@@ -32,8 +34,7 @@ class LookaheadController:
     name = "lookahead"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        from sttrl.control.lookahead import LOG, run_lookahead
-        from sttrl.judge.scoring import judge
+        from sttrl.judge.scoring import judge  # torch: loaded when a run starts
 
         name = thread_id(self.name, seed)
         run_dir = ctx.out / "runs" / name
@@ -47,12 +48,15 @@ class LookaheadController:
         progress.start_run(name, ctx.budget.train_steps, ctx.budget.steps_per_action, "new episode")
         t0 = time.perf_counter()
         try:
-            out = run_lookahead(ctx.seed_config(seed), run_dir, on_line=lambda s: progress.line(f"  {name} {s}"))
+            cfg = run_config(ctx.cfg, seed, ctx.out, self.name)  # the tuned settings (bench.lookahead_file) too
+            out = run_lookahead(cfg, run_dir, on_line=lambda s: progress.line(f"  {name} {s}"))
             report = judge(run_dir, progress=False)
         finally:
             release_memory(collect=True)
         rows = [json.loads(line) for line in (run_dir / LOG).read_text().splitlines()]
         res = lookahead_result(seed, name, out, rows, report, time.perf_counter() - t0)
+        res["settings"] = cfg.lookahead.model_dump(mode="json")
+        res["tuned_file"] = str(cfg.bench.lookahead_file) if cfg.bench.lookahead_file else None
         atomic_write_json(result_path, res)
         progress.end_run(result_line(res) + f", {res['probe_samples']} of {res['samples_spent']} samples on probes")
         return {**res, "resumed": "new episode"}
@@ -65,7 +69,7 @@ def lookahead_result(
     start_wer = float(out["start"]["wer"])
     x, y, steps = [0], [start_wer], 0
     faults: Counter[str] = Counter()
-    for rec, row in zip(out["records"], rows):
+    for rec, row in zip(out["records"], rows, strict=True):  # one log row per decision, probed or not
         losers = [p for p in row["probes"] if not (p["action"] == row["chosen"] and p["status"] == "ok")]
         steps += rec["train"]["steps_attempted"] + sum(p["steps"] for p in losers)  # the block counts its winner's
         x.append(steps)
@@ -116,5 +120,6 @@ register(
         "probe every candidate action from the block checkpoint, continue from the "
         "best probe (lookahead.*); probe samples count against the budget",
         color="#e377c2",
+        configure=configure,
     )
 )

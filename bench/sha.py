@@ -128,16 +128,39 @@ class ShaController:
                     clock.tick(force=True)
                 wer = {r["trial"]: r["val_wer"] for r in records if r["rung"] == rung}
                 alive = sorted(alive, key=lambda t: (wer[t], t))
+                if rung + 1 < len(sizes):
+                    alive = self.promote(cfg, run_dir, rung, alive, sizes, records, hps, progress)
             best = next(r for r in records if r["trial"] == alive[0] and r["rung"] == len(sizes) - 1)
             report, final = judge_trial(Path(best["run_dir"]))
         finally:
             clock.tick(force=True)
             data.clear()
             release_memory(collect=True)
-        res = sha_result(seed, name, run_dir, records, best, report, final, b, sizes, eta, clock.seconds)
+        res = sha_result(seed, name, run_dir, records, best, report, final, b, sizes, eta, clock.seconds, self.name)
+        res.update(self.extra_result(run_dir))
         atomic_write_json(run_dir / "result.json", res)
         progress.end_run(result_line(res) + f", best trial {best['trial']} {best['hp']}")
         return {**res, "resumed": note}
+
+    def promote(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        rung: int,
+        ranked: list[int],
+        sizes: list[int],
+        records: list[dict[str, Any]],
+        hps: list[Hyperparams],
+        progress: BenchProgress,
+    ) -> list[int]:
+        """The trials that continue after ``rung`` (``ranked``: best validation WER first; ``sizes``: trials per
+        rung): the best ``sizes[rung + 1]``. A subclass may choose otherwise and change the survivors'
+        hyperparameters in ``hps`` (see bench.hybrid)."""
+        return ranked[: sizes[rung + 1]]
+
+    def extra_result(self, run_dir: Path) -> dict[str, Any]:
+        """Fields a subclass adds to the run's result."""
+        return {}
 
 
 def _start_hp(cfg: Config, space: dict[str, Any], max_freeze: int, params: dict[str, Any]) -> Hyperparams:
@@ -220,10 +243,11 @@ def sha_result(
     sizes: list[int],
     eta: int,
     wall_s: float,
+    controller: str = "sha",
 ) -> dict[str, Any]:
     """The run's result: the survivor's judged numbers, every rung record and the best-so-far curve."""
     res = search_result(
-        "sha",
+        controller,
         seed,
         name,
         run_dir,

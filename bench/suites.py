@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 from sttrl.errors import ConfigError
 
-COST = {"sha": 1.3, "pbt": 2.0, "oracle": 3.0, "lookahead": 2.0}  # episode-equivalents; others 1
+# episode-equivalents; others 1. hybrid: sha plus the chat model's load and a few answers (SmolLM2 on 2 cores: a
+# debug run's first answer took 103 s, the next 18 s, on a loaded machine); contextual: one start measurement
+COST = {"sha": 1.3, "pbt": 2.0, "oracle": 3.0, "lookahead": 2.0, "hybrid": 1.8, "contextual": 1.1}
 DEBUG_INSTANCES = (
     "env.instances={lr: [5e-4, 2e-3], batch_sizes: [2, 4], train_seeds: [0, 1], test_seeds: [1000, 1001]}",
     "env.budget_unit=samples",

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.tuning import cached_data, instance_config, lowest
 from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
 from sttrl.control.schedule import TUNED_SCHEMA, with_schedule
 from sttrl.errors import ConfigError, SttrlError
@@ -56,9 +57,7 @@ def run_point(
 ) -> dict[str, Any]:
     """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
     block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present)."""
-    from sttrl.data import build_speech_data
-    from sttrl.env.instances import apply
-    from sttrl.env.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime  # torch: loaded when a run starts, not for --help
     from sttrl.judge.scoring import judge
     from sttrl.train.memory import release_memory
 
@@ -66,15 +65,9 @@ def run_point(
     if row_path.is_file():
         return json.loads(row_path.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again (at most one block is lost)
-    data = cfg.to_dict()
-    data["run"] = {**data["run"], "seed": instance}
-    icfg = one_block(configure(apply(config_from_dict(data), instance)))
-    key = json.dumps(icfg.data.model_dump(mode="json"), sort_keys=True)
-    if key not in data_cache:
-        data_cache.clear()  # one corpus in memory at a time
-        data_cache[key] = build_speech_data(icfg.data, progress=False)
+    icfg = one_block(instance_config(cfg, instance, configure))
     t0 = time.perf_counter()
-    rt = EpisodeRuntime(icfg, run_dir, progress=False, data=data_cache[key], run_id=run_dir.name)
+    rt = EpisodeRuntime(icfg, run_dir, progress=False, data=cached_data(icfg, data_cache), run_id=run_dir.name)
     hp = rt.initial_hp()
     res = rt.train_block(1, hp)
     rt.save_final()
@@ -139,10 +132,7 @@ def tune(
                     "per_instance": {str(r["instance"]): r["dev_wer"] for r in got},
                 }
             )
-    scored = [p for p in points if p["dev_wer_mean"] is not None]
-    if not scored:
-        raise SttrlError("no grid point was scored on the hidden dev split")
-    best = min(scored, key=lambda p: p["dev_wer_mean"])  # the first on ties (grid order)
+    best = lowest(points)  # the first on ties (grid order)
     return {
         "schema": TUNED_SCHEMA,
         "preset": cfg.preset,

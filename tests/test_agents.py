@@ -237,7 +237,8 @@ def test_policy_agents_and_unknown_names(cfg):
     assert d.source == "rule" and d.action is Action.KEEP
     assert make_agent("random", cfg).decide(obs(), []).source == "random"
     with pytest.raises(
-        AgentConfigError, match="unknown controller .genius.; valid: learned, llm, random, rule, schedule, static"
+        AgentConfigError,
+        match="unknown controller .genius.; valid: contextual, learned, llm, random, rule, schedule, static",
     ):
         make_agent("genius", cfg)
 

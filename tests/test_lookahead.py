@@ -95,3 +95,99 @@ def test_lookahead_val_wer_criterion_scores_probes_by_decoding(make_config, tmp_
     row = json.loads((tmp_path / "la" / LOG).read_text().splitlines()[0])
     assert row["criterion"] == "val_wer" and [p["action"] for p in row["probes"]] == ["keep", "lr_down"]
     assert all(0.0 <= p["value"] < 10 for p in row["probes"])
+
+
+def test_probes_of_one_decision_see_the_same_data(make_config, tmp_path):
+    # common random numbers: every probe starts from the block checkpoint's cursor, weights and RNG state
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=16",
+        "env.max_actions=3",
+        "lookahead.candidates=[keep,lr_up,batch_down]",
+        "lookahead.probe_samples=8",
+        "lookahead.charge_probes=false",
+    )
+    run_lookahead(cfg, tmp_path / "la")
+    rows = [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
+    for row in rows:
+        probes = {p["action"]: p for p in row["probes"]}
+        starts = {p["cursor"][0] for p in probes.values()}
+        assert len(starts) == 1, starts  # the same data cursor for every probe of the decision
+        assert all(p["cursor"][1] - p["cursor"][0] == p["samples"] == 8 for p in probes.values())
+        # the same batch size sees the same first batch from the same weights: the same loss before any update
+        assert probes["keep"]["losses"][0] == probes["lr_up"]["losses"][0]
+    assert rows[1]["probes"][0]["cursor"][0] == rows[0]["probes"][0]["cursor"][0] + 16  # a block later
+
+
+def test_probe_share_caps_what_losing_probes_spend(make_config, tmp_path):
+    # budget 3 x 8 = 24; share 0.2 pays for one decision's losing probe (4 samples), not for two
+    cfg = make_config(
+        "env.budget_unit=samples",
+        "env.samples_per_action=8",
+        "env.max_actions=3",
+        "lookahead.candidates=[keep,lr_down]",
+        "lookahead.probe_samples=4",
+        "lookahead.probe_share=0.2",
+    )
+    out = run_lookahead(cfg, tmp_path / "la")
+    rows = [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
+    assert [len(r["probes"]) for r in rows] == [2, 0]
+    assert out["spent"]["probes"] == 4 <= 0.2 * out["spent"]["budget"]
+    assert "share of the budget" in out["records"][1]["rationale"]
+
+
+def test_a_registered_criterion_plugs_in_and_unknown_names_are_refused(make_config, tmp_path):
+    from sttrl.control.lookahead import CRITERIA, register_criterion
+
+    def fake_last_loss(rt, losses):  # a test criterion: the probe's last loss
+        return float(losses[-1])
+
+    register_criterion("fake_last_loss", fake_last_loss)
+    try:
+        cfg = make_config(
+            "env.budget_unit=samples",
+            "env.samples_per_action=8",
+            "env.max_actions=1",
+            "lookahead.candidates=[keep,lr_down]",
+            "lookahead.probe_samples=4",
+            "lookahead.criterion=fake_last_loss",
+            "lookahead.charge_probes=false",
+        )
+        run_lookahead(cfg, tmp_path / "la")
+        (row,) = [json.loads(x) for x in (tmp_path / "la" / LOG).read_text().splitlines()]
+        assert row["criterion"] == "fake_last_loss"
+        assert all(p["value"] == p["losses"][-1] for p in row["probes"])
+        with pytest.raises(ConfigError, match="lookahead.criterion 'nope' is unknown; valid: train_loss, val_wer"):
+            run_lookahead(make_config("lookahead.criterion=nope"), tmp_path / "la2")
+    finally:
+        CRITERIA.pop("fake_last_loss")
+
+
+def test_tune_lookahead_quick_writes_a_tuned_file_the_benchmark_runs(data_cache, tmp_path, capsys):
+    from bench import tune_lookahead
+    from sttrl.config import load_config
+    from sttrl.control.lookahead import configure, load_tuned
+
+    out = tmp_path / "la.json"
+    sets = ["--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}"]
+    assert tune_lookahead.main(["--quick", *sets, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 points x 1 train instances = 2 lookahead episodes" in printed and "tuned: probes of 4 samples" in printed
+    doc = load_tuned(out)
+    assert doc["train_instances"] == [0] and doc["split"] == "dev" and len(doc["grid"]) == 2
+    assert {p["criterion"] for p in doc["grid"]} == {"train_loss", "val_wer"}
+    best = min(doc["grid"], key=lambda p: p["dev_wer_mean"])
+    assert doc["settings"]["criterion"] == best["criterion"] and doc["settings"]["candidates"] == [
+        "keep",
+        "lr_down",
+        "lr_up",
+    ]
+    assert doc["cost"]["episodes"] == 2 and doc["cost"]["samples"] <= 2 * 16 and doc["cost"]["seconds"] > 0
+    runs = sorted((tmp_path / "la-runs").iterdir())
+    assert all((r / "judge-dev.json").is_file() and not (r / "judge.json").exists() for r in runs)  # dev only
+    # again: every run is read back, nothing trains
+    assert tune_lookahead.main(["--quick", *sets, "--out", str(out)]) == 0 and load_tuned(out)["grid"] == doc["grid"]
+    cfg = configure(load_config("debug", overrides=[f"bench.lookahead_file={out}"]))
+    assert cfg.lookahead.probe_samples == 4 and cfg.lookahead.criterion == doc["settings"]["criterion"]
+    assert tune_lookahead.main(["--quick", *sets, "--criteria", "nope", "--out", str(out)]) == 2
+    assert "unknown ['nope']" in capsys.readouterr().err

@@ -10,9 +10,9 @@ import torch
 from sttrl.config import load_config
 from sttrl.control.prompting import decision_turns
 from sttrl.llm.local import load_model, resolve_model
-from sttrl.policy import core
+from sttrl.policy import core, scoring
 from sttrl.policy.data import state_rationale
-from sttrl.policy.stages import Learner, state_reward
+from sttrl.policy.stages import Learner, Scored, categorical_step, sample_state, state_reward
 
 ALLOWED = ("keep", "lr_up", "lr_down", "stop")
 
@@ -67,10 +67,14 @@ def test_a_rows_mask_covers_exactly_its_decision_json_and_eos(model):
     )
     text = core.decision_text("lr_down", state_rationale(obs, 40))
     row = {"prompt": decision_turns(obs, [], cfg), "decision": text}
-    b = Learner(model, cfg).batch([row])
+    whole = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"train_on": "decision"})})
+    b = Learner(model, whole).batch([row])
     ids = b.input_ids[0][b.decision_mask[0].bool()].tolist()
     assert ids[-1] == model.tokenizer.eos_token_id
     assert model.tokenizer.decode(ids[:-1]) == text == '{"action": "lr_down", "rationale": "WER 1, loss 3.2"}'
+    b = Learner(model, cfg).batch([row])  # policy.train_on: action (the default)
+    action = model.tokenizer.decode(b.input_ids[0][b.decision_mask[0].bool()].tolist())
+    assert "lr_down" in action and "rationale" not in action and model.tokenizer.eos_token not in action
 
 
 def test_leave_one_out_baseline_and_advantage_normalization():
@@ -117,13 +121,13 @@ def test_ema_and_periodic_reference_updates(model):
             p.add_(torch.randn_like(p))
     before = [r.clone() for r in ref.parameters()]
     assert core.update_reference(ref, policy, "ema", 1, rate=0.1, period=3)
-    for r, r0, p in zip(ref.parameters(), before, policy.parameters()):
+    for r, r0, p in zip(ref.parameters(), before, policy.parameters(), strict=True):
         assert torch.allclose(r, 0.9 * r0 + 0.1 * p, atol=1e-6)
     ema = [r.clone() for r in ref.parameters()]
     assert not core.update_reference(ref, policy, "periodic", 2, rate=0.1, period=3)
-    assert all(torch.equal(r, e) for r, e in zip(ref.parameters(), ema))
+    assert all(torch.equal(r, e) for r, e in zip(ref.parameters(), ema, strict=True))
     assert core.update_reference(ref, policy, "periodic", 3, rate=0.1, period=3)
-    assert all(torch.equal(r, p) for r, p in zip(ref.parameters(), policy.parameters()))
+    assert all(torch.equal(r, p) for r, p in zip(ref.parameters(), policy.parameters(), strict=True))
     assert not core.update_reference(ref, policy, "frozen", 3, rate=0.1, period=3)
 
 
@@ -141,8 +145,8 @@ def test_reference_gets_no_gradients_and_does_not_change(model):
         loss.backward()
         opt.step()
     assert all(not r.requires_grad and r.grad is None for r in ref.parameters())
-    assert all(torch.equal(r, s) for r, s in zip(ref.parameters(), snapshot))
-    assert any(not torch.equal(p, s) for p, s in zip(policy.parameters(), snapshot))
+    assert all(torch.equal(r, s) for r, s in zip(ref.parameters(), snapshot, strict=True))
+    assert any(not torch.equal(p, s) for p, s in zip(policy.parameters(), snapshot, strict=True))
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -168,7 +172,7 @@ def test_dpo_loss_by_hand():
     assert same.item() == pytest.approx(math.log(2), abs=1e-6)
 
 
-def test_invalid_json_is_detected_and_penalized():
+def test_invalid_json_is_detected():
     assert core.parse_decision('{"action": "keep", "rationale": "flat"}', ALLOWED).action.value == "keep"
     bad_answers = (
         '{"action": "keep", "rationale": "x"} trailing',
@@ -182,23 +186,84 @@ def test_invalid_json_is_detected_and_penalized():
     for bad in bad_answers:
         assert core.parse_decision(bad, ALLOWED) is None, bad  # batch_up: a valid action, but not enabled
     rows = [{"action": "keep", "reward": -3.0}, {"action": "lr_up", "reward": -2.5}]
-    assert state_reward(rows, "lr_up", 1.0) == -2.5
-    assert state_reward(rows, "stop", 1.0) == -3.0  # never probed: the state's worst measured reward
-    assert state_reward(rows, None, 1.0) == -4.0  # invalid answer: worst minus the penalty
+    assert state_reward(rows, "lr_up") == -2.5
+    assert state_reward(rows, "stop") == -3.0  # never probed: the state's worst measured reward
 
 
-def test_sampled_answers_are_rewarded_from_measured_outcomes_and_invalid_ones_penalized(model):
-    from sttrl.policy.stages import sample_group
+def test_the_action_mask_covers_the_action_and_its_closing_quote_only(model):
+    tok = model.tokenizer
+    for action in ("keep", "lr_down", "batch_up"):
+        c = scoring.candidate(tok, action, "WER 0.9, loss 3.2")
+        assert c.ids[-1] == tok.eos_token_id and c.action_mask[-1] == 0 and sum(c.decision_mask) == len(c.ids)
+        masked = tok.decode([i for i, m in zip(c.ids, c.action_mask, strict=True) if m])
+        assert action in masked and "rationale" not in masked and "WER" not in masked, masked
+        assert masked.rstrip().endswith('"') or masked.rstrip().endswith('",'), masked
 
+
+def test_scores_equal_a_manual_nll_with_and_without_the_prompt_cache(model):
+    tok = model.tokenizer
+    prompt = tok.encode("user: WER 1.0, loss 3.2: your decision?\nassistant: ")
+    cands = scoring.candidates(tok, ALLOWED, "WER 1, loss 3.2")
+    with torch.no_grad():
+        batched = scoring.score_actions(model.model, tok.pad_token_id, prompt, cands)
+    cached = scoring.score_actions_cached(model.model, tok.pad_token_id, prompt, cands)
+    assert cached.tolist() == pytest.approx(batched.tolist(), abs=1e-4)
+    c = cands[1]  # lr_up: the sum of log p over its masked tokens, one unpadded forward per token
+    manual = 0.0
+    with torch.no_grad():
+        for t, (tid, m) in enumerate(zip(c.ids, c.action_mask, strict=True)):
+            if m:
+                logits = model.model(input_ids=torch.tensor([prompt + c.ids[:t]])).logits[0, -1]
+                manual += float(torch.log_softmax(logits, -1)[tid])
+    assert batched[1].item() == pytest.approx(manual, abs=1e-4)
+    best = scoring.choose(model, prompt, ALLOWED, "WER 1, loss 3.2")
+    assert best.index == int(torch.argmax(cached)) and sum(best.probs) == pytest.approx(1.0)
+    draws = [scoring.choose(model, prompt, ALLOWED, "WER 1, loss 3.2", 50.0, seed).action for seed in range(40)]
+    assert len(set(draws)) > 1  # a hot softmax samples more than one action; seeded, so repeatable
+    assert draws == [scoring.choose(model, prompt, ALLOWED, "WER 1, loss 3.2", 50.0, s).action for s in range(40)]
+
+
+def test_sft_weights_count_a_tied_state_once():
+    logits = torch.zeros((2, 2, 4))  # uniform: every token has log p = -log 4
+    logits[0, 0, 1] = 10.0  # sequence 0 predicts its one decision token almost surely
+    b = core.make_batch([[1], [1]], [[1], [2]], pad_id=0)
+    nll = [-math.log(math.exp(10) / (math.exp(10) + 3)), math.log(4)]
+    assert core.sft_loss(logits, b).item() == pytest.approx(sum(nll) / 2, abs=1e-5)
+    w = torch.tensor([1.0, 0.25])
+    assert core.sft_loss(logits, b, w).item() == pytest.approx((nll[0] + 0.25 * nll[1]) / 1.25, abs=1e-5)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_categorical_step_moves_the_sampled_action_by_the_sign_of_its_advantage(model, sign):
+    cfg = load_config("debug", policy_preset="debug", overrides=["env.actions=[keep,lr_up,lr_down,stop]"])
+    lr = Learner(model, cfg)
+    prompt = model.tokenizer.encode("user: WER 1.0: your decision?\nassistant: ")
+    state = Scored(prompt, "WER 1", [1], [sign])
+    with torch.no_grad():
+        before = torch.softmax(lr.scores(model.model, prompt, "WER 1"), -1)[1].item()
+    ref = core.make_reference(model.model)
+    opt = torch.optim.SGD(model.model.parameters(), lr=0.5)
+    stats = categorical_step(lr, ref, core.AdaptiveKL(0.0, 0.5, 10, False), opt, 1, [state])
+    with torch.no_grad():
+        after = torch.softmax(lr.scores(model.model, prompt, "WER 1"), -1)[1].item()
+    assert (after - before) * sign > 0, (before, after)
+    assert stats["decisions"] == 1 and stats["kl"] == pytest.approx(0.0, abs=1e-6)  # the reference was the start
+    assert 0.0 < stats["entropy"] <= math.log(4) + 1e-6  # of the softmax over the 4 enabled actions
+
+
+def test_sampled_actions_are_rewarded_from_measured_outcomes(model):
     cfg = load_config("debug", policy_preset="debug", overrides=["policy.temperature=1.5"])
     turns = [{"role": "user", "content": "WER 1.0, loss 3.2: your decision?"}]  # short: the test stays fast
-    rows = [{"prompt": turns, "action": "keep", "reward": -3.0}, {"action": "lr_up", "reward": -2.5}]
-    ids, rewards = sample_group(Learner(model, cfg), rows, 4, seed=0)  # constrained: always a valid Decision
-    assert len(ids) == 4 and all(i[-1] == model.tokenizer.eos_token_id for i in ids)
-    assert all(r in (-3.0, -2.5) for r in rewards)
-    free = cfg.model_copy(update={"policy": cfg.policy.model_copy(update={"constrained": False})})
-    _, rewards = sample_group(Learner(model, free), rows, 2, seed=0)  # random weights, free text: never valid JSON
-    assert rewards == [-3.0 - cfg.policy.invalid_json_penalty] * 2
+    decision = core.decision_text("keep", "WER 1")
+    rows = [
+        {"prompt": turns, "decision": decision, "action": "keep", "reward": -3.0},
+        {"action": "lr_up", "reward": -2.5},
+    ]
+    state, rewards = sample_state(Learner(model, cfg), rows, 6, seed=0)
+    actions = [cfg.env.actions[i] for i in state.taken]
+    assert len(actions) == 6 and state.rationale == "WER 1"
+    assert rewards == [-2.5 if a == "lr_up" else -3.0 for a in actions]  # unprobed actions: the state's worst
+    assert sample_state(Learner(model, cfg), rows, 6, seed=0)[0].taken == state.taken  # seeded
 
 
 def test_train_top_layers_freezes_the_rest_and_only_the_top_changes(model):

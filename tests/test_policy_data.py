@@ -188,3 +188,49 @@ def test_learn_cli_bad_input_is_one_line_exit_2(tmp_path, tiny_lm, capsys):
     assert run_main(["--preset", "debug", "--policy", "learned", "--quiet"]) == 2
     assert run_main(["--preset", "debug", "--policy", "rule", "--model", str(tiny_lm), "--quiet"]) == 2
     assert "--model is the model directory of --policy learned" in capsys.readouterr().out
+
+
+def test_ties_count_as_best_and_rows_carry_their_instance(tmp_path):
+    probes = [{"action": "keep", "value": 2.9}, {"action": "lr_down", "value": 2.9}, {"action": "lr_up", "value": 3.0}]
+    path, _ = teacher_file(tmp_path, probes_at_step_2=probes)
+    ds = load_rows([path], load_config("debug"))
+    step2 = [r for r in ds if r["state"] == "r1/2"]
+    assert [(r["action"], r["best"], r["ties"]) for r in step2] == [
+        ("keep", True, 2),
+        ("lr_down", True, 2),
+        ("lr_up", False, 2),
+    ]  # an exact tie is a tie
+    assert ds[0]["ties"] == 1 and ds[0]["instance"] is None
+    wide = load_rows([path], load_config("debug", overrides=["policy.tie_tolerance=0.15"]))
+    assert [r["best"] for r in wide if r["state"] == "r1/2"] == [True, True, True]
+
+
+def test_the_held_out_split_keeps_whole_instances_out_and_the_majority_from_training(tmp_path):
+    from sttrl.policy import heldout
+
+    lines = []
+    for seed, chosen in ((0, "lr_down"), (1, "lr_down"), (2, "keep"), (3, "lr_up")):
+        for step in (1, 2):
+            row = {
+                "schema": "sttrl.teacher/1",
+                "run_id": f"r{seed}",
+                "instance_seed": seed,
+                "step": step,
+                "observation": obs(step - 1, 1.0),
+                "chosen": chosen,
+                "history": [],
+                "probes": [{"action": a, "value": 1.0 if a == chosen else 2.0} for a in ("keep", "lr_down", "lr_up")],
+            }
+            lines.append(json.dumps(row) + "\n")
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(lines))
+    cfg = load_config("debug", overrides=["policy.holdout_fraction=0.5", "policy.seed=3"])
+    held = heldout.split(load_rows([path], cfg), cfg)
+    out = {rows[0]["instance"] for rows in held.heldout}
+    assert len(out) == 2 and len(held.heldout) == 4 and "held out" in held.how
+    assert not {r["instance"] for r in held.train} & out  # no row of a held-out instance trains
+    assert heldout.majority(held.train) in {"lr_down", "keep", "lr_up"}
+    one = load_rows([teacher_file(tmp_path)[0]], load_config("debug", overrides=["policy.holdout_fraction=0.5"]))
+    single = heldout.split(one, load_config("debug", overrides=["policy.holdout_fraction=0.5"]))
+    assert len(single.heldout) == 1 and "correlated" in single.how  # one instance: every 2nd state
+    assert heldout.split(one, load_config("debug", overrides=["policy.holdout_fraction=0"])).heldout == []

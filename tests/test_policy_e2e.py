@@ -31,7 +31,7 @@ def teacher(data_cache, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy-e2e")
     out = tmp / "teacher.jsonl"
     sets = [x for s in COMMON + [f"data.cache_dir={data_cache}", f"run.out_dir={tmp / 'runs'}"] for x in ("--set", s)]
-    assert teacher_main(["--preset", "debug", *sets, "--instances", "1", "--out", str(out)]) == 0
+    assert teacher_main(["--preset", "debug", *sets, "--instances", "2", "--out", str(out)]) == 0
     return out, sets, tmp
 
 
@@ -41,6 +41,14 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     assert rows and rows[-1]["history"] and len(rows[-1]["history"]) == rows[-1]["step"] - 1
     base = ["--preset", "debug", "--policy-preset", "debug", *sets, "--data", str(path)]
     assert learn_main([*base, "--stage", "sft", "--model", f"local:{tiny_lm}", "--out", str(tmp / "sft")]) == 0
+    # the held-out check, printed before any episode: teacher states of an instance it did not train on
+    printed = capsys.readouterr().out
+    assert "held-out teacher states (start model)" in printed and "held-out teacher states (after sft)" in printed
+    assert "train instances " in printed and "vs majority class" in printed and "decision latency" in printed
+    held = json.loads((tmp / "sft" / META_FILE).read_text())["heldout"]
+    assert held["after"]["states"] >= 1 and 0.0 <= held["after"]["accuracy"] <= 1.0
+    assert sum(held["after"]["predicted"].values()) == held["after"]["states"]
+    assert held["after"]["majority"]["action"] is not None
     assert (
         learn_main(
             [
@@ -88,6 +96,7 @@ def test_teacher_sft_rloo_then_the_learned_controller_decides_an_episode(teacher
     )
     records = [json.loads(line) for line in (out / "learned-1" / TRAJECTORY).read_text().splitlines()]
     assert records and all(r["source"] == "learned" for r in records), [r["source"] for r in records]
+    assert all(r["rationale"].startswith(f"p({r['action']})=") for r in records)  # chosen by scoring
     assert all(r["action"] in load_config("debug").env.actions for r in records)
 
     # ... and in the benchmark, which needs its directory

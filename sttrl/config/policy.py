@@ -58,27 +58,36 @@ class PolicyConfig(BaseModel):
     )
     ema_rate: float = Field(0.05, gt=0.0, le=1.0)
     ref_period: int = Field(10, ge=1, description="Steps between reference copies (reference=periodic).")
-    invalid_json_penalty: float = Field(
-        1.0,
-        ge=0.0,
-        description="Reward of a sampled answer that is not a valid "
-        "Decision (only reachable with constrained=false), below the state's worst.",
-    )
     failed_probe_penalty: float = Field(
         1.0,
         ge=0.0,
         description="A probe that failed (oom/nan/diverged) is worth the state's worst measured reward minus this.",
     )
-    constrained: bool = Field(
-        True,
-        description="Sample decisions under the JSON-schema constraint (as the "
-        "controller decides); false samples free text, invalid answers get the penalty.",
+    # what is trained and how decisions are chosen (sttrl.policy.scoring)
+    train_on: Literal["action", "decision"] = Field(
+        "action",
+        description="sft/dpo loss tokens: action, the tokens of the action's value (the rationale only copies "
+        "the prompt's numbers); decision, the whole JSON and its end of sequence.",
     )
-    # sampling (rloo samples; the learned controller decides greedily unless temperature > 0 is asked for)
-    temperature: float = Field(1.0, ge=0.0, le=5.0, description="Sampling temperature; 0 = greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
-    max_rationale_chars: int = Field(80, ge=1, le=2000, description="maxLength of the rationale when sampling.")
+    tie_tolerance: float = Field(
+        0.0,
+        ge=0.0,
+        description="Teacher labels: every probed action whose measured value is within this of the state's best "
+        "is a best action too (a tie; 0: equal values only). Sft weighs each tied action 1/ties; the held-out "
+        "accuracy counts any of them as right.",
+    )
+    holdout_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="Share of the teacher data's instances (of its states when there is one instance) held out of "
+        "training: sttrl.learn prints the action accuracy on them against the majority class; 0: no check.",
+    )
+    # sampling: the outcome stages sample actions from the softmax over their scores; the controller takes the best
+    temperature: float = Field(
+        1.0, gt=0.0, le=5.0, description="Temperature of the softmax the outcome stages sample actions from."
+    )
+    max_rationale_chars: int = Field(80, ge=1, le=2000, description="Longest rationale (the state's numbers).")
     # dpo
     dpo_beta: float = Field(0.1, gt=0.0, le=100.0, description="DPO temperature beta.")
     dpo_min_gap: float = Field(0.0, ge=0.0, description="Pairs need outcomes at least this far apart.")

@@ -378,15 +378,24 @@ class LookaheadConfig(_Strict):
         le=10_000_000,
         description="Training samples per probe (at least one optimizer step; at most a whole block).",
     )
-    criterion: Literal["train_loss", "val_wer", "val_loss"] = Field(
+    criterion: str = Field(
         "train_loss",
-        description="Which probe wins: the lowest mean training loss over the probe's last half "
-        "(default: separates settings after few steps), the lowest WER on probe_eval_utterances validation "
-        "utterances (decodes once per probe), or the lowest teacher-forced validation loss on those utterances "
-        "(one forward pass per batch, no decoding; sttrl.eval.loss).",
+        min_length=1,
+        description="Which probe wins, by name from the criterion registry (sttrl.control.lookahead.CRITERIA): "
+        "train_loss, the lowest mean training loss over the probe's last half (default: separates settings after "
+        "few steps); val_wer, the lowest WER on probe_eval_utterances validation utterances (decodes once per "
+        "probe); val_loss, the lowest teacher-forced validation loss on those utterances (one forward pass per batch, "
+        "no decoding; sttrl.eval.loss); or another registered criterion. Checked when a lookahead runs.",
     )
     probe_eval_utterances: int = Field(
         16, ge=1, le=100_000, description="Validation utterances for val_wer and val_loss."
+    )
+    probe_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="The largest share of the episode's sample budget that losing probes may spend; a decision is "
+        "probed only while its probes fit in what is left of that share, later ones keep (1: no cap).",
     )
     charge_probes: bool = Field(
         True,
@@ -417,6 +426,25 @@ class BenchConfig(_Strict):
     schedule_shape: Literal["linear", "cosine"] = Field("cosine", description="Untuned schedule: decay shape.")
     schedule_warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Untuned schedule: warm-up share.")
     schedule_final_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Untuned schedule: final lr / peak.")
+    contextual_file: Path | None = Field(
+        None,
+        description="The contextual controller's tuned file (python -m bench.tune_contextual): the map from what "
+        "an episode observes at its start to the schedule's peak lr, shape and warm-up. Null: the schedule's values.",
+    )
+    lookahead_file: Path | None = Field(
+        None,
+        description="The lookahead controller's tuned file (python -m bench.tune_lookahead): its lookahead.* "
+        "settings win over the config's in the benchmark.",
+    )
+    hybrid_model: str = Field(
+        "local:smollm2-135m",
+        min_length=3,
+        description="hybrid: the chat model inside successive halving (provider:model; local:NAME runs offline, "
+        "a hosted provider needs its API key in the environment).",
+    )
+    hybrid_lr_factor: float = Field(
+        2.0, gt=1.0, le=10.0, description="hybrid: a member's lr moves by this factor when the LLM says lower/higher."
+    )
     sha_eta: int = Field(2, ge=2, le=8, description="sha: keep the best 1/eta of the trials at each rung.")
     oracle_lrs: list[float] | None = Field(
         None, min_length=1, description="oracle: the static lr grid (null: the instance's start lr x 1/3, 1, 3)."

@@ -20,7 +20,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sttrl import extras
-from sttrl.control import classical, schedule  # noqa: F401 - importing them registers rule, random, static, schedule
+from sttrl.control import (  # noqa: F401 - importing them registers rule, random, static, schedule, contextual
+    classical,
+    contextual,
+    schedule,
+)
 from sttrl.control.spec import REGISTRY, ControllerSpec, Kind
 from sttrl.env.decision import Controller
 from sttrl.env.instances import apply as apply_instance

@@ -23,16 +23,22 @@ from sttrl.errors import ConfigError
 TUNED_SCHEMA = "sttrl.schedule/1"
 
 
+def read_tuned(path: str | Path, schema: str, what: str) -> dict[str, Any]:
+    """The tuned file of controller ``what`` (``bench.<what>_file``, written by ``python -m bench.tune_<what>``);
+    a ConfigError when it is missing or of another schema."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"bench.{what}_file {p} does not exist: write it with python -m bench.tune_{what}")
+    doc = json.loads(p.read_text())
+    if doc.get("schema") != schema:
+        raise ConfigError(f"{p} is not a tuned {what} file (schema {doc.get('schema')!r}, want {schema})")
+    return doc
+
+
 def load_tuned(path: str | Path) -> dict[str, Any]:
     """A tuned file's winner: ``{peak_lr, shape, warmup_fraction, final_fraction, ...}``; ConfigError when
     missing or not a tuned file."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"bench.schedule_file {p} does not exist: write it with python -m bench.tune_schedule")
-    doc = json.loads(p.read_text())
-    if doc.get("schema") != TUNED_SCHEMA:
-        raise ConfigError(f"{p} is not a tuned schedule file (schema {doc.get('schema')!r}, want {TUNED_SCHEMA})")
-    return doc
+    return read_tuned(path, TUNED_SCHEMA, "schedule")
 
 
 def schedule_of(cfg: Any) -> dict[str, Any]:
@@ -113,4 +119,4 @@ register(
     )
 )
 
-__all__ = ["TUNED_SCHEMA", "SchedulePolicy", "configure", "load_tuned", "schedule_of", "with_schedule"]
+__all__ = ["TUNED_SCHEMA", "SchedulePolicy", "configure", "load_tuned", "read_tuned", "schedule_of", "with_schedule"]

@@ -1,5 +1,6 @@
 """Learning a controller: datasets of decisions, step-wise (SFT) and outcome stages (RLOO with KL to a
-reference, DPO), and the ``learned`` controller that decides with the trained model.
+reference, DPO), choosing an action by scoring every enabled one (``scoring``), the held-out check ``sttrl.learn``
+prints (``heldout``), and the ``learned`` controller that decides with the trained model.
 
 Importing this package is cheap (no torch): the heavy modules are ``sttrl.policy.core`` (the math),
 ``sttrl.policy.stages`` (training) and ``sttrl.policy.controller``. Never imports LangChain or LangGraph.

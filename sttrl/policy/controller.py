@@ -1,19 +1,18 @@
-"""The ``learned`` controller: a model directory written by ``python -m sttrl.learn`` decides each step through
-the local LLM's path: the same prompt turns (:func:`sttrl.control.prompting.decision_turns`), the same chat template and
-JSON-schema-constrained decoding (:mod:`sttrl.llm.constrained`), so every answer is a valid ``Decision``.
-Greedy unless ``policy.temperature`` is asked for with ``sample=True``. The trajectory's ``source`` is ``learned``.
+"""The ``learned`` controller: a model directory written by ``python -m sttrl.learn`` decides each step by scoring.
 
-:func:`sample_decision` is also how the outcome stage samples its k decisions per state.
+It renders the LLM controller's prompt turns (:func:`sttrl.control.prompting.decision_turns`) through the model's chat
+template, scores every enabled action's ``Decision`` JSON (the log-likelihood of its action tokens,
+:mod:`sttrl.policy.scoring`) and takes the best; with ``sample=True`` (the episodes stage) it samples from the softmax
+over the scores at ``policy.temperature``. Every answer is a valid ``Decision``; the rationale states the chosen
+action's probability and the state's numbers, and the trajectory's ``source`` is ``learned``. ``trace`` keeps what
+the episodes stage trains on: per decision, the prompt, the rationale and the action taken.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sttrl.control.classical import RulePolicy
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
@@ -21,47 +20,6 @@ from sttrl.errors import ConfigError, SttrlError
 
 SOURCE = "learned"
 META_FILE = "sttrl_policy.json"
-
-
-def decision_schema(allowed: Sequence[str]) -> dict[str, Any]:
-    """``Decision``'s JSON schema with the action enum narrowed to ``allowed`` (the enabled actions)."""
-    from sttrl.env.decision import Decision
-
-    schema = copy.deepcopy(Decision.model_json_schema())
-    schema["$defs"]["Action"]["enum"] = [a for a in schema["$defs"]["Action"]["enum"] if a in allowed]
-    return schema
-
-
-def sample_decision(
-    loaded: Any,
-    prompt_ids: list[int],
-    allowed: Sequence[str],
-    *,
-    constrained: bool = True,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    max_chars: int = 80,
-    seed: int | None = None,
-) -> tuple[Any, Any]:
-    """One answer to ``prompt_ids``: ``(Generated, Decision or None)``; None when the text is not a valid
-    Decision (possible only with ``constrained=False`` or a length cut)."""
-    from sttrl.llm.constrained import generate, max_json_chars
-    from sttrl.policy.core import parse_decision
-
-    schema = decision_schema(allowed)
-    out = generate(
-        loaded,
-        prompt_ids,
-        schema=schema if constrained else None,
-        max_string_chars=max_chars,
-        max_new_tokens=max_json_chars(schema, max_chars),
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        seed=seed,
-    )
-    return out, parse_decision(out.text, allowed)
 
 
 @dataclass
@@ -73,37 +31,24 @@ class LearnedController:
     sample: bool = False
     seed: int = 0
     name: str = SOURCE
-    trace: list[tuple[list[int], list[int], bool]] | None = None  # (prompt ids, answer ids, valid) per decision
+    trace: list[tuple[list[int], str, int]] | None = None  # (prompt ids, rationale, action index) per decision
 
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
-        from sttrl.control.prompting import decision_turns
+        from sttrl.control.prompting import decision_turns  # torch and the model: only when it decides
         from sttrl.llm.constrained import chat_prompt_ids
+        from sttrl.policy.data import state_rationale
+        from sttrl.policy.scoring import choose, describe
 
         p = self.cfg.policy
         ids = chat_prompt_ids(self.loaded, decision_turns(observation, history, self.cfg))
-        temp = p.temperature if self.sample else 0.0
-        out, decision = sample_decision(
-            self.loaded,
-            ids,
-            self.cfg.env.actions,
-            temperature=temp,
-            top_p=p.top_p,
-            top_k=p.top_k,
-            max_chars=p.max_rationale_chars,
-            seed=self.seed * 100_003 + len(history) if temp > 0 else None,
+        rationale = state_rationale(observation, p.max_rationale_chars)
+        temperature = p.temperature if self.sample else 0.0
+        choice = choose(
+            self.loaded, ids, self.cfg.env.actions, rationale, temperature, self.seed * 100_003 + len(history)
         )
         if self.trace is not None:
-            self.trace.append((ids, out.ids or [self.loaded.tokenizer.eos_token_id], decision is not None))
-        if decision is None:  # a length cut: the rule policy decides, and the trajectory says so
-            rule = RulePolicy(tuple(self.cfg.env.actions)).decide(observation, history)
-            return Decided(
-                rule.action,
-                f"rule policy: the learned model's answer was unusable: {rule.rationale}",
-                "fallback-rule",
-                1,
-                [f"invalid answer {out.text[:80]!r}"],
-            )
-        return Decided(Action(decision.action.value), decision.rationale.strip(), SOURCE, 1)
+            self.trace.append((ids, rationale, choice.index))
+        return Decided(Action(choice.action), describe(choice, rationale), SOURCE, 1)
 
 
 def load_learned(model: str) -> Any:
@@ -128,9 +73,7 @@ register(
         SOURCE,
         "episode",
         _learned,
-        "a model trained by python -m sttrl.learn (--model DIR), JSON-constrained decoding",
-        packages=("lmformatenforcer",),
-        extra="local-llm",
+        "a model trained by python -m sttrl.learn (--model DIR): scores every enabled action, takes the best",
         color="#9467bd",
     )
 )

@@ -50,22 +50,30 @@ class Batch:
         return self.decision_mask[:, -self.keep + 1 :]
 
 
-def make_batch(prompts: Sequence[Sequence[int]], decisions: Sequence[Sequence[int]], pad_id: int) -> Batch:
+def make_batch(
+    prompts: Sequence[Sequence[int]],
+    decisions: Sequence[Sequence[int]],
+    pad_id: int,
+    masks: Sequence[Sequence[int]] | None = None,
+) -> Batch:
     """Concatenate each prompt with its decision's ids (not re-tokenized: the mask stays exact) and pad left;
-    positions count real tokens only, as in generation."""
+    positions count real tokens only, as in generation. ``masks[i]`` (0/1 per decision token) narrows the
+    decision mask to some of its tokens (the action's, :mod:`sttrl.policy.scoring`); default: all of them."""
     if len(prompts) != len(decisions):
         raise ValueError(f"{len(prompts)} prompts but {len(decisions)} decisions")
     if any(not p for p in prompts) or any(not d for d in decisions):
         raise ValueError("every prompt and every decision needs at least one token")
-    length = max(len(p) + len(d) for p, d in zip(prompts, decisions))
+    if masks is not None and [len(m) for m in masks] != [len(d) for d in decisions]:
+        raise ValueError("every decision mask needs one entry per decision token")
+    length = max(len(p) + len(d) for p, d in zip(prompts, decisions, strict=True))
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
     dmask = torch.zeros_like(ids)
-    for i, (p, d) in enumerate(zip(prompts, decisions)):
+    for i, (p, d) in enumerate(zip(prompts, decisions, strict=True)):
         n = len(p) + len(d)
         ids[i, length - n :] = torch.tensor(list(p) + list(d), dtype=torch.long)
         attn[i, length - n :] = 1
-        dmask[i, length - len(d) :] = 1
+        dmask[i, length - len(d) :] = torch.tensor(list(masks[i]), dtype=torch.long) if masks is not None else 1
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     return Batch(ids, attn, dmask, pos, max(len(d) for d in decisions) + 1)
 
@@ -185,7 +193,7 @@ def make_reference(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def ema_update(ref: torch.nn.Module, policy: torch.nn.Module, rate: float) -> None:
     """``ref <- (1 - rate) * ref + rate * policy``, parameter by parameter."""
-    for r, p in zip(ref.parameters(), policy.parameters()):
+    for r, p in zip(ref.parameters(), policy.parameters(), strict=True):
         r.mul_(1.0 - rate).add_(p.detach(), alpha=rate)
 
 
@@ -213,9 +221,17 @@ def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.
     return -(advantages.detach() * logp).mean()
 
 
-def sft_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean negative log-likelihood per decision token (tokens outside the mask do not count)."""
-    return -masked_mean(token_logprobs(logits, batch.tail_ids), batch.tail_mask)
+def sft_loss(logits: torch.Tensor, batch: Batch, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean negative log-likelihood per decision token (tokens outside the mask do not count). With ``weights``
+    (one per sequence): each sequence's mean token NLL, averaged with those weights (a state whose label is a tie
+    of several actions counts once: each tied action weighs 1/ties)."""
+    logp = token_logprobs(logits, batch.tail_ids)
+    if weights is None:
+        return -masked_mean(logp, batch.tail_mask)
+    mask = batch.tail_mask.to(logp.dtype)
+    per_seq = (logp * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    w = weights.to(logp.dtype)
+    return -(w * per_seq).sum() / w.sum().clamp(min=1e-12)
 
 
 def dpo_loss(

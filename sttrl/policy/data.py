@@ -6,15 +6,18 @@ One row per (state, action):
 
 - teacher rows: every probed action at a state, ``outcome`` its measured value (the lookahead criterion: lower
   is better; null when the probe failed), ``reward`` = -outcome (a failed probe: the state's worst reward minus
-  ``policy.failed_probe_penalty``), ``best`` for the teacher's choice;
+  ``policy.failed_probe_penalty``), ``best`` for the teacher's choice and for every action tied with it (a value
+  within ``policy.tie_tolerance`` of the state's best: labels below their noise count as ties), ``ties`` the number
+  of best actions at the state, ``instance`` the train instance (the held-out check holds out whole instances);
 - episode rows: the logged action, ``outcome`` = ``reward`` = the discounted return-to-go from that step
   (``policy.gamma``), ``best`` = True (the logged behaviour); steps past ``policy.max_episode_length`` are dropped,
   and step 1 is left out (the starting observation is not in the records).
 
-``prompt`` holds the chat turns the LLM controller renders for that state (:func:`sttrl.control.prompting.decision_turns`).
-The decision's rationale is the state's own numbers (WER and loss in the prompt), the same for every action at a
-state, so two decisions at one state differ only in their action tokens. ``valid`` is False for a decision whose
-JSON is not a valid Decision for the enabled actions; stages filter those rows out.
+``prompt`` holds the chat turns the LLM controller renders for that state
+(:func:`sttrl.control.prompting.decision_turns`). The decision's rationale is the state's own numbers (WER and loss
+in the prompt), the same for every action at a state, so two decisions at one state differ only in their action
+tokens. ``valid`` is False for a decision whose JSON is not a valid Decision for the enabled actions; stages filter
+those rows out.
 """
 
 from __future__ import annotations
@@ -29,7 +32,20 @@ from sttrl.policy.core import decision_text, finite, parse_decision
 
 TEACHER_SCHEMA = "sttrl.teacher/1"
 STEP_SCHEMA = "sttrl.step/1"
-COLUMNS = ("state", "kind", "step", "prompt", "action", "decision", "outcome", "reward", "best", "valid")
+COLUMNS = (
+    "state",
+    "kind",
+    "instance",
+    "step",
+    "prompt",
+    "action",
+    "decision",
+    "outcome",
+    "reward",
+    "best",
+    "ties",
+    "valid",
+)
 
 
 def state_rationale(observation: dict[str, Any], max_chars: int) -> str:
@@ -68,11 +84,15 @@ def _row(
     outcome: float | None,
     reward: float,
     best: bool,
+    instance: int | None,
+    ties: int = 1,
 ) -> dict[str, Any]:
     text = decision_text(action, rationale)
     return {
         "state": state,
         "kind": kind,
+        "instance": instance,
+        "ties": ties,
         "step": step,
         "prompt": turns,
         "action": action,
@@ -99,7 +119,11 @@ def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
         measured = [-v for v in values if v is not None]
         worst = min(measured) if measured else 0.0
         state = f"{rec.get('run_id', source)}/{rec.get('step')}"
-        for pr, value in zip(probes, values):
+        best = [
+            pr.get("action") == rec.get("chosen") or (v is not None and -v >= max(measured) - p.tie_tolerance)
+            for pr, v in zip(probes, values, strict=True)
+        ]
+        for pr, value, is_best in zip(probes, values, best, strict=True):
             reward = -value if value is not None else worst - p.failed_probe_penalty
             out.append(
                 _row(
@@ -112,7 +136,9 @@ def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
                     rationale,
                     value,
                     reward,
-                    pr.get("action") == rec.get("chosen"),
+                    is_best,
+                    rec.get("instance_seed"),
+                    sum(best),
                 )
             )
     return out
@@ -144,6 +170,7 @@ def episode_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
                 returns[i],
                 returns[i],
                 True,
+                (rec.get("instance") or {}).get("seed"),
             )
         )
     return out

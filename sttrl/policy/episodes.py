@@ -2,11 +2,11 @@
 environment (``sttrl.env.gym.SttEnv``), which TRL's single-completion trainers do not cover.
 
 Each optimizer step takes ``batch_size`` train instances (``env.instances.train_seeds``, else the run seed) and runs
-``k_samples`` episodes from each, all from the same reset (same data order), the policy sampling its decisions
-(``policy.temperature``) through the controller's constrained decoding. An episode's outcome is its return (the
-sum of the environment's step rewards) minus ``invalid_json_penalty`` per unusable answer; episodes last at most
-``policy.max_episode_length`` decisions. Every decision of an episode gets that episode's leave-one-out advantage,
-and the loss is the RLOO one of :mod:`sttrl.policy.stages` (KL to the reference, entropy bonus).
+``k_samples`` episodes from each, all from the same reset (same data order), the policy sampling its decisions from
+the softmax over its action scores (``policy.temperature``, :mod:`sttrl.policy.scoring`). An episode's outcome is its
+return (the sum of the environment's step rewards); episodes last at most ``policy.max_episode_length`` decisions.
+Every decision of an episode gets that episode's leave-one-out advantage, and the loss is the categorical RLOO one of
+:mod:`sttrl.policy.stages` (KL to the reference, entropy bonus).
 Episode run directories go under ``run.out_dir/policy-episodes/<id>`` (training checkpoints removed after each episode).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sttrl.policy import core
-from sttrl.policy.stages import Learner, rl_step
+from sttrl.policy.stages import Learner, Scored, categorical_step
 
 
 def episode_config(cfg: Any) -> Any:
@@ -29,7 +29,7 @@ def episode_config(cfg: Any) -> Any:
     return cfg.model_copy(update={"env": env})
 
 
-def run_episode(env: Any, ctl: Any, instance: int | None, run_dir: Path, penalty: float) -> float:
+def run_episode(env: Any, ctl: Any, instance: int | None, run_dir: Path) -> float:
     """One episode decided by ``ctl`` (a tracing LearnedController); its outcome (see the module docstring)."""
     opts: dict[str, Any] = {"run_dir": str(run_dir)}
     if instance is not None:
@@ -42,7 +42,7 @@ def run_episode(env: Any, ctl: Any, instance: int | None, run_dir: Path, penalty
         total += float(reward)
         obs, history, done = info["observation"], env.trajectory.records(), term or trunc
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return total - penalty * sum(1 for t in ctl.trace if not t[2])
+    return total
 
 
 def train_episodes(
@@ -71,15 +71,17 @@ def train_episodes(
                 group = []
                 for j in range(p.k_samples):
                     ctl = LearnedController(cfg, lr.loaded, sample=True, seed=p.seed + n * 7919 + b * 101 + j, trace=[])
-                    group.append(run_episode(env, ctl, instance, root / f"step{n}-b{b}-k{j}", p.invalid_json_penalty))
-                    seqs.append([(t[0], t[1]) for t in ctl.trace])
+                    group.append(run_episode(env, ctl, instance, root / f"step{n}-b{b}-k{j}"))
+                    seqs.append(list(ctl.trace or []))
                 returns.append(group)
-            r = torch.tensor(returns, dtype=torch.float32, device=lr.device)
+            r = torch.tensor(returns, dtype=torch.float32)
             adv_ep = core.rloo_advantages(r, p.normalize_advantages).flatten().tolist()
-            adv = torch.tensor([a for a, ep in zip(adv_ep, seqs) for _ in ep], device=lr.device)
-            stats = rl_step(
-                lr, ref, kl_ctl, opt, n, [pr for ep in seqs for pr, _ in ep], [an for ep in seqs for _, an in ep], adv
-            )
+            decisions = [
+                Scored(ids, rationale, [taken], [a])
+                for a, ep in zip(adv_ep, seqs, strict=True)
+                for ids, rationale, taken in ep
+            ]
+            stats = categorical_step(lr, ref, kl_ctl, opt, n, decisions)
             stats["return"] = float(r.mean())
             if on_step:
                 on_step(stats)

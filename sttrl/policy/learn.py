@@ -5,7 +5,9 @@
     python -m sttrl.learn --stage episodes --model runs/policy-rloo --out runs/policy-episodes
 
 ``--data`` (repeatable): teacher files (python -m sttrl.teacher), episode trajectories or run directories (the
-``episodes`` stage runs its own episodes in the environment instead).
+``episodes`` stage runs its own episodes in the environment instead). Teacher states of ``policy.holdout_fraction``
+of the instances are held out of training: before and after the stage it prints the action accuracy and the action
+distribution on them against the majority-class baseline, and the decision latency (sttrl.policy.heldout).
 ``--model``: ``local:NAME`` or a bare name/directory (sttrl.llm.local: smollm2-135m, a model directory, a .gguf).
 The config (``--preset``, ``--policy-preset``, ``--config``, ``--set policy.x=y``) must match the episodes the
 controller will decide (the prompt shows env and train settings). The directory is written under a temporary
@@ -63,11 +65,15 @@ def _serializable(model: Any) -> Any:
     return model
 
 
-def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print) -> dict[str, Any]:
-    """Train ``cfg.policy.stage`` from ``data`` starting at ``model``; write ``out``; returns its metadata."""
-    import torch
+def learn(
+    cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print, on_check: Any = print
+) -> dict[str, Any]:
+    """Train ``cfg.policy.stage`` from ``data`` starting at ``model``; write ``out``; returns its metadata.
+    ``on_line`` gets each step's numbers, ``on_check`` the held-out check's lines."""
+    import torch  # torch and transformers: loaded when a stage runs, not for --help or a config error
 
-    from sttrl.llm.local import load_model, resolve_model
+    from sttrl.llm.local import load_model, resolve_model  # these import torch
+    from sttrl.policy import heldout
     from sttrl.policy.data import load_rows
     from sttrl.policy.episodes import train_episodes
     from sttrl.policy.stages import STAGES, Learner, stage_items
@@ -75,11 +81,12 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     stage = cfg.policy.stage
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new directory")
-    ds = None
+    ds, held = None, None
     if stage != "episodes":
         if not data:
             raise ConfigError(f"stage {stage} needs --data (teacher files, trajectories or run directories)")
-        ds = load_rows(data, cfg)
+        held = heldout.split(load_rows(data, cfg), cfg)
+        ds = held.train
         stage_items(stage, ds, cfg)  # nothing to train on: say so before loading any model
     name = model.removeprefix("local:")
     torch.manual_seed(cfg.policy.seed)
@@ -95,20 +102,31 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
             raise ConfigError(str(exc)) from None
         on_line(f"training the top {cfg.policy.train_top_layers} decoder layers and the final norm: {n:,} parameters")
     learner = Learner(loaded, cfg)
+    checks = {"before": heldout.check(learner, held, ds, "start model", on_check)} if held else {}
     t0 = time.perf_counter()
     (train_episodes if stage == "episodes" else STAGES[stage])(
         learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items()))
     )
+    seconds = round(time.perf_counter() - t0, 2)
+    if held and held.heldout:
+        checks["after"] = heldout.check(learner, held, ds, f"after {stage}", on_check)
     meta = {
         "schema": "sttrl.policy/1",
         "stage": stage,
         "base_model": model,
         "data": [str(d) for d in data],
         "rows": len(ds) if ds is not None else 0,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": seconds,
+        "heldout": {"how": held.how, **checks} if held else None,
         "log": learner.log,
         "config": cfg.to_dict(),
     }
+    _save(loaded, meta, out)
+    return meta
+
+
+def _save(loaded: Any, meta: dict[str, Any], out: Path) -> None:
+    """The model directory: weights, tokenizer and ``sttrl_policy.json``, under a temporary name, then renamed."""
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -120,7 +138,6 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,15 @@
 """Training stages over decision rows (:mod:`sttrl.policy.data`), one optimizer loop each, read top to bottom.
 
-- ``sft``: the teacher's best decision per state (and logged episode decisions), NLL on the decision tokens only.
-- ``rloo``: for a batch of states, k decisions sampled from the policy (JSON-constrained, as the controller decides);
-  each gets the reward measured for its action at that state (teacher probes; an action nobody probed gets the
-  state's worst measured reward; an invalid answer that minus ``invalid_json_penalty``). Loss:
-  ``-mean(A * log pi(d)) + kl_coef * mean KL(pi || ref) - entropy_coef * H``, A the leave-one-out advantage
-  (normalized), KL exact over the vocabulary on the decision tokens, kl_coef moved by the adaptive controller,
-  the reference frozen, periodically copied or an EMA of the policy.
-- ``dpo``: pairs (better, worse action at one state) from the teacher rows, the starting model as the reference.
+- ``sft``: the teacher's best decisions per state (every action tied with the best counts, each weighing 1/ties, so a
+  state counts once) and logged episode decisions; NLL on the action's tokens (``policy.train_on: action``; the
+  rationale only copies the prompt's numbers) or on the whole JSON (``decision``).
+- ``rloo``: for a batch of teacher states, k actions sampled from the policy's softmax over its action scores
+  (:mod:`sttrl.policy.scoring`); each gets the reward measured for it at that state (an action nobody probed: the
+  state's worst). Loss: ``-mean(A * log pi(a|s)) + kl_coef * mean KL(pi || ref) - entropy_coef * H(pi)``, A the
+  leave-one-out advantage (normalized), pi the categorical policy over the enabled actions, KL and entropy exact over
+  those actions, kl_coef moved by the adaptive controller, the reference frozen, periodically copied or an EMA.
+- ``dpo``: pairs (better, worse action at one state) from the teacher rows, the starting model as the reference, on
+  the same token mask as sft.
 - ``episodes``: RLOO over whole episodes in the environment, multi-step returns (sttrl.policy.episodes).
 
 The losses are written here (sttrl.policy.core) rather than taken from TRL's trainers: see docs/policy-learning.md.
@@ -15,16 +17,17 @@ The losses are written here (sttrl.policy.core) rather than taken from TRL's tra
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from sttrl.config import Config
 from sttrl.errors import ConfigError
-from sttrl.policy import core
+from sttrl.policy import core, scoring
 from sttrl.policy.data import dpo_pairs, states
 
 
@@ -58,20 +61,32 @@ class Learner:
         return list(self.tok.encode(text, add_special_tokens=False)) + [self.tok.eos_token_id]
 
     def batch(self, rows: list[dict[str, Any]]) -> core.Batch:
+        """Prompt + decision of each row, masked on what the stage trains (``policy.train_on``)."""
+        decisions = [json.loads(r["decision"]) for r in rows]
+        cands = [scoring.candidate(self.tok, d["action"], d["rationale"]) for d in decisions]
+        on_action = self.cfg.policy.train_on == "action"
         return core.make_batch(
             [self.prompt_ids(r["prompt"]) for r in rows],
-            [self.decision_ids(r["decision"]) for r in rows],
+            [c.ids for c in cands],
             self.tok.pad_token_id,
+            [c.action_mask if on_action else c.decision_mask for c in cands],
         ).to(self.device)
+
+    def scores(self, model: Any, prompt_ids: list[int], rationale: str) -> torch.Tensor:
+        """The enabled actions' scores at a state (``[A]``, differentiable through ``model``)."""
+        cands = scoring.candidates(self.tok, self.cfg.env.actions, rationale)
+        return scoring.score_actions(model, self.tok.pad_token_id, prompt_ids, cands)
 
     def optimizer(self) -> torch.optim.Optimizer:
         p = self.cfg.policy
         params = [q for q in self.model.parameters() if q.requires_grad]
         return torch.optim.AdamW(params, lr=p.lr, weight_decay=p.weight_decay)
 
-    def step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+    def step(self, opt: torch.optim.Optimizer, loss: torch.Tensor | None = None) -> float:
+        """Backward ``loss`` (None: the gradients are already accumulated), clip, update; the gradient norm."""
+        if loss is not None:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         clip = self.cfg.policy.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip is not None else float("inf"))
         opt.step()
@@ -116,7 +131,8 @@ def train_sft(
     lr.model.train()
     for n, chunk in enumerate(_batches(rows, p.batch_size, p.steps, p.seed), 1):
         b = lr.batch(chunk)
-        loss = core.sft_loss(core.forward_logits(lr.model, b), b)
+        weights = torch.tensor([1.0 / max(1, int(r.get("ties") or 1)) for r in chunk], device=lr.device)
+        loss = core.sft_loss(core.forward_logits(lr.model, b), b, weights)
         norm = lr.step(opt, loss)
         stats = {"step": n, "loss": float(loss.detach()), "grad_norm": norm}
         lr.log.append(stats)
@@ -126,76 +142,77 @@ def train_sft(
     return lr.log
 
 
-def state_reward(rows: list[dict[str, Any]], action: str | None, invalid_penalty: float) -> float:
-    """The measured reward of ``action`` at the state whose rows are ``rows`` (see the module docstring)."""
-    worst = min(r["reward"] for r in rows)
-    if action is None:
-        return worst - invalid_penalty
-    return next((r["reward"] for r in rows if r["action"] == action), worst)
+def state_reward(rows: list[dict[str, Any]], action: str) -> float:
+    """The measured reward of ``action`` at the state whose rows are ``rows`` (never probed: the state's worst)."""
+    return next((r["reward"] for r in rows if r["action"] == action), min(r["reward"] for r in rows))
 
 
-def sample_group(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> tuple[list[list[int]], list[float]]:
-    """k decisions sampled at the state of ``rows``: their token ids and measured rewards."""
-    from sttrl.policy.controller import sample_decision
+@dataclass
+class Scored:
+    """Decisions at one state for a policy-gradient step: the prompt, the rationale the candidates share, the sampled
+    action indices (into ``env.actions``) and their advantages."""
 
-    p = lr.cfg.policy
-    prompt = lr.prompt_ids(rows[0]["prompt"])
-    ids, rewards = [], []
-    for j in range(k):
-        out, decision = sample_decision(
-            lr.loaded,
-            prompt,
-            lr.cfg.env.actions,
-            constrained=p.constrained,
-            temperature=p.temperature,
-            top_p=p.top_p,
-            top_k=p.top_k,
-            max_chars=p.max_rationale_chars,
-            seed=seed * 1009 + j,
-        )
-        ids.append(out.ids or [lr.tok.eos_token_id])
-        rewards.append(state_reward(rows, decision.action.value if decision else None, p.invalid_json_penalty))
-    return ids, rewards
+    prompt_ids: list[int]
+    rationale: str
+    taken: list[int]
+    advantages: list[float]
 
 
-def rl_step(
-    lr: Learner,
-    ref: Any,
-    kl_ctl: core.AdaptiveKL,
-    opt: torch.optim.Optimizer,
-    n: int,
-    prompts: list[list[int]],
-    answers: list[list[int]],
-    adv: torch.Tensor,
+def categorical_step(
+    lr: Learner, ref: Any, kl_ctl: core.AdaptiveKL, opt: torch.optim.Optimizer, n: int, states: list[Scored]
 ) -> dict[str, float]:
-    """One policy-gradient step on sampled answers with their advantages: ``-mean(A log pi) + kl_coef KL -
-    entropy_coef H``, then the reference update and the adaptive KL update. Returns (and logs) the step's numbers."""
+    """One policy-gradient step of the categorical policy over the enabled actions: per state one scoring forward
+    (gradients accumulated state by state), ``-mean(A log pi(a|s)) + kl_coef KL(pi || ref) - entropy_coef H(pi)``
+    averaged over the decisions; then the reference and the adaptive KL updates. Returns (and logs) the numbers."""
     p = lr.cfg.policy
-    b = core.make_batch(prompts, answers, lr.tok.pad_token_id).to(lr.device)
-    lr.model.train()
-    logits = core.forward_logits(lr.model, b)
-    with torch.no_grad():
-        ref_logits = core.forward_logits(ref, b)
-    logp = core.decision_logprobs(logits, b)
-    kl = core.decision_kl(logits, ref_logits, b)
-    ent = core.decision_entropy(logits, b)
+    total = sum(len(s.taken) for s in states)
     coef = kl_ctl.value
-    loss = core.policy_gradient_loss(logp, adv) + coef * kl.mean() - p.entropy_coef * ent
-    norm = lr.step(opt, loss)
+    opt.zero_grad(set_to_none=True)
+    lr.model.train()
+    loss_sum, kl_sum, ent_sum = 0.0, 0.0, 0.0
+    for s in states:
+        logp = torch.log_softmax(lr.scores(lr.model, s.prompt_ids, s.rationale), -1)
+        with torch.no_grad():
+            ref_logp = torch.log_softmax(lr.scores(ref, s.prompt_ids, s.rationale), -1)
+        probs = logp.exp()
+        kl = (probs * (logp - ref_logp)).sum()
+        ent = -(probs * logp).sum()
+        adv = torch.tensor(s.advantages, dtype=logp.dtype, device=logp.device)
+        m = len(s.taken)
+        loss = (-(adv * logp[s.taken]).sum() + m * (coef * kl - p.entropy_coef * ent)) / total
+        loss.backward()
+        loss_sum += float(loss.detach())
+        kl_sum, ent_sum = kl_sum + m * float(kl.detach()), ent_sum + m * float(ent.detach())
+    norm = lr.step(opt)
     core.update_reference(ref, lr.model, p.reference, n, p.ema_rate, p.ref_period)
-    kl_now = float(kl.detach().mean())
-    kl_ctl.update(kl_now, len(answers))
+    kl_ctl.update(kl_sum / total, total)
+    lr.model.eval()
     stats = {
         "step": n,
-        "loss": float(loss.detach()),
-        "kl": kl_now,
+        "loss": loss_sum,
+        "kl": kl_sum / total,
         "kl_coef": coef,
-        "entropy": float(ent.detach()),
-        "decisions": len(answers),
+        "entropy": ent_sum / total,
+        "decisions": total,
         "grad_norm": norm,
     }
     lr.log.append(stats)
     return stats
+
+
+def sample_state(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> tuple[Scored, list[float]]:
+    """k actions sampled at the state of ``rows`` from the softmax over the policy's scores (``policy.temperature``),
+    with their measured rewards (advantages not yet filled in)."""
+    p = lr.cfg.policy
+    prompt = lr.prompt_ids(rows[0]["prompt"])
+    rationale = json.loads(rows[0]["decision"])["rationale"]
+    with torch.no_grad():
+        scores = lr.scores(lr.model, prompt, rationale).float().cpu()
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(scores / max(p.temperature, 1e-6), -1)
+    taken = torch.multinomial(probs, k, replacement=True, generator=gen).tolist()
+    rewards = [state_reward(rows, lr.cfg.env.actions[i]) for i in taken]
+    return Scored(prompt, rationale, taken, []), rewards
 
 
 def train_rloo(
@@ -209,15 +226,11 @@ def train_rloo(
     opt = lr.optimizer()
     for n, chunk in enumerate(_batches(groups, p.batch_size, p.steps, p.seed), 1):
         lr.model.eval()
-        prompts, decisions, rewards = [], [], []
-        for g, rows in enumerate(chunk):
-            ids, rs = sample_group(lr, rows, p.k_samples, p.seed + n * 7919 + g)
-            prompts += [lr.prompt_ids(rows[0]["prompt"])] * p.k_samples
-            decisions += ids
-            rewards.append(rs)
-        r = torch.tensor(rewards, dtype=torch.float32, device=lr.device)
-        adv = core.rloo_advantages(r, p.normalize_advantages).flatten()
-        stats = rl_step(lr, ref, kl_ctl, opt, n, prompts, decisions, adv)
+        sampled = [sample_state(lr, rows, p.k_samples, p.seed + n * 7919 + g) for g, rows in enumerate(chunk)]
+        r = torch.tensor([rs for _, rs in sampled], dtype=torch.float32)
+        adv = core.rloo_advantages(r, p.normalize_advantages)
+        states = [replace(s, advantages=a.tolist()) for (s, _), a in zip(sampled, adv, strict=True)]
+        stats = categorical_step(lr, ref, kl_ctl, opt, n, states)
         stats["reward"] = float(r.mean())
         if on_step:
             on_step(stats)

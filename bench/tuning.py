@@ -1,0 +1,138 @@
+"""What the tuning commands share (``bench.tune_contextual``, ``bench.tune_lookahead``): train instances only, the
+hidden dev split only, resumable runs whose rows are files, and the cost of tuning summed from those rows.
+
+A tuned setting may only come from *train* instances (``env.instances.train_seeds``) scored on the hidden *dev*
+split; test instances and the test split are kept for reported results. ``--quick`` runs a debug-sized grid on
+the debug preset with a small instance set (the CI test of each command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
+from sttrl.errors import ConfigError, SttrlError
+
+# --quick: the debug preset's instance set of the smoke suite (train instances 0-1), 2 blocks of 8 samples
+QUICK_OVERRIDES = (
+    "env.instances={lr: [5e-4, 2e-3], batch_sizes: [2, 4], freeze_layers: [0, 1], train_seeds: [0, 1], "
+    "test_seeds: [1000, 1001]}",
+    "env.budget_unit=samples",
+    "env.samples_per_action=8",
+    "env.max_actions=2",
+    "run.threads=1",
+)
+
+
+def train_instances(cfg: Config, n: int, seeds: Sequence[int] | None = None) -> list[int]:
+    """The first ``n`` train instances (or ``seeds``, which must all be train instances); a ConfigError otherwise."""
+    spec = cfg.env.instances
+    if spec is None:
+        raise ConfigError(f"preset {cfg.preset} has no env.instances: tuning runs on train instances")
+    chosen = list(seeds) if seeds else list(spec.train_seeds[:n])
+    bad = [i for i in chosen if i not in spec.train_seeds]
+    if bad:
+        raise ConfigError(f"instances {bad} are not train instances ({spec.train_seeds}): tune on train instances only")
+    if not chosen:
+        raise ConfigError("no train instance to tune on")
+    return chosen
+
+
+def cost(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The tuning cost summed over run rows (each with ``samples``, ``steps`` and ``seconds``)."""
+    return {
+        "episodes": len(rows),
+        "samples": int(sum(r.get("samples") or 0 for r in rows)),
+        "steps": int(sum(r.get("steps") or 0 for r in rows)),
+        "seconds": float(sum(r.get("seconds") or 0.0 for r in rows)),
+    }
+
+
+def budget_doc(cfg: Config) -> dict[str, Any]:
+    """The episode budget the tuned setting was chosen at (a tuned file is only valid at it)."""
+    env = cfg.env
+    per = env.samples_per_action if env.budget_unit == "samples" else env.steps_per_action
+    return {"unit": env.budget_unit, "max_actions": env.max_actions, "per_action": per}
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    got = [float(v) for v in values if v is not None]
+    return statistics.fmean(got) if got else None
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def instance_config(cfg: Config, instance: int, configure: Callable[[Config], Config] | None = None) -> Config:
+    """The config of one tuning run: ``run.seed`` = the instance's seed, the instance drawn in, then ``configure``."""
+    from sttrl.env.instances import apply  # numpy: loaded when a run is planned, not for --help
+
+    data = cfg.to_dict()
+    data["run"] = {**data["run"], "seed": instance}
+    icfg = apply(config_from_dict(data), instance)
+    return configure(icfg) if configure is not None else icfg
+
+
+def cached_data(cfg: Config, cache: dict[str, Any]) -> Any:
+    """The speech data of ``cfg``, built once and kept in ``cache`` (one corpus in memory at a time)."""
+    from sttrl.data import build_speech_data  # audio synthesis and datasets: loaded when a run starts
+
+    key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+    if key not in cache:
+        cache.clear()
+        cache[key] = build_speech_data(cfg.data, progress=False)
+    return cache[key]
+
+
+def tuning_parser(prog: str, doc: str, instances: int) -> argparse.ArgumentParser:
+    """The options every tuning command shares: config, ``--out``, ``--train-instances``, ``--work``, ``--quick``,
+    ``--dry-run`` (the preset defaults to bench-cpu, debug with ``--quick``)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.set_defaults(preset=None)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the tuned file (JSON)")
+    p.add_argument("--train-instances", type=int, default=instances, metavar="N", help="the first N train instances")
+    p.add_argument("--work", type=Path, metavar="DIR", help="run directories (default: FILE's folder/<stem>-runs)")
+    p.add_argument("--quick", action="store_true", help="the debug preset, a 2-point grid (the CI test)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and the time estimate, run nothing")
+    return p
+
+
+def tuning_config(args: argparse.Namespace) -> Config:
+    """The config of a tuning command: ``--preset`` (bench-cpu; debug with the smoke instance set for ``--quick``)."""
+    preset = args.preset or ("debug" if args.quick else "bench-cpu")
+    quick = list(QUICK_OVERRIDES) if args.quick and preset == "debug" else []
+    return load_config(preset, args.config, [*quick, *args.overrides])
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    return args.work or args.out.parent / f"{args.out.stem}-runs"
+
+
+def lowest(points: Sequence[dict[str, Any]], key: str = "dev_wer_mean") -> dict[str, Any]:
+    """The scored point with the lowest ``key`` (the first on ties: grid order); an error when none was scored."""
+    scored = [p for p in points if p[key] is not None]
+    if not scored:
+        raise SttrlError("no grid point was scored on the hidden dev split")
+    return min(scored, key=lambda p: p[key])
+
+
+def provenance(cfg: Config, instances: list[int], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What every tuned file says about itself: preset, train instances, split, cost, budget."""
+    return {
+        "preset": cfg.preset,
+        "train_instances": instances,
+        "split": "dev",
+        "cost": cost(rows),
+        "budget": budget_doc(cfg),
+    }
