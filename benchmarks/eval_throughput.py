@@ -136,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     contestants = {"sttrl_cold": sttrl_cold, "sttrl_cached": sttrl_cached, "pipeline": hf_pipeline}
     if not args.no_ct2:
         from sttrl.eval import engines
+        from sttrl.eval.engines import ct2 as ct2_engine
 
         def ct2_round(cache_dir: Path, compute: str) -> dict[str, float]:
-            engines._CACHE.clear()  # convert again, as after every training block
+            ct2_engine._CACHE.clear()  # convert again, as after every training block
             store = FeatureStore(loaded, utts, max_tokens, cache_dir)
             over = cfg.model_copy(
                 update={
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ][:5]
     agreement: dict[str, dict] = {}
     if not args.no_ct2:
-        from sttrl.eval.engines import load_ct2
+        from sttrl.eval.engines.ct2 import load_ct2
 
         wer_hf = error_rates(refs, ours)[0]
         for compute in ("float32", "int8"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from sttrl.config.policy import POLICY_PRESET_DIR, policy_presets
@@ -147,7 +148,5 @@ def secret(name: str, env_file: str | Path = ".env") -> str | None:
         return value
     path = Path(env_file)
     if path.is_file():
-        from dotenv import dotenv_values
-
         value = dotenv_values(path).get(name)
     return value or None

@@ -16,6 +16,7 @@ from typing import Any
 from sttrl.config import DataConfig, RewardConfig
 from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import ACCESS_LOG, accesses
+from sttrl.env.reward import reward
 from sttrl.keys import sttrl_home
 
 REWARD_TOLERANCE = 1e-9
@@ -50,8 +51,6 @@ def check_trajectory(
 ) -> tuple[bool, str]:
     """Recompute every step's reward from the recorded WERs and statuses (sttrl.env.reward) and compare it with the
     record, the evaluation file of its block (``evals``: block -> WER) and the graph state's records."""
-    from sttrl.env.reward import reward
-
     steps = [r.get("step") for r in records]
     if steps != list(range(1, len(records) + 1)):
         return False, f"steps are {steps}, expected 1..{len(records)} once each"
