@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 import soxr
@@ -52,8 +53,6 @@ def wav_duration(path: str | Path) -> float:
 
 def decode_with_av(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode any container/codec FFmpeg knows (webm/Opus, mp3, m4a…) to 16 kHz mono float32 via PyAV."""
-    import av
-
     chunks: list[np.ndarray] = []
     try:
         with av.open(io.BytesIO(data)) as container:

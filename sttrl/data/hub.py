@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from huggingface_hub import HfApi, hf_hub_download
+
 from sttrl.config import DataConfig
 from sttrl.data.audio import SAMPLE_RATE, decode_bytes, wav_duration, write_wav
 from sttrl.data.progress import progress_bar
@@ -98,8 +100,6 @@ class _Files:
             if not self.local.is_dir():
                 raise DataError(f"data.hub.local_dir {self.local} is not a directory")
             return sorted(p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file())
-        from huggingface_hub import HfApi
-
         try:
             return sorted(
                 HfApi().list_repo_files(
@@ -116,8 +116,6 @@ class _Files:
             if not path.is_file():
                 raise DataError(f"{self.where}: missing file {relpath}")
             return path
-        from huggingface_hub import hf_hub_download
-
         try:
             return Path(
                 hf_hub_download(
@@ -287,7 +285,7 @@ def _load_afrivoice(
 
 
 def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
-    import datasets
+    import datasets  # about 3 s to import (pyarrow): only the columns layout needs it, not the offline default
 
     hub = cfg.hub
     if hub.local_dir is None:
@@ -321,7 +319,7 @@ def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
 def _load_columns(
     cfg: DataConfig, split: str, domains: list[str], progress: bool, token: str | None
 ) -> list[Utterance]:
-    import datasets
+    import datasets  # about 3 s to import (pyarrow): only the columns layout needs it, not the offline default
 
     hub = cfg.hub
     ds = _open_columns(cfg, split, token)

@@ -3,6 +3,7 @@ training block and a real validation evaluation of a Whisper model."""
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sttrl.data import SpeechData, build_speech_data
 from sttrl.env.actions import Action, parse_action
 from sttrl.env.decision import Decided
 from sttrl.env.episode import Episode, Progress
+from sttrl.env.instances import apply as apply_instance
 from sttrl.env.runtime import EpisodeRuntime
 from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY, new_run_id
@@ -142,8 +144,6 @@ class SttEnv(gym.Env):
         """Free the episode's model, optimizer and features (the run directory stays on disk)."""
         self.runtime = None
         self.episode = None
-        import gc
-
         gc.collect()
 
     # ----- Gymnasium API ----------------------------------------------------------------------
@@ -154,8 +154,6 @@ class SttEnv(gym.Env):
         if seed is not None:
             cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": int(seed)})})
         if cfg.env.instances is not None:  # the reset seed draws the instance (sttrl.env.instances)
-            from sttrl.env.instances import apply as apply_instance
-
             cfg = apply_instance(cfg, int(options.get("instance", cfg.run.seed)))
         run_id = options.get("run_id") or new_run_id()
         run_dir = Path(

@@ -29,16 +29,17 @@ from sttrl.data import SpeechData, build_speech_data
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.eval.engines import engine_label, evaluate_with
 from sttrl.eval.result import EvalResult
-from sttrl.io import atomic_write_json, sha256_file
+from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, block_name, final_file_hashes, new_run_id
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
+from sttrl.train.checkpoint import read_checkpoint_record
 from sttrl.train.device import resolve_device, seed_everything
 from sttrl.train.faults import ensure_writable_dir
 from sttrl.train.features import FeatureStore, feature_cache_dir
 from sttrl.train.memory import limit_arenas, release_memory, torch_thread
 from sttrl.train.model import LoadedModel, load_model
-from sttrl.train.trainer import Trainer, read_checkpoint_record
+from sttrl.train.trainer import Trainer
 
 
 class EpisodeRuntime:
@@ -337,8 +338,6 @@ class EpisodeRuntime:
         tmp = self.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.loaded.model.save_pretrained(tmp)
-        from sttrl.io import atomic_replace_dir
-
         atomic_replace_dir(tmp, final)
         info = {
             "path": "final",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from sttrl.llm.local import LoadedModel
 
@@ -57,7 +58,7 @@ def _tokenizer_data(loaded: LoadedModel) -> Any:
     data = loaded.extras.get("lmfe_tokenizer_data")
     if data is not None:
         return data
-    from lmformatenforcer.tokenenforcer import TokenEnforcerTokenizerData
+    from lmformatenforcer.tokenenforcer import TokenEnforcerTokenizerData  # the local-llm extra: used with a schema
 
     tok = loaded.tokenizer
     vocab_size = len(tok)
@@ -138,6 +139,7 @@ def generate(
     tok, model = loaded.tokenizer, loaded.model
     processors = []
     if schema is not None:
+        # the local-llm extra: only decoding constrained to a schema needs it
         from lmformatenforcer import JsonSchemaParser
         from lmformatenforcer.tokenenforcer import TokenEnforcer
 
@@ -147,8 +149,6 @@ def generate(
         enforcer.root_parser.config.force_json_field_order = True
         processors.append(JsonSchemaLogitsProcessor(enforcer, len(prompt_ids)))
         max_new_tokens = max(max_new_tokens, max_json_chars(bounded, max_string_chars))
-    from transformers import LogitsProcessorList
-
     if seed is not None:
         torch.manual_seed(seed)
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)

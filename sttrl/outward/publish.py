@@ -20,7 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sttrl.io import atomic_write_json
 from sttrl.outward.sinks import ARTIFACTS, Sink, describe_error, is_permanent, redact, step_key
+from sttrl.outward.tracking import make_tracker
 from sttrl.rundir import RUN_RECORD, TRAJECTORY
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,6 @@ class Publisher:
 
     def _track(self, method: str, arg: Any) -> None:
         if self.tracker is None:
-            from sttrl.outward.tracking import make_tracker
-
             self.tracker = make_tracker(self.run_cfg, self.run_id, self.run_dir)
         getattr(self.tracker, method)(arg)
 
@@ -275,8 +275,6 @@ def publish_run(run_dir: str | Path, timeout: float | None = None) -> dict[str, 
 
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     """Record the outward status in ``run.json`` (read, update, atomic replace)."""
-    from sttrl.io import atomic_write_json
-
     record = _read_json(run_dir / RUN_RECORD)
     if record is not None:
         record["outward"] = status

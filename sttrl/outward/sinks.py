@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from sttrl.config import secret
 from sttrl.config.sink_url import check_sink_settings  # noqa: F401 - part of this module's API
 from sttrl.errors import ConfigError, SinkError
 from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, PLOT, RUN_RECORD, TRAJECTORY
@@ -28,8 +29,6 @@ ARTIFACTS = (TRAJECTORY, JUDGE_REPORT, PLOT, CONFIG_FILE, RUN_RECORD)
 def resolve_url(url: str) -> str:
     """``env:VAR`` -> the variable's value; any other URL as given."""
     if url.startswith("env:"):
-        from sttrl.config import secret
-
         name = url[4:]
         value = secret(name)  # the environment, else .env
         if not value:
@@ -82,7 +81,7 @@ class Sink:
         scheme = urllib.parse.urlsplit(self.url).scheme
         self.http = scheme in ("http", "https")
         if not self.http:
-            import fsspec
+            import fsspec  # the sinks extra: loaded only when a run uploads to an fsspec URL
 
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.options)

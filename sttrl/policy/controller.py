@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sttrl.control.classical import RulePolicy
+from sttrl.control.prompting import decision_turns
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.actions import Action
-from sttrl.env.decision import Decided
+from sttrl.env.decision import Decided, Decision
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.llm.local import load_model, resolve_model
 
 SOURCE = "learned"
 META_FILE = "sttrl_policy.json"
@@ -25,8 +27,6 @@ META_FILE = "sttrl_policy.json"
 
 def decision_schema(allowed: Sequence[str]) -> dict[str, Any]:
     """``Decision``'s JSON schema with the action enum narrowed to ``allowed`` (the enabled actions)."""
-    from sttrl.env.decision import Decision
-
     schema = copy.deepcopy(Decision.model_json_schema())
     schema["$defs"]["Action"]["enum"] = [a for a in schema["$defs"]["Action"]["enum"] if a in allowed]
     return schema
@@ -46,6 +46,7 @@ def sample_decision(
 ) -> tuple[Any, Any]:
     """One answer to ``prompt_ids``: ``(Generated, Decision or None)``; None when the text is not a valid
     Decision (possible only with ``constrained=False`` or a length cut)."""
+    # torch: this module registers the controller, and the registry is listed torch-free
     from sttrl.llm.constrained import generate, max_json_chars
     from sttrl.policy.core import parse_decision
 
@@ -76,8 +77,7 @@ class LearnedController:
     trace: list[tuple[list[int], list[int], bool]] | None = None  # (prompt ids, answer ids, valid) per decision
 
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
-        from sttrl.control.prompting import decision_turns
-        from sttrl.llm.constrained import chat_prompt_ids
+        from sttrl.llm.constrained import chat_prompt_ids  # torch: kept out of the registry listing
 
         p = self.cfg.policy
         ids = chat_prompt_ids(self.loaded, decision_turns(observation, history, self.cfg))
@@ -108,8 +108,6 @@ class LearnedController:
 
 def load_learned(model: str) -> Any:
     """The model directory (or any local model name) loaded once per process; one-line errors."""
-    from sttrl.llm.local import load_model, resolve_model
-
     return load_model(resolve_model(model))
 
 

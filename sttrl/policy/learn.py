@@ -25,6 +25,7 @@ from typing import Any
 
 from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.llm.local import load_model, resolve_model
 from sttrl.policy.controller import META_FILE
 from sttrl.policy.settings import policy_presets
 
@@ -65,9 +66,11 @@ def _serializable(model: Any) -> Any:
 
 def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print) -> dict[str, Any]:
     """Train ``cfg.policy.stage`` from ``data`` starting at ``model``; write ``out``; returns its metadata."""
+    # torch and the training stages load here, not at import: `python -m sttrl.learn --help` stays torch-free
     import torch
 
-    from sttrl.llm.local import load_model, resolve_model
+    # the training stages import torch too
+    from sttrl.policy.core import train_top_layers
     from sttrl.policy.data import load_rows
     from sttrl.policy.episodes import train_episodes
     from sttrl.policy.stages import STAGES, Learner, stage_items
@@ -87,8 +90,6 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.model.to(device)
     if cfg.policy.train_top_layers:
-        from sttrl.policy.core import train_top_layers
-
         try:
             n = train_top_layers(loaded.model, cfg.policy.train_top_layers)
         except ValueError as exc:
@@ -125,7 +126,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # transformers: kept out of `--help`
 
     hf_logging.disable_progress_bar()  # stderr keeps one line per error
     try:

@@ -24,7 +24,9 @@ import torch
 
 from sttrl.config import Config
 from sttrl.errors import ConfigError
+from sttrl.llm.constrained import chat_prompt_ids
 from sttrl.policy import core
+from sttrl.policy.controller import sample_decision
 from sttrl.policy.data import dpo_pairs, states
 
 
@@ -49,8 +51,6 @@ class Learner:
         return next(self.model.parameters()).device
 
     def prompt_ids(self, turns: list[dict[str, str]]) -> list[int]:
-        from sttrl.llm.constrained import chat_prompt_ids
-
         return chat_prompt_ids(self.loaded, turns)
 
     def decision_ids(self, text: str) -> list[int]:
@@ -136,8 +136,6 @@ def state_reward(rows: list[dict[str, Any]], action: str | None, invalid_penalty
 
 def sample_group(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> tuple[list[list[int]], list[float]]:
     """k decisions sampled at the state of ``rows``: their token ids and measured rewards."""
-    from sttrl.policy.controller import sample_decision
-
     p = lr.cfg.policy
     prompt = lr.prompt_ids(rows[0]["prompt"])
     ids, rewards = [], []
