@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from langchain_core.tools import InjectedToolArg, tool
 from pydantic import BaseModel, ConfigDict, Field
 
-from sttrl.env.episode import Episode, Pending
+from sttrl.env.episode import Episode
+from sttrl.env.phases import Pending
 
 
 class TrainBlockArgs(BaseModel):

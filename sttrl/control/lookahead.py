@@ -25,6 +25,7 @@ from sttrl.config import Config
 from sttrl.env import episode
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
+from sttrl.env.phases import Pending, Progress
 from sttrl.errors import ConfigError
 from sttrl.train.blocks import Hyperparams
 
@@ -78,7 +79,7 @@ def _criterion(rt: EpisodeRuntime, losses: list[float], status: str) -> float:
     return float(rt.score_current(rt.cfg.lookahead.probe_eval_utterances).wer)
 
 
-def probe(rt: EpisodeRuntime, progress: episode.Progress, action: str, probe_dir: Path) -> dict[str, Any]:
+def probe(rt: EpisodeRuntime, progress: Progress, action: str, probe_dir: Path) -> dict[str, Any]:
     """Train ``action``'s probe from block ``progress.step``'s checkpoint; its checkpoint goes to ``probe_dir``."""
     pend = episode.pending(progress, Decided(Action(action), "probe", SOURCE), rt.cfg)
     hp = pend.hp
@@ -101,8 +102,8 @@ def probe(rt: EpisodeRuntime, progress: episode.Progress, action: str, probe_dir
 
 
 def lookahead_step(
-    rt: EpisodeRuntime, progress: episode.Progress, root: Path
-) -> tuple[episode.Pending, list[dict[str, Any]], Path | None]:
+    rt: EpisodeRuntime, progress: Progress, root: Path
+) -> tuple[Pending, list[dict[str, Any]], Path | None]:
     """Probe every candidate from the current block (probes under ``root``), pick the best (lowest criterion; first
     in candidate order on ties). Returns the decision, the probes and the winner's probe checkpoint to continue."""
     cfg = rt.cfg
@@ -180,7 +181,7 @@ def run_lookahead(cfg: Config, run_dir: str | Path, *, data: Any = None, on_line
     }
 
 
-def _cost(cfg: Config, progress: episode.Progress, budget: int, spent: Spent) -> tuple[int, int, int]:
+def _cost(cfg: Config, progress: Progress, budget: int, spent: Spent) -> tuple[int, int, int]:
     """(a decision with probes, a plain block, what is left) in samples at the hyperparameters in force."""
     block = block_samples(cfg, progress.hp)
     k = len(candidates(cfg))
@@ -190,8 +191,8 @@ def _cost(cfg: Config, progress: episode.Progress, budget: int, spent: Spent) ->
 
 
 def _next_decision(
-    rt: EpisodeRuntime, progress: episode.Progress, budget: int, spent: Spent
-) -> tuple[episode.Pending | None, list[dict[str, Any]], Path | None]:
+    rt: EpisodeRuntime, progress: Progress, budget: int, spent: Spent
+) -> tuple[Pending | None, list[dict[str, Any]], Path | None]:
     """The next step: probed when the budget pays for the probes, a plain ``keep`` while a block fits, else None."""
     cfg = rt.cfg
     if progress.step >= cfg.env.max_actions:

@@ -16,8 +16,9 @@ from sttrl.config import Config, load_config
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.env.actions import Action, parse_action
 from sttrl.env.decision import Decided
-from sttrl.env.episode import Episode, Progress
+from sttrl.env.episode import Episode
 from sttrl.env.instances import apply as apply_instance
+from sttrl.env.phases import Progress
 from sttrl.env.runtime import EpisodeRuntime
 from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY, new_run_id
