@@ -1,5 +1,6 @@
 """Reading configs: presets, YAML/JSON files, dotted ``key=value`` overrides, the shared CLI options, and
-secrets from the environment or ``.env`` (the only reader of ``os.environ`` besides the CLIs).
+secrets from the environment or ``.env`` (the only reader of secrets in ``os.environ``; :mod:`sttrl.keys` reads where
+the judge key lives from it too).
 
 The package :mod:`sttrl.config` exports what callers use.
 """

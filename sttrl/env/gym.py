@@ -43,17 +43,21 @@ class SttEnv(gym.Env):
     A ``Dict`` of float32 arrays of shape (1,): ``lr``, ``batch_size``, ``grad_accum``, ``freeze_layers``,
     ``train_loss`` (mean loss of the last block; at reset, the loss on the next batch), ``wer`` and ``cer``
     (validation), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or on CPU
-    the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``.
-    ``info["observation"]`` holds the same as plain JSON with the device (``sttrl.env.episode.Observation``).
+    the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete
+    ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``. ``info["observation"]`` holds the same
+    as plain JSON with the device and the memory budget (``sttrl.env.phases.Observation``).
 
     Each step runs ``sttrl.env.episode`` (the same phases the LangGraph episode runs as nodes), so the two
     paths write identical trajectories for the same seed and actions.
 
     ## Rewards
-    ``(previous WER - current WER) - env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0),
-    ``nan_penalty`` (2.0) or ``divergence_penalty`` (2.5) when the block faulted; after a fault the model,
-    optimizer and data cursor are rolled back to the block's start while the hyperparameters stay as the
-    action set them (the agent must repair them). ``stop`` trains nothing and pays 0.
+    The WER gain of the block in the units of ``env.reward.kind`` (a kind of the registry in
+    ``sttrl.env.reward``: ``seed``, the default, pays previous WER - current WER; ``log_ratio`` pays
+    log(previous / current WER) with both WERs within [``wer_floor``, ``wer_clip``]), minus
+    ``env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0), ``nan_penalty`` (2.0) or ``divergence_penalty``
+    (2.5) when the block faulted; after a fault the model, optimizer and data cursor are rolled back to the block's
+    start while the hyperparameters stay as the action set them (the agent must repair them). ``stop`` trains
+    nothing and pays 0.
 
     ## Episode End
     Terminated by ``stop``; truncated when ``env.max_actions`` decisions are spent. At the end the final
