@@ -161,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     # Same transcripts? (outside the timings)
     ours = transcribe(warm_store, list(range(n)), batch, max_new, device)
     theirs = run_pipeline()
-    exact = sum(a == b for a, b in zip(ours, theirs))
-    stripped = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
-    normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs))
+    exact = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    stripped = sum(a.strip() == b.strip() for a, b in zip(ours, theirs, strict=True))
+    normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs, strict=True))
     diffs = [
         {"id": utts[i].uid, "sttrl": a, "pipeline": b}
-        for i, (a, b) in enumerate(zip(ours, theirs))
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
         if a.strip() != b.strip()
     ][:5]
     agreement: dict[str, dict] = {}
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             hyps = transcribe(warm_store, list(range(n)), batch, max_new, device, ct.decode)
             wer_ct = error_rates(refs, hyps)[0]
             agreement[compute] = {
-                "identical": sum(a == b for a, b in zip(ours, hyps)),
+                "identical": sum(a == b for a, b in zip(ours, hyps, strict=True)),
                 "n": n,
                 "wer_transformers": wer_hf,
                 "wer_ct2": wer_ct,
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "convert_s": ct.convert_seconds,
                 "differences": [
                     {"id": utts[i].uid, "transformers": a, "ct2": b}
-                    for i, (a, b) in enumerate(zip(ours, hyps))
+                    for i, (a, b) in enumerate(zip(ours, hyps, strict=True))
                     if a != b
                 ][:5],
             }

@@ -80,7 +80,7 @@ def summarize(
             out.append({"samples": n, "complete": False})
             continue
 
-        def wer(i: int, kind: str, s: dict[str, Any] | None) -> float:
+        def wer(i: int, kind: str, s: dict[str, Any] | None, got: dict = got) -> float:
             return got[(i, kind, json.dumps(s))]
 
         means = [statistics.fmean(wer(i, "train-grid", s) for i in trains) for s in grid]
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             n, i, kind, tag = futs[fut]
             try:
                 row = fut.result()
-            except Exception as exc:  # a failed run is reported and left out of the summary
+            except Exception as exc:  # noqa: BLE001 - a failed run is reported and left out of the summary
                 print(f"{n} samples, instance {i} {kind} {tag}: failed: {exc}", flush=True)
                 continue
             rows.append(row)
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         m = s["mean"]
         print(
-            f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | {m['tuned']:.3f} ({s['tuned_setting']['lr']:g}) "
+            f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | "
+            f"{m['tuned']:.3f} ({s['tuned_setting']['lr']:g}) "
             f"| {s['repair_room']:+.3f} | {s['adapt_room']:+.3f} |"
         )
     print(f"{time.perf_counter() - t0:.0f} s; rows: {result}")

@@ -3,6 +3,7 @@ the reward-kind registry (a kind added in one place is validated by config and u
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def test_seed_reward_kind_is_the_seed_formula():
 def test_log_ratio_on_a_known_sequence():
     cfg = RewardConfig(kind="log_ratio", step_penalty=0.0)
     wers = [3.44, 0.50, 0.335, 0.2228, 0.2211, 0.1263]  # a cpu-preset episode: the start loops (WER > 1)
-    rewards = [reward(a, b, "ok", cfg) for a, b in zip(wers, wers[1:])]
+    rewards = [reward(a, b, "ok", cfg) for a, b in itertools.pairwise(wers)]
     assert rewards[0] == pytest.approx(math.log(1.0 / 0.50))  # clipped at 1: 0.693, not log(3.44/0.5) = 1.93
     assert rewards[1] == pytest.approx(math.log(0.50 / 0.335))
     assert rewards[4] == pytest.approx(math.log(0.2211 / 0.1263))

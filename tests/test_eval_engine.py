@@ -143,7 +143,7 @@ def test_engines_agree_token_for_token(make_config, source):
             input_features=feats, max_new_tokens=max_new, num_beams=1, do_sample=False, **loaded.generate_kwargs
         )
     eos = loaded.model.generation_config.eos_token_id
-    for a, b in zip(ids_ct2, ids_hf.tolist()):
+    for a, b in zip(ids_ct2, ids_hf.tolist(), strict=True):
         n = len(loaded.prefix_ids)
         b = b[n:] if b[:n] == loaded.prefix_ids else b  # transformers returns the prompt when it is forced
         b = b[: b.index(eos)] if eos in b else b

@@ -117,13 +117,13 @@ def test_ema_and_periodic_reference_updates(model):
             p.add_(torch.randn_like(p))
     before = [r.clone() for r in ref.parameters()]
     assert core.update_reference(ref, policy, "ema", 1, rate=0.1, period=3)
-    for r, r0, p in zip(ref.parameters(), before, policy.parameters()):
+    for r, r0, p in zip(ref.parameters(), before, policy.parameters(), strict=True):
         assert torch.allclose(r, 0.9 * r0 + 0.1 * p, atol=1e-6)
     ema = [r.clone() for r in ref.parameters()]
     assert not core.update_reference(ref, policy, "periodic", 2, rate=0.1, period=3)
-    assert all(torch.equal(r, e) for r, e in zip(ref.parameters(), ema))
+    assert all(torch.equal(r, e) for r, e in zip(ref.parameters(), ema, strict=True))
     assert core.update_reference(ref, policy, "periodic", 3, rate=0.1, period=3)
-    assert all(torch.equal(r, p) for r, p in zip(ref.parameters(), policy.parameters()))
+    assert all(torch.equal(r, p) for r, p in zip(ref.parameters(), policy.parameters(), strict=True))
     assert not core.update_reference(ref, policy, "frozen", 3, rate=0.1, period=3)
 
 
@@ -141,8 +141,8 @@ def test_reference_gets_no_gradients_and_does_not_change(model):
         loss.backward()
         opt.step()
     assert all(not r.requires_grad and r.grad is None for r in ref.parameters())
-    assert all(torch.equal(r, s) for r, s in zip(ref.parameters(), snapshot))
-    assert any(not torch.equal(p, s) for p, s in zip(policy.parameters(), snapshot))
+    assert all(torch.equal(r, s) for r, s in zip(ref.parameters(), snapshot, strict=True))
+    assert any(not torch.equal(p, s) for p, s in zip(policy.parameters(), snapshot, strict=True))
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

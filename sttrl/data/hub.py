@@ -34,7 +34,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def _role_plan(cfg: DataConfig, role: Role) -> tuple[str, list[str], int | None]:
-    """Hub split name, domains and cap for a role: train/validation from train domains, hidden from the hidden domain."""
+    """Hub split name, domains and cap for a role: train/validation from train domains, hidden from the hidden
+    domain."""
     hub = cfg.hub
     if role == "train":
         return hub.train_split, list(cfg.train_domains), cfg.max_train_utterances
@@ -270,12 +271,14 @@ def _load_afrivoice(
     root = _cache_root(cfg)
     results: list[Utterance] = []
     missing: list[str] = []
-    with progress_bar(f"decoding {split} shards", total=len(shards), enabled=progress) as advance:
-        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            for part, gone in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
-                results.extend(part)
-                missing.extend(gone)
-                advance()
+    with (
+        progress_bar(f"decoding {split} shards", total=len(shards), enabled=progress) as advance,
+        ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool,
+    ):
+        for part, gone in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
+            results.extend(part)
+            missing.extend(gone)
+            advance()
     if not results:
         raise DataError(f"{files.where}: split {split!r} of domains {domains} yielded no usable clips")
     return results, missing
@@ -334,7 +337,8 @@ def _load_columns(
     for field, column in needed.items():
         if column not in ds.column_names:
             raise DataError(
-                f"{where} split {split!r}: no column {column!r} ({field}); columns present: {', '.join(ds.column_names)}"
+                f"{where} split {split!r}: no column {column!r} ({field}); "
+                f"columns present: {', '.join(ds.column_names)}"
             )
     if isinstance(ds.features[hub.audio_column], datasets.Audio):
         ds = ds.cast_column(hub.audio_column, datasets.Audio(decode=False))

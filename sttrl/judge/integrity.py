@@ -79,7 +79,8 @@ def check_trajectory(
         mine = [tuple(r.get(k) for k in keys) for r in records]
         theirs = [tuple(r.get(k) for k in keys) for r in expected_records]
         if mine != theirs:
-            diff = next((a, b) for a, b in zip(mine + [None] * len(theirs), theirs + [None] * len(mine)) if a != b)
+            padded = zip(mine + [None] * len(theirs), theirs + [None] * len(mine), strict=True)
+            diff = next((a, b) for a, b in padded if a != b)
             return False, f"trajectory differs from the graph state's records: {diff[0]} vs {diff[1]}"
     return True, f"{len(records)} steps; every reward recomputes from its WERs and status"
 
@@ -104,7 +105,8 @@ def hidden_access_check(record: Mapping[str, Any], cfg: DataConfig) -> dict[str,
             "passed": False,
             "reason": (
                 f"{len(outside)} access(es) to the hidden split outside the judge while the run was live, first: "
-                f"{first['what']} by pid {first['pid']} ({' '.join(first.get('argv') or [])}) at {time.ctime(first['time'])}"
+                f"{first['what']} by pid {first['pid']} ({' '.join(first.get('argv') or [])}) "
+                f"at {time.ctime(first['time'])}"
             ),
         }
     return {

@@ -3,11 +3,12 @@
 Every completion is a JSON object that matches the schema: at each step only the tokens that keep
 the text a valid prefix of such an object are allowed (greedy by default, sampling when a
 temperature is given). Tokens holding control characters (newline, tab) are never allowed: the
-parser would let them into strings, which strict JSON forbids; a space separates tokens instead. Tokens that decode to part of a UTF-8
-character are never allowed either: they add no character, so a string could grow in tokens without
-growing in length and never reach its bound (text is written from whole-character tokens). String fields get a ``maxLength`` when the schema has none and whitespace
-between tokens is limited, so the object always ends within ``max_new_tokens`` (each token is at
-least one character). lm-format-enforcer's own transformers integration imports a module that
+parser would let them into strings, which strict JSON forbids; a space separates tokens instead.
+Tokens that decode to part of a UTF-8 character are never allowed either: they add no character, so
+a string could grow in tokens without growing in length and never reach its bound (text is written
+from whole-character tokens). String fields get a ``maxLength`` when the schema has none and
+whitespace between tokens is limited, so the object always ends within ``max_new_tokens`` (each
+token is at least one character). lm-format-enforcer's own transformers integration imports a module that
 transformers 5 removed, so the small glue (token table, logits processor) lives here.
 """
 

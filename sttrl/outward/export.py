@@ -1,8 +1,8 @@
 """``python -m sttrl.export SOURCES… --out DIR|URL``: runs as a ``datasets`` Dataset in Parquet, one row per step.
 
 A source is a run directory, a folder of run directories, or a sink prefix URL (``s3://bucket/prefix``,
-``file:///…``, ``memory://…``) holding ``<run_id>/steps/*.json`` (sttrl.outward.sinks' layout). Each row carries the step
-record flattened into typed columns plus the run's metadata (preset, instance, controller, seed, judge result).
+``file:///…``, ``memory://…``) holding ``<run_id>/steps/*.json`` (sttrl.outward.sinks' layout). Each row carries
+the step record flattened into typed columns plus the run's metadata (preset, instance, controller, seed, judge result).
 The output is ``DIR/data/train-00000-of-00001.parquet`` and ``DIR/sttrl_export.json`` (schema version, rows, runs);
 read it with ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")``.
 """
@@ -170,7 +170,7 @@ def rows_from_sink(url: str) -> tuple[list[dict[str, Any]], int]:
         steps = sorted((json.loads(sink.get(k)) for k in keys), key=lambda r: r["step"])
         have = set(sink.list(run_id))
 
-        def get(name: str) -> dict[str, Any] | None:
+        def get(name: str, run_id: str = run_id, have: set[str] = have) -> dict[str, Any] | None:
             return _json(sink.get(f"{run_id}/{name}")) if f"{run_id}/{name}" in have else None
 
         meta = run_metadata(get(RUN_RECORD), get(JUDGE_REPORT), get(META), steps)

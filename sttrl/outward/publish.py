@@ -1,11 +1,13 @@
 """Publishing a run outward without ever blocking or failing it: one background thread per run directory uploads
-step records and artifacts to the configured sink (sttrl.outward.sinks) and logs them to the tracker (sttrl.outward.tracking).
+step records and artifacts to the configured sink (sttrl.outward.sinks) and logs them to the tracker
+(sttrl.outward.tracking).
 
 The episode calls two hooks: :func:`publish_step` after a step record is appended, :func:`publish_run` after the
 judge wrote ``judge.json``. A bounded queue feeds the thread; each upload is retried with exponential back-off;
 errors a retry cannot fix (credentials, a missing bucket) are not retried. ``publish_run`` re-sends every step and
 artifact (uploads replace, so nothing is duplicated), waits up to ``run.sink_flush_seconds`` and writes the outcome
-to ``run.json`` under ``"outward"``. A sink that stayed down is caught up by the next resume or ``python -m sttrl.sync``.
+to ``run.json`` under ``"outward"``. A sink that stayed down is caught up by the next resume or
+``python -m sttrl.sync``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Experiment trackers (``run.tracker: wandb | mlflow``): each step's metrics, hyperparameters and transcript samples,
-and the run's artifacts. Called only from the publishing thread (sttrl.outward.publish), so a slow or failing tracker never
-blocks or fails the episode. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN…) are read by the libraries from the
-environment; nothing here logs them.
+"""Experiment trackers (``run.tracker: wandb | mlflow``): each step's metrics, hyperparameters and transcript
+samples, and the run's artifacts. Called only from the publishing thread (sttrl.outward.publish), so a slow or
+failing tracker never blocks or fails the episode. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN…) are read by
+the libraries from the environment; nothing here logs them.
 """
 
 from __future__ import annotations

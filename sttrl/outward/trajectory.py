@@ -1,5 +1,6 @@
-"""Append-only JSONL trajectory: exactly one record per step, flushed per line, idempotent on re-append. Publishing a
-written step to sinks and trackers is the episode's append phase (:func:`sttrl.env.episode.append`), not the writer's."""
+"""Append-only JSONL trajectory: exactly one record per step, flushed per line, idempotent on re-append.
+Publishing a written step to sinks and trackers is the episode's append phase (:func:`sttrl.env.episode.append`),
+not the writer's."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class StepRecord(BaseModel):
     spent: dict[str, float] | None = Field(
         None,
         description="Budget spent by the episode up to and including this step: training samples and "
-        "optimizer steps attempted (rolled-back ones included), validation evaluations (the start's included); wall time is in timings.",
+        "optimizer steps attempted (rolled-back ones included), validation evaluations (the start's included); "
+        "wall time is in timings.",
     )
     time: float = Field(default_factory=time.time)
 

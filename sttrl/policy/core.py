@@ -60,11 +60,11 @@ def make_batch(prompts: Sequence[Sequence[int]], decisions: Sequence[Sequence[in
         raise ValueError(f"{len(prompts)} prompts but {len(decisions)} decisions")
     if any(not p for p in prompts) or any(not d for d in decisions):
         raise ValueError("every prompt and every decision needs at least one token")
-    length = max(len(p) + len(d) for p, d in zip(prompts, decisions))
+    length = max(len(p) + len(d) for p, d in zip(prompts, decisions, strict=True))
     ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
     dmask = torch.zeros_like(ids)
-    for i, (p, d) in enumerate(zip(prompts, decisions)):
+    for i, (p, d) in enumerate(zip(prompts, decisions, strict=True)):
         n = len(p) + len(d)
         ids[i, length - n :] = torch.tensor(list(p) + list(d), dtype=torch.long)
         attn[i, length - n :] = 1
@@ -188,7 +188,7 @@ def make_reference(model: torch.nn.Module) -> torch.nn.Module:
 @torch.no_grad()
 def ema_update(ref: torch.nn.Module, policy: torch.nn.Module, rate: float) -> None:
     """``ref <- (1 - rate) * ref + rate * policy``, parameter by parameter."""
-    for r, p in zip(ref.parameters(), policy.parameters()):
+    for r, p in zip(ref.parameters(), policy.parameters(), strict=True):
         r.mul_(1.0 - rate).add_(p.detach(), alpha=rate)
 
 

@@ -11,7 +11,8 @@ One row per (state, action):
   (``policy.gamma``), ``best`` = True (the logged behaviour); steps past ``policy.max_episode_length`` are dropped,
   and step 1 is left out (the starting observation is not in the records).
 
-``prompt`` holds the chat turns the LLM controller renders for that state (:func:`sttrl.control.prompting.decision_turns`).
+``prompt`` holds the chat turns the LLM controller renders for that state
+(:func:`sttrl.control.prompting.decision_turns`).
 The decision's rationale is the state's own numbers (WER and loss in the prompt), the same for every action at a
 state, so two decisions at one state differ only in their action tokens. ``valid`` is False for a decision whose
 JSON is not a valid Decision for the enabled actions; stages filter those rows out.
@@ -99,7 +100,7 @@ def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
         measured = [-v for v in values if v is not None]
         worst = min(measured) if measured else 0.0
         state = f"{rec.get('run_id', source)}/{rec.get('step')}"
-        for pr, value in zip(probes, values):
+        for pr, value in zip(probes, values, strict=True):
             reward = -value if value is not None else worst - p.failed_probe_penalty
             out.append(
                 _row(

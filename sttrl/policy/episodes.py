@@ -75,7 +75,7 @@ def train_episodes(
                 returns.append(group)
             r = torch.tensor(returns, dtype=torch.float32, device=lr.device)
             adv_ep = core.rloo_advantages(r, p.normalize_advantages).flatten().tolist()
-            adv = torch.tensor([a for a, ep in zip(adv_ep, seqs) for _ in ep], device=lr.device)
+            adv = torch.tensor([a for a, ep in zip(adv_ep, seqs, strict=True) for _ in ep], device=lr.device)
             stats = rl_step(
                 lr, ref, kl_ctl, opt, n, [pr for ep in seqs for pr, _ in ep], [an for ep in seqs for _, an in ep], adv
             )

@@ -157,7 +157,7 @@ def ct2_to_hf(
             raise ModelError(
                 f"CT2 variable {unit.ct2!r} of shape {arr.shape} cannot be split into {len(unit.hf)} equal parts"
             )
-        for hf_name, part in zip(unit.hf, np.split(arr, len(unit.hf), axis=0)):
+        for hf_name, part in zip(unit.hf, np.split(arr, len(unit.hf), axis=0), strict=True):
             if _is_dropped(hf_name):
                 if np.any(part != 0):
                     raise ModelError(

@@ -53,7 +53,10 @@ def allocation_message(exc: BaseException) -> str:
 
 def resume_line(exc: BaseException, resume: str) -> str:
     """One line for an allocation failure the episode cannot turn into a transition: what failed, how to resume."""
-    return f"out of memory where the episode cannot continue ({allocation_message(exc)}); free memory, then resume with: {resume}"
+    return (
+        f"out of memory where the episode cannot continue ({allocation_message(exc)}); "
+        f"free memory, then resume with: {resume}"
+    )
 
 
 def ensure_writable_dir(path: Path) -> Path:
