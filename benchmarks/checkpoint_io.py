@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from sttrl.io import sha256_file
     from sttrl.train.blocks import Hyperparams
+    from sttrl.train.checkpoint import CHECKPOINT_FILES
     from sttrl.train.model import count_parameters
-    from sttrl.train.trainer import CHECKPOINT_FILES, Trainer
+    from sttrl.train.trainer import Trainer
 
     quick = args.quick
     reps = args.reps or (2 if quick else 5)

@@ -10,6 +10,7 @@ excluded, and the reported figure is the median over repetitions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -90,10 +91,8 @@ def machine_info(device: Any = None) -> dict[str, Any]:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:  # pragma: no cover - psutil is a dependency of sttrl
         pass
-    try:
+    with contextlib.suppress(OSError):
         info["load_average_1m"] = round(os.getloadavg()[0], 2)
-    except OSError:
-        pass
     try:
         import torch
 
@@ -205,7 +204,7 @@ def column(rows: list[dict[str, float]], key: str) -> list[float]:
 
 def paired_ratio(a: list[dict[str, float]], b: list[dict[str, float]], key: str) -> dict[str, float]:
     """Median over rounds of a[key] / b[key] (each round's pair ran back to back), with its spread."""
-    ratios = [x[key] / y[key] for x, y in zip(a, b) if y.get(key)]
+    ratios = [x[key] / y[key] for x, y in zip(a, b, strict=True) if y.get(key)]
     return summarize(ratios)
 
 

@@ -136,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     contestants = {"sttrl_cold": sttrl_cold, "sttrl_cached": sttrl_cached, "pipeline": hf_pipeline}
     if not args.no_ct2:
         from sttrl.eval import engines
+        from sttrl.eval.engines import ct2 as ct2_engine
 
         def ct2_round(cache_dir: Path, compute: str) -> dict[str, float]:
-            engines._CACHE.clear()  # convert again, as after every training block
+            ct2_engine._CACHE.clear()  # convert again, as after every training block
             store = FeatureStore(loaded, utts, max_tokens, cache_dir)
             over = cfg.model_copy(
                 update={
@@ -160,17 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     # Same transcripts? (outside the timings)
     ours = transcribe(warm_store, list(range(n)), batch, max_new, device)
     theirs = run_pipeline()
-    exact = sum(a == b for a, b in zip(ours, theirs))
-    stripped = sum(a.strip() == b.strip() for a, b in zip(ours, theirs))
-    normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs))
+    exact = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    stripped = sum(a.strip() == b.strip() for a, b in zip(ours, theirs, strict=True))
+    normalized = sum(normalize_text(a) == normalize_text(b) for a, b in zip(ours, theirs, strict=True))
     diffs = [
         {"id": utts[i].uid, "sttrl": a, "pipeline": b}
-        for i, (a, b) in enumerate(zip(ours, theirs))
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True))
         if a.strip() != b.strip()
     ][:5]
     agreement: dict[str, dict] = {}
     if not args.no_ct2:
-        from sttrl.eval.engines import load_ct2
+        from sttrl.eval.engines.ct2 import load_ct2
 
         wer_hf = error_rates(refs, ours)[0]
         for compute in ("float32", "int8"):
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             hyps = transcribe(warm_store, list(range(n)), batch, max_new, device, ct.decode)
             wer_ct = error_rates(refs, hyps)[0]
             agreement[compute] = {
-                "identical": sum(a == b for a, b in zip(ours, hyps)),
+                "identical": sum(a == b for a, b in zip(ours, hyps, strict=True)),
                 "n": n,
                 "wer_transformers": wer_hf,
                 "wer_ct2": wer_ct,
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 "convert_s": ct.convert_seconds,
                 "differences": [
                     {"id": utts[i].uid, "transformers": a, "ct2": b}
-                    for i, (a, b) in enumerate(zip(ours, hyps))
+                    for i, (a, b) in enumerate(zip(ours, hyps, strict=True))
                     if a != b
                 ][:5],
             }

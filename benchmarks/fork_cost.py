@@ -87,7 +87,8 @@ def main() -> int:
         print(f"  checkpoint {name}: {size / 1e6:.1f} MB")
     for r in rows:
         print(
-            f"  fork after step {r['step']}: created in {r['fork_seconds']:.2f} s, run dir {r['bytes_total'] / 1e6:.1f} MB "
+            f"  fork after step {r['step']}: created in {r['fork_seconds']:.2f} s, "
+            f"run dir {r['bytes_total'] / 1e6:.1f} MB "
             f"of which {r['bytes_new'] / 1e3:.1f} kB new (the rest hard-linked)"
         )
     print(

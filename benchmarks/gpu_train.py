@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  batch {batch}: {k_steps} steps per block, {reps} rounds + {args.warmup} warm-up")
         try:
             rounds = common.interleaved(
-                {n: (lambda f=f: f(batch, k_steps)) for n, f in contestants.items()}, reps, args.warmup
+                {n: (lambda f=f, b=batch: f(b, k_steps)) for n, f in contestants.items()}, reps, args.warmup
             )
         except torch.OutOfMemoryError as exc:  # the bare loops have no rollback: record and go on
             speed[str(batch)] = {"error": f"OutOfMemoryError in a bare loop: {str(exc).splitlines()[0][:160]}"}
@@ -447,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             from train_throughput import profile_blocks
 
             ppath = common.out_path(args, NAME).with_name(f"{NAME}{'-quick' if quick else ''}-profile-b{batch}.txt")
-            profile_blocks({n: (lambda k, f=contestants[n]: f(batch, k)) for n in ("sttrl", "bare")}, k_steps, ppath)
+            blocks = {n: (lambda k, f=contestants[n], b=batch: f(b, k)) for n in ("sttrl", "bare")}
+            profile_blocks(blocks, k_steps, ppath)
             speed[str(batch)]["profile_file"] = str(ppath)
             print(f"  profile written to {ppath}")
 

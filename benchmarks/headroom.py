@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     for setting in grid:  # (c): the single static setting best on average over the train instances
         train_means.append(statistics.fmean(run(i, "train-grid", setting, "static") for i in trains))
     tuned = grid[min(range(len(grid)), key=train_means.__getitem__)]
-    test_grid = [s for s, m in zip(grid, train_means) if not (args.prune_above and m >= args.prune_above)] or [tuned]
+    kept = zip(grid, train_means, strict=True)
+    test_grid = [s for s, m in kept if not (args.prune_above and m >= args.prune_above)] or [tuned]
     pruned = [s for s in grid if s not in test_grid]
     if pruned:
         print(f"pruned from the test grid (mean train dev WER >= {args.prune_above}): {pruned}", flush=True)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     mean = {k: statistics.fmean(r[k] for r in table) for k in ("start", "oracle", "tuned", "rule")}
     summary = {
         "tuned_setting": tuned,
-        "train_means": dict(zip(map(str, grid), train_means)),
+        "train_means": dict(zip(map(str, grid), train_means, strict=True)),
         "test_grid": test_grid,
         "pruned": pruned,
         "mean": mean,

@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         m = s["mean"]
         print(
-            f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | {m['tuned']:.3f} "
-            f"({s['tuned_setting']['lr']:g}) | {s['repair_room']:+.3f} | {s['adapt_room']:+.3f} |"
+            f"| {s['samples']} | {m['start']:.3f} | {m['oracle']:.3f} | "
+            f"{m['tuned']:.3f} ({s['tuned_setting']['lr']:g}) "
+            f"| {s['repair_room']:+.3f} | {s['adapt_room']:+.3f} |"
         )
     print(f"{time.perf_counter() - t0:.0f} s; rows: {result}")
     return 0

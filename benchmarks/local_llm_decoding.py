@@ -73,7 +73,8 @@ def main() -> int:
     chat = build_local_chat_model(args.model)
     loaded = chat.loaded
     print(
-        f"model {args.model}: loaded in {loaded.load_seconds:.1f} s, {loaded.model.num_parameters() / 1e6:.1f} M parameters"
+        f"model {args.model}: loaded in {loaded.load_seconds:.1f} s, "
+        f"{loaded.model.num_parameters() / 1e6:.1f} M parameters"
     )
     schema = bound_strings(Decision.model_json_schema(), args.max_rationale_chars)
     hint = load_prompt("local_json").format(skeleton=json_skeleton(schema)).strip()

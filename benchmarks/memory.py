@@ -18,6 +18,7 @@ run does) or the first repetition also measures synthesis.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shlex
@@ -78,10 +79,8 @@ class TreeSampler(threading.Thread):
                 main = self.proc.memory_info().rss
                 tree = main
                 for child in self.proc.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):  # a child that ended meanwhile
                         tree += child.memory_info().rss
-                    except psutil.Error:
-                        pass
             except psutil.Error:
                 break
             self.peak_main = max(self.peak_main, main)

@@ -84,7 +84,8 @@ def main() -> None:
         wers = " → ".join(f"{b['wer']:.2f}" for b in r["blocks"])
         hid = f"{r['hidden_wer']:.3f}" if r.get("hidden_wer") is not None else "-"
         print(
-            f"| {r['variant']} | {r['parameters'] / 1e6:.1f} M | {sps:.2f} | {max(b['memory_gb'] for b in r['blocks']):.2f} "
+            f"| {r['variant']} | {r['parameters'] / 1e6:.1f} M | {sps:.2f} | "
+            f"{max(b['memory_gb'] for b in r['blocks']):.2f} "
             f"| {r['start_wer']:.2f} | {wers} | {hid} | {r['episode_seconds']:.0f} |"
         )
     (args.out / "model_choice.json").write_text(json.dumps(rows, indent=2))

@@ -28,6 +28,7 @@ on the cpu preset.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shlex
@@ -96,7 +97,7 @@ def analyse_trajectory(run_dir: Path) -> dict[str, Any]:
     out["train_seconds"] = train_s
     out["eval_seconds"] = eval_s
     steps = []
-    for prev, cur in zip(records, records[1:]):
+    for prev, cur in itertools.pairwise(records):
         if cur.get("train") and cur.get("eval"):
             interval = float(cur["time"]) - float(prev["time"])
             inside = float(cur["train"]["seconds"]) + float(cur["eval"]["seconds"])
@@ -200,7 +201,8 @@ def run_episode(args: argparse.Namespace, preset: str) -> tuple[Path, Path, dict
         cmd = f"{shlex.quote(sys.executable)} -m {module} {margs}"
     else:
         wrapper = Path(__file__).resolve().parent / "_instrument.py"
-        cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(wrapper))} {shlex.quote(str(timings_path))} -m {module} {margs}"
+        quoted = " ".join(shlex.quote(str(x)) for x in (sys.executable, wrapper, timings_path))
+        cmd = f"{quoted} -m {module} {margs}"
     print(f"  $ {cmd}")
     log = work / "output.log"
     t0 = time.perf_counter()

@@ -217,7 +217,7 @@ def make_hf(model, trainer, store, hp, device, dtype: str, clip: float | None, t
         clock.begin.clear()
         clock.end.clear()
         wall, out = common.timed(hf.train, device)
-        steps = [e - b for b, e in zip(clock.begin, clock.end)]
+        steps = [e - b for b, e in zip(clock.begin, clock.end, strict=False)]  # a step cut short has no end
         step = statistics.median(steps) if steps else float("nan")
         n = k_steps * hp.batch_size * hp.grad_accum
         return {
@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{k_steps}-step block = {100 * overhead / block_wall:.1f} % of the block."
     )
     table += (
-        f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, batch {hp.batch_size}, {k_steps} steps/block, "
+        f"\n\n{'QUICK (noisy) — ' if quick else ''}preset {st['preset']}, batch {hp.batch_size}, "
+        f"{k_steps} steps/block, "
         f"median of {reps} interleaved rounds after {args.warmup} warm-up; {common.describe_machine(info)}."
     )
     if any(s != "ok" for s in statuses):

@@ -54,7 +54,7 @@ def per_utterance(refs: list[str], hyps: list[str]) -> list[tuple[int, int]]:
     from sttrl.eval.decode import normalize_text
 
     out = []
-    for r, h in zip(refs, hyps):
+    for r, h in zip(refs, hyps, strict=True):
         r, h = normalize_text(r), normalize_text(h)
         if not r:
             continue

@@ -38,11 +38,25 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
     return ids
 
 
-def _function_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    out = []
+def _function_imports(tree: ast.AST) -> list[tuple[ast.Import | ast.ImportFrom, int]]:
+    """Every import inside a function, with the first line of its group: the run of consecutive import statements
+    (blank lines and comments between them allowed) it belongs to in its block."""
+    out: list[tuple[ast.Import | ast.ImportFrom, int]] = []
     for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            out += [n for stmt in fn.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for block in ast.walk(fn):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                stmts = getattr(block, field, None)
+                if not isinstance(stmts, list):
+                    continue
+                start = None
+                for stmt in stmts:
+                    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                        start = stmt.lineno if start is None else start
+                        out.append((stmt, start))
+                    else:
+                        start = None
     return out
 
 
@@ -50,7 +64,7 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, mods: dict[str, Pat
     if isinstance(node, ast.Import):
         names = [a.name for a in node.names]
     elif node.level:  # relative import: resolve against this module's package
-        base = module.split(".")[: -node.level] if not mods[module].name == "__init__.py" else module.split(".")
+        base = module.split(".")[: -node.level] if mods[module].name != "__init__.py" else module.split(".")
         names = [".".join([*base, *(node.module or "").split(".")]).strip(".") + f".{a.name}" for a in node.names]
     else:
         names = [f"{node.module}.{a.name}" for a in node.names]
@@ -76,16 +90,11 @@ def analyse(root: Path = ROOT) -> tuple[list[list[str]], list[str]]:
         text = path.read_text(encoding="utf-8")
         tree, lines = ast.parse(text), text.splitlines()
         skip = _type_checking_nodes(tree)
-        func_imports = _function_imports(tree)
-        starts, prev = {}, None
-        for node in sorted(func_imports, key=lambda n: n.lineno):
-            start = starts[id(prev)] if prev is not None and node.lineno == prev.end_lineno + 1 else node.lineno
-            starts[id(node)], prev = start, node
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skip:
                 graph[module] |= _targets(node, module, mods)
-        for node in func_imports:
-            if not _has_reason(lines, node, starts[id(node)]):
+        for node, start in _function_imports(tree):
+            if not _has_reason(lines, node, start):
                 unexplained.append(
                     f"{path.relative_to(root)}:{node.lineno}: function-level import without a reason "
                     f"(# comment): {ast.unparse(node)}"

@@ -1,4 +1,5 @@
-"""Crash-safe file writes and hashing (write to a temp file in the same folder, fsync, rename), and the one JSONL reader."""
+"""Crash-safe file writes and hashing (write to a temp file in the same folder, fsync, rename), and the one JSONL
+reader."""
 
 from __future__ import annotations
 

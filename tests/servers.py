@@ -35,7 +35,7 @@ def background_server(
     timeout: float = 90,
 ) -> Iterator[None]:
     """Run ``cmd`` until the block ends; ready when ``ready_url`` answers 200 (else an error with the log)."""
-    log = open(log_path, "w")
+    log = open(log_path, "w")  # noqa: SIM115 - the server writes to it until the block ends; closed below
     proc = subprocess.Popen(
         cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=dict(env) if env else None, start_new_session=True
     )

@@ -81,8 +81,6 @@ def test_two_clusters_one_after_another_in_one_process():
     GCS never started; clusters started here run without it and leave the environment as they found it."""
     import os
 
-    import ray
-
     before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
     for _ in range(2):
         with executors.ray_cluster(num_cpus=1) as ray:

@@ -1,14 +1,17 @@
-"""Issue 11, first part: a budget counted in training samples, and a reward kind that step 1 does not dominate."""
+"""Issue 11, first part: a budget counted in training samples, and a reward kind that step 1 does not dominate;
+the reward-kind registry (a kind added in one place is validated by config and used by the reward)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 
 from sttrl.config import RewardConfig, load_config
-from sttrl.env.reward import reward
+from sttrl.env.reward import REWARD_KINDS, RewardKind, register, reward
 from sttrl.errors import ConfigError
+from sttrl.judge.integrity import check_trajectory
 from sttrl.rundir import RUN_RECORD
 
 
@@ -23,7 +26,7 @@ def test_seed_reward_kind_is_the_seed_formula():
 def test_log_ratio_on_a_known_sequence():
     cfg = RewardConfig(kind="log_ratio", step_penalty=0.0)
     wers = [3.44, 0.50, 0.335, 0.2228, 0.2211, 0.1263]  # a cpu-preset episode: the start loops (WER > 1)
-    rewards = [reward(a, b, "ok", cfg) for a, b in zip(wers, wers[1:])]
+    rewards = [reward(a, b, "ok", cfg) for a, b in itertools.pairwise(wers)]
     assert rewards[0] == pytest.approx(math.log(1.0 / 0.50))  # clipped at 1: 0.693, not log(3.44/0.5) = 1.93
     assert rewards[1] == pytest.approx(math.log(0.50 / 0.335))
     assert rewards[4] == pytest.approx(math.log(0.2211 / 0.1263))
@@ -33,6 +36,23 @@ def test_log_ratio_on_a_known_sequence():
     assert reward(0.2, 0.2, "nan", RewardConfig(kind="log_ratio", nan_penalty=0.7)) == pytest.approx(-0.05 - 0.7)
     with pytest.raises(ConfigError, match="env.reward.kind"):
         load_config("debug", overrides=["env.reward.kind=linear"])
+
+
+def test_a_reward_kind_added_to_the_registry_is_validated_and_used():
+    with pytest.raises(ConfigError, match="env.reward.kind: unknown reward kind; valid: log_ratio, seed"):
+        load_config("debug", overrides=["env.reward.kind=fake_double"])
+    with pytest.raises(ValueError, match="already registered"):
+        register(RewardKind("seed", "again", lambda p, c, cfg: 0.0))
+    register(RewardKind("fake_double", "a test double: twice the seed's gain", lambda p, c, cfg: 2 * (p - c)))
+    try:
+        cfg = load_config("debug", overrides=["env.reward.kind=fake_double", "env.reward.step_penalty=0.1"])
+        r = cfg.env.reward
+        assert reward(0.9, 0.6, "ok", r) == pytest.approx(2 * 0.3 - 0.1)
+        assert reward(0.6, 0.6, "nan", r) == pytest.approx(-0.1 - r.nan_penalty)
+        records = [{"step": 1, "action": "keep", "status": "ok", "reward": 2 * 0.3 - 0.1, "eval": {"wer": 0.6}}]
+        assert check_trajectory(records, 0.9, r)[0]  # the judge recomputes rewards with the same kind
+    finally:
+        REWARD_KINDS.pop("fake_double")
 
 
 def test_samples_budget_needs_a_size_and_equalizes_samples(make_config, tmp_path):

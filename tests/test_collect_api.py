@@ -141,7 +141,7 @@ def test_cancel_stops_the_training_block_within_steps(server, data_cache):
     from langgraph_sdk import get_sync_client
 
     from sttrl.rundir import block_name
-    from sttrl.train.trainer import read_checkpoint_record
+    from sttrl.train.checkpoint import read_checkpoint_record
 
     client = get_sync_client(url=server["url"])
     tid = client.threads.create()["thread_id"]

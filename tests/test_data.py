@@ -148,7 +148,8 @@ def test_synthesized_audio_is_16k_mono_and_plausible(built: tuple[DataConfig, Sp
         assert u.speaker in cfg.voices and u.domain in cfg.train_domains
     stats = data.stats["synthesis"]
     print(
-        f"\nsynthesis: {stats['utterances_per_s']} utterances/s with {cfg.workers} workers, mean {stats['mean_duration_s']} s"
+        f"\nsynthesis: {stats['utterances_per_s']} utterances/s with {cfg.workers} workers, "
+        f"mean {stats['mean_duration_s']} s"
     )
     assert stats["synthesized"] == 24 and stats["utterances_per_s"] > 0
 

@@ -224,7 +224,7 @@ def _column_dataset(root: Path, voices_cache: Path) -> None:
     }
     for split, rows in texts.items():
         audio = []
-        for domain, text in rows:
+        for _domain, text in rows:
             wav = synthesize(SynthSpec(text, "sw+f3", 170, 45, None, 0), voices_cache).path
             audio.append({"bytes": wav.read_bytes(), "path": wav.name})
         ds = datasets.Dataset.from_dict(

@@ -1,6 +1,7 @@
-"""Evaluation engines: CTranslate2 agrees with transformers, conversion of the current weights is exact,
-bad names are config errors, the converted model is cached only while the weights are unchanged, and an
-episode evaluated with ct2 resumes after SIGKILL with the same numbers."""
+"""Evaluation engines: the registry finds an engine added as one module (validated by config, used by
+evaluate_with) without importing torch to list them; CTranslate2 agrees with transformers, conversion of the
+current weights is exact, bad names are config errors, the converted model is cached only while the weights are
+unchanged, and an episode evaluated with ct2 resumes after SIGKILL with the same numbers."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import sttrl.eval.engines as engines
 from sttrl.data import build_speech_data
 from sttrl.errors import ConfigError
 from sttrl.eval.decode import max_new_tokens, transcribe
-from sttrl.eval.engines import ct2_files, evaluate_with, load_ct2, weights_key
+from sttrl.eval.engines import evaluate_with
+from sttrl.eval.engines.ct2 import ct2_files, load_ct2, weights_key
 from sttrl.rundir import JUDGE_REPORT, RUN_RECORD
 from sttrl.train.ct2_format import read_ct2
 from sttrl.train.ct2_whisper import ct2_to_hf
@@ -40,6 +43,50 @@ def _perturb(model: torch.nn.Module, seed: int = 0) -> None:
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+FAKE_ENGINE = """
+from sttrl.eval.decode import evaluate
+from sttrl.eval.engines import Engine
+
+
+def _silent(features, max_new_tokens):  # decodes nothing: every hypothesis is empty
+    return [[] for _ in range(features.shape[0])]
+
+
+def _evaluate(cfg, store, device):
+    return evaluate(store, device, batch_size=cfg.train.eval_batch_size, decode=_silent, engine="fake_silent")
+
+
+ENGINE = Engine("fake_silent", "a test double that decodes nothing", _evaluate)
+"""
+
+
+def test_an_engine_added_as_one_module_is_validated_and_used(make_config, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"train\.eval_engine: unknown evaluation engine; valid: ct2, transformers"):
+        make_config("train.eval_engine=fake_silent")
+    (tmp_path / "fake_silent.py").write_text(FAKE_ENGINE)  # what adding an engine is: one module in the package
+    monkeypatch.setattr(engines, "__path__", [*engines.__path__, str(tmp_path)])
+    try:
+        assert engines.names() == ["ct2", "fake_silent", "transformers"]
+        cfg = make_config("train.eval_engine=fake_silent")
+        assert engines.engine_label(cfg, CPU) == "fake_silent"
+        _, store = _stack(cfg)
+        res = evaluate_with(cfg, store, CPU)
+        assert (res.engine, res.wer, res.n) == ("fake_silent", 1.0, len(store))  # empty hypotheses: all words missed
+        assert evaluate_with(cfg, store, CPU, "transformers").engine == "transformers"
+    finally:
+        sys.modules.pop("sttrl.eval.engines.fake_silent", None)
+
+
+def test_listing_and_validating_engines_imports_no_torch():
+    code = (
+        "import sys; from sttrl.config import load_config; from sttrl.eval.engines import names; "
+        "cfg = load_config('debug', overrides=['train.eval_engine=ct2']); "
+        "assert names() == ['ct2', 'transformers'], names(); "
+        "assert 'torch' not in sys.modules and 'ctranslate2' not in sys.modules, 'torch loaded'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bad_engine_and_compute_type_are_config_errors(make_config):
@@ -96,7 +143,7 @@ def test_engines_agree_token_for_token(make_config, source):
             input_features=feats, max_new_tokens=max_new, num_beams=1, do_sample=False, **loaded.generate_kwargs
         )
     eos = loaded.model.generation_config.eos_token_id
-    for a, b in zip(ids_ct2, ids_hf.tolist()):
+    for a, b in zip(ids_ct2, ids_hf.tolist(), strict=True):
         n = len(loaded.prefix_ids)
         b = b[n:] if b[:n] == loaded.prefix_ids else b  # transformers returns the prompt when it is forced
         b = b[: b.index(eos)] if eos in b else b
@@ -131,7 +178,7 @@ def test_converted_model_is_cached_while_weights_are_unchanged(make_config):
 # ----- kill and resume with the ct2 engine ------------------------------------------------------
 EVAL_CHILD = r"""
 import sys, time
-import sttrl.eval.engines as E
+import sttrl.eval.engines.ct2 as E
 real = E.Ct2Whisper.decode
 calls = [0]
 def decode(self, features, max_new_tokens):

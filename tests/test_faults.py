@@ -1,4 +1,5 @@
-"""Real allocation failures on CPU (an address-space limit on a real episode process) and an unwritable run directory."""
+"""Real allocation failures on CPU (an address-space limit on a real episode process) and an unwritable run
+directory."""
 
 from __future__ import annotations
 

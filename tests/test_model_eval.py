@@ -20,7 +20,7 @@ def test_local_and_hub_sources_load_through_from_pretrained(tmp_path, data_cache
     for source in ("local", "hub"):  # a hub id and a local directory go through the same from_pretrained call
         mcfg = cfg.model.model_copy(update={"source": source, "name": str(saved)})
         again = load_model(mcfg, data_cache)
-        for (k, a), b in zip(built.model.state_dict().items(), again.model.state_dict().values()):
+        for (k, a), b in zip(built.model.state_dict().items(), again.model.state_dict().values(), strict=True):
             assert torch.equal(a, b), k
         assert again.prefix_ids == built.prefix_ids
     with pytest.raises(ModelError, match="no config.json"):

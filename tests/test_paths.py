@@ -58,7 +58,7 @@ def test_env_and_graph_write_identical_trajectories(controller, seed, data_cache
     )
     env, graph = _records(tmp_path / "env"), _records(tmp_path / "graph")
     assert [r["step"] for r in env] == [r["step"] for r in graph] and len(env) >= 1
-    for a, b in zip(env, graph):
+    for a, b in zip(env, graph, strict=True):
         a, b = _without(a, IGNORED | {"run_id"}), _without(b, IGNORED | {"run_id"})
         for key in sorted(set(a) | set(b)):
             if key in ("train", "eval"):  # measured seconds and throughputs differ between two runs

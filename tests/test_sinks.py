@@ -118,8 +118,8 @@ def test_http_put_sink_with_url_template_from_environment(monkeypatch):
 
 
 def test_sync_and_export_file_sink(make_config, tmp_path):
-    """An episode without a sink, then ``sttrl.outward.sync --sink file://…`` and ``sttrl.outward.export`` from the run directory and
-    from the sink prefix; ``datasets.load_dataset`` reads both."""
+    """An episode without a sink, then ``sttrl.outward.sync --sink file://…`` and ``sttrl.outward.export`` from the run
+    directory and from the sink prefix; ``datasets.load_dataset`` reads both."""
     from datasets import load_dataset
 
     from sttrl.outward.export import EXPORT_SCHEMA

@@ -46,7 +46,7 @@ class MotoServer:
         cli = Path(sys.executable).parent / "moto_server"
         self.proc = subprocess.Popen(
             [str(cli), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=open(self.log, "a"),
+            stdout=open(self.log, "a"),  # noqa: SIM115 - the server's log, open while it runs
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
@@ -58,7 +58,7 @@ class MotoServer:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > end:
-                    raise AssertionError(f"moto_server did not start:\n{self.log.read_text()[-2000:]}")
+                    raise AssertionError(f"moto_server did not start:\n{self.log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         return self
 

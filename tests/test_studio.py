@@ -62,7 +62,8 @@ def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_ca
 
 
 def test_server_clients_see_sttrl_error_messages(server, data_cache, tmp_path):
-    """Invalid input through langgraph-sdk: the client gets sttrl's one-line message, not "An internal error occurred"."""
+    """Invalid input through langgraph-sdk: the client gets sttrl's one-line message, not "An internal error
+    occurred"."""
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=server)

@@ -13,7 +13,7 @@ import torch
 from sttrl.env.runtime import EpisodeRuntime
 from sttrl.rundir import RUN_RECORD
 from sttrl.train.blocks import Hyperparams
-from sttrl.train.trainer import read_checkpoint_record
+from sttrl.train.checkpoint import read_checkpoint_record
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

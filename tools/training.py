@@ -1,4 +1,5 @@
-"""``train_block`` and ``evaluate``: two phases of the episode (:class:`sttrl.env.episode.Episode`) as LangChain tools.
+"""``train_block`` and ``evaluate``: two phases of the episode (:class:`sttrl.env.episode.Episode`) as LangChain
+tools.
 
 The graph's train and evaluate nodes invoke them, so each call shows up as a tool run in traces (LangSmith,
 Studio). What a model could see is the decided step (its number, action and the hyperparameters it set) or the
@@ -14,7 +15,8 @@ from typing import Annotated, Any
 from langchain_core.tools import InjectedToolArg, tool
 from pydantic import BaseModel, ConfigDict, Field
 
-from sttrl.env.episode import Episode, Pending
+from sttrl.env.episode import Episode
+from sttrl.env.phases import Pending
 
 
 class TrainBlockArgs(BaseModel):
@@ -28,7 +30,7 @@ class TrainBlockArgs(BaseModel):
     )
     episode: Annotated[Episode, InjectedToolArg] = Field(description="The episode (injected).")
     on_step: Annotated[Any, InjectedToolArg] = Field(
-        None, description="Called with each optimizer step's sttrl.train.trainer.StepInfo (injected)."
+        None, description="Called with each optimizer step's sttrl.train.blocks.StepInfo (injected)."
     )
 
 
@@ -64,13 +66,14 @@ def train_block(step: Pending, episode: Episode, on_step: Callable[[Any], None] 
 def evaluate(block: int, episode: Episode) -> dict[str, Any]:
     """Score the model as it was after block ``block`` on the validation split (training domains
     only; the hidden domain is never loaded here): the teacher-forced validation loss (one forward
-    pass, no decoding) after every block, and greedy decoding with WER and CER after the declared
-    text normalizer when ``env.eval_every`` decodes this block (else the last measured WER is carried).
+    pass, no decoding) after every block, and greedy decoding with the run's evaluation engine
+    (``train.eval_engine``), WER and CER after the declared text normalizer when ``env.eval_every``
+    decodes this block (else the last measured WER is carried).
 
     Cached on disk per block, so calling it again for the same block returns the same numbers
     without decoding again. Returns an EvalResult as a dict: ``wer``, ``cer``, ``n`` (utterances),
     ``seconds``, ``utterances_per_s``, a few ``examples`` (validation reference/hypothesis pairs),
-    ``val_loss``, ``loss_seconds`` and ``wer_block`` (null: measured on this block's model; else the
-    block whose WER is carried).
+    ``engine`` (the decoder that scored it), ``convert_seconds``, ``val_loss``, ``loss_seconds`` and
+    ``wer_block`` (null: measured on this block's model; else the block whose WER is carried).
     """
     return episode.evaluate(block).to_dict()

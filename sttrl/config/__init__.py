@@ -1,7 +1,9 @@
 """One typed config tree (:mod:`sttrl.config.schema`), read from presets, files and ``--set`` overrides
-(:mod:`sttrl.config.load`); the sections that have a module of their own: instance sets, the policy
-section and what a sink URL may hold. Secrets never enter a config (:func:`secret` reads them)."""
+(:mod:`sttrl.config.load`); the sections that have a module of their own: the controllers' sections (agent,
+lookahead, bench), instance sets, the policy section and what a sink URL may hold. Secrets never enter a config
+(:func:`secret` reads them)."""
 
+from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
     add_config_arguments,
@@ -14,13 +16,10 @@ from sttrl.config.load import (
 from sttrl.config.policy import PolicyConfig
 from sttrl.config.schema import (
     PRESET_DIR,
-    AgentConfig,
-    BenchConfig,
     Config,
     DataConfig,
     EnvConfig,
     HubDataConfig,
-    LookaheadConfig,
     ModelConfig,
     RewardConfig,
     RunConfig,

@@ -1,5 +1,6 @@
 """Reading configs: presets, YAML/JSON files, dotted ``key=value`` overrides, the shared CLI options, and
-secrets from the environment or ``.env`` (the only reader of ``os.environ`` besides the CLIs).
+secrets from the environment or ``.env`` (the only reader of secrets in ``os.environ``; :mod:`sttrl.keys` reads where
+the judge key lives from it too).
 
 The package :mod:`sttrl.config` exports what callers use.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
 from sttrl.config.policy import POLICY_PRESET_DIR, policy_presets
@@ -147,7 +149,5 @@ def secret(name: str, env_file: str | Path = ".env") -> str | None:
         return value
     path = Path(env_file)
     if path.is_file():
-        from dotenv import dotenv_values
-
         value = dotenv_values(path).get(name)
     return value or None

@@ -1,11 +1,13 @@
-"""One typed config tree for sttrl: model, data, train, env (reward), run, agent, bench, lookahead, policy.
+"""One typed config tree for sttrl: model, data, train, env (reward), run, and the sections with a module of their
+own: agent, lookahead and bench (:mod:`sttrl.config.control`), policy, env.instances.
 
 Presets live in ``sttrl/presets/<name>.yaml`` as partial overrides of the defaults below.
 ``load_config`` merges, in order: defaults, a preset, a YAML/JSON file, dotted ``key=value``
-overrides. Unknown keys and out-of-range values raise :class:`ConfigError` naming the field.
+overrides. Unknown keys and out-of-range values raise :class:`ConfigError` naming the field. Actions, reward kinds
+and evaluation engines are validated against their registries.
 
-This module and the CLIs are the only places that read ``os.environ`` (see :func:`secret`).
-Secrets are never part of the config, so they never reach a checkpoint or a trajectory.
+Secrets are never part of the config (:func:`sttrl.config.load.secret` reads them at the entry points), so they
+never reach a checkpoint or a trajectory.
 """
 
 from __future__ import annotations
@@ -15,21 +17,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sttrl.config.base import Strict
+from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.policy import PolicyConfig
 from sttrl.config.sink_url import check_sink_settings
 from sttrl.env.actions import ALL_ACTIONS
+from sttrl.env.reward import REWARD_KINDS
+from sttrl.eval import engines
+from sttrl.io import atomic_write_text
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Which Whisper to fine-tune and how it reads audio."""
 
     source: Literal["builtin", "pretrained", "hub", "local"] = Field(
@@ -63,7 +66,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class HubDataConfig(_Strict):
+class HubDataConfig(Strict):
     """A real dataset on the Hugging Face hub (needs HF_TOKEN when gated)."""
 
     repo: str = Field("DigitalUmuganda/Afrivoice_Swahili", description="Dataset repo id on the hub.")
@@ -89,7 +92,7 @@ class HubDataConfig(_Strict):
     )
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where speech comes from, how it is split, and where it is cached."""
 
     source: Literal["synthetic", "hub"] = "synthetic"
@@ -153,7 +156,7 @@ class DataConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """Starting hyperparameters, their bounds, and the fault rules of a training block."""
 
     lr: float = Field(1e-3, gt=0.0, le=1.0)
@@ -200,14 +203,22 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(16, ge=1, le=1024)
     max_eval_utterances: int | None = Field(None, ge=1, description="Validation utterances scored per evaluation.")
     example_transcripts: int = Field(3, ge=0, le=50)
-    eval_engine: Literal["transformers", "ct2"] = Field(
+    eval_engine: str = Field(
         "transformers",
-        description="Decoder of evaluations and the judge: transformers generate(), or CTranslate2 (the current "
-        "weights converted in memory; same prompt, length limit and normalizer). See README 'Evaluation engines'.",
+        description="Decoder of evaluations and the judge: an engine of sttrl.eval.engines (one module each; built "
+        "in: transformers generate(), or ct2: CTranslate2, the current weights converted in memory; same prompt, "
+        "length limit and normalizer). See README 'Evaluation engines'.",
     )
     eval_compute_type: Literal["auto", "float32", "int8", "int8_float32", "float16", "int8_float16", "bfloat16"] = (
         Field("auto", description="CTranslate2 compute type (eval_engine=ct2): auto = float32 on CPU, float16 on CUDA.")
     )
+
+    @field_validator("eval_engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        if name not in engines.names():
+            raise ValueError(f"unknown evaluation engine; valid: {', '.join(engines.names())}")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -223,15 +234,16 @@ class TrainConfig(_Strict):
         return self
 
 
-class RewardConfig(_Strict):
-    """The reward of a step, by ``kind`` (see sttrl/reward.py), minus ``step_penalty`` and a fault penalty.
+class RewardConfig(Strict):
+    """The reward of a step, by ``kind`` (the registry :data:`sttrl.env.reward.REWARD_KINDS`), minus ``step_penalty``
+    and a fault penalty. Built-in kinds:
 
     - ``seed``: previous WER - current WER (the seed's formula; its scale is the model's starting WER, so an
       untuned model's first block dominates the return).
     - ``log_ratio``: log(min(previous, wer_clip) / min(current, wer_clip)), WERs floored at ``wer_floor``: scale-free
       (a 10 % relative gain pays the same at WER 3.4 and at 0.2) and bounded by the clip at the start."""
 
-    kind: Literal["seed", "log_ratio"] = Field("seed", description="seed | log_ratio (see the class docstring).")
+    kind: str = Field("seed", description="A reward kind of sttrl.env.reward (built in: seed, log_ratio).")
     wer_clip: float = Field(1.0, gt=0.0, le=100.0, description="log_ratio: WERs above this count as this.")
     wer_floor: float = Field(1e-3, gt=0.0, le=1.0, description="log_ratio: WERs below this count as this.")
     step_penalty: float = Field(0.05, ge=0.0)
@@ -239,8 +251,15 @@ class RewardConfig(_Strict):
     nan_penalty: float = Field(2.0, ge=0.0)
     divergence_penalty: float = Field(2.5, ge=0.0)
 
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, name: str) -> str:
+        if name not in REWARD_KINDS:
+            raise ValueError(f"unknown reward kind; valid: {', '.join(sorted(REWARD_KINDS))}")
+        return name
 
-class EnvConfig(_Strict):
+
+class EnvConfig(Strict):
     """Episode shape: actions, block length, budget, reward."""
 
     steps_per_action: int = Field(20, ge=1, le=100_000, description="Optimizer steps per action (budget_unit=steps).")
@@ -280,7 +299,7 @@ class EnvConfig(_Strict):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     instances: InstancesConfig | None = Field(
         None,
-        description="A distribution of starting conditions drawn by the reset seed (sttrl/instances.py); "
+        description="A distribution of starting conditions drawn by the reset seed (sttrl.env.instances); "
         "null: every episode starts from the preset's values.",
     )
     instance: dict[str, Any] | None = Field(
@@ -312,17 +331,7 @@ class EnvConfig(_Strict):
         return last or block == 0 or block % self.eval_every == 0 or block >= self.max_actions
 
 
-class AgentConfig(_Strict):
-    """How an LLM controller is asked (hosted or local chat models)."""
-
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature of the chat model.")
-    timeout_s: float = Field(60.0, gt=0.0, le=3600.0, description="Per-request timeout of hosted chat models.")
-    max_attempts: int = Field(3, ge=1, le=20, description="Structured-output attempts before the rule fallback.")
-    backoff_s: float = Field(2.0, ge=0.0, le=600.0, description="First back-off after a transient error; doubles.")
-    history_window: int = Field(8, ge=0, le=1000, description="Past steps shown in the prompt.")
-
-
-class RunConfig(_Strict):
+class RunConfig(Strict):
     """Seed, output, device, and where trajectories go outward (sink, tracker)."""
 
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -363,113 +372,7 @@ class RunConfig(_Strict):
         return self
 
 
-class LookaheadConfig(_Strict):
-    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block
-    checkpoint, keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
-
-    candidates: list[str] = Field(
-        default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
-        min_length=1,
-        description="Actions probed at each decision (those enabled in env.actions; never stop).",
-    )
-    probe_samples: int = Field(
-        64,
-        ge=1,
-        le=10_000_000,
-        description="Training samples per probe (at least one optimizer step; at most a whole block).",
-    )
-    criterion: str = Field(
-        "train_loss",
-        min_length=1,
-        description="Which probe wins, by name from the criterion registry (sttrl.control.lookahead.CRITERIA): "
-        "train_loss, the lowest mean training loss over the probe's last half (default: separates settings after "
-        "few steps); val_wer, the lowest WER on probe_eval_utterances validation utterances (decodes once per "
-        "probe); val_loss, the lowest teacher-forced validation loss on those utterances (one forward pass per batch, "
-        "no decoding; sttrl.eval.loss); or another registered criterion. Checked when a lookahead runs.",
-    )
-    probe_eval_utterances: int = Field(
-        16, ge=1, le=100_000, description="Validation utterances for val_wer and val_loss."
-    )
-    probe_share: float = Field(
-        1.0,
-        gt=0.0,
-        le=1.0,
-        description="The largest share of the episode's sample budget that losing probes may spend; a decision is "
-        "probed only while its probes fit in what is left of that share, later ones keep (1: no cap).",
-    )
-    charge_probes: bool = Field(
-        True,
-        description="Losing probes count against the episode's sample budget (a "
-        "contestant in a benchmark: true). False labels every one of env.max_actions "
-        "decisions (teacher trajectories, python -m sttrl.teacher): the blocks still spend "
-        "exactly the budget, the probes are extra compute and are reported.",
-    )
-
-
-class BenchConfig(_Strict):
-    """Settings of the controller benchmark's search peers (``python -m bench``)."""
-
-    tpe_lr_max: float | None = Field(
-        None,
-        gt=0.0,
-        description="Upper end of the TPE/search lr range (below "
-        "values known to collapse the model); null = what an episode can reach.",
-    )
-    schedule_file: Path | None = Field(
-        None,
-        description="The schedule controller's tuned file (python -m "
-        "bench.tune_schedule): its peak lr and shape win over the values below.",
-    )
-    schedule_peak_lr: float | None = Field(
-        None, gt=0.0, description="Untuned schedule: peak lr (null: the instance's starting lr)."
-    )
-    schedule_shape: Literal["linear", "cosine"] = Field("cosine", description="Untuned schedule: decay shape.")
-    schedule_warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Untuned schedule: warm-up share.")
-    schedule_final_fraction: float = Field(0.0, ge=0.0, le=1.0, description="Untuned schedule: final lr / peak.")
-    contextual_file: Path | None = Field(
-        None,
-        description="The contextual controller's tuned file (python -m bench.tune_contextual): the map from what "
-        "an episode observes at its start to the schedule's peak lr, shape and warm-up. Null: the schedule's values.",
-    )
-    lookahead_file: Path | None = Field(
-        None,
-        description="The lookahead controller's tuned file (python -m bench.tune_lookahead): its lookahead.* "
-        "settings win over the config's in the benchmark.",
-    )
-    hybrid_model: str = Field(
-        "local:smollm2-135m",
-        min_length=3,
-        description="hybrid: the chat model inside successive halving (provider:model; local:NAME runs offline, "
-        "a hosted provider needs its API key in the environment).",
-    )
-    hybrid_lr_factor: float = Field(
-        2.0, gt=1.0, le=10.0, description="hybrid: a member's lr moves by this factor when the LLM says lower/higher."
-    )
-    sha_eta: int = Field(2, ge=2, le=8, description="sha: keep the best 1/eta of the trials at each rung.")
-    oracle_lrs: list[float] | None = Field(
-        None, min_length=1, description="oracle: the static lr grid (null: the instance's start lr x 1/3, 1, 3)."
-    )
-    oracle_batch_sizes: list[int] | None = Field(
-        None, min_length=1, description="oracle: the static batch grid (null: the instance's start batch)."
-    )
-    pbt_population: int = Field(
-        4, ge=2, le=256, description="pbt: population size (the issue asks >= 4; 2 only for tests)."
-    )
-    pbt_blocks: int | None = Field(
-        None,
-        ge=1,
-        le=10_000,
-        description="pbt: blocks (reports) per member; null = "
-        "max(2, env.max_actions // 2). Each block trains budget / (population x blocks).",
-    )
-    pbt_max_concurrent: int | None = Field(
-        None,
-        ge=1,
-        description="pbt: members training at once (null: as the Ray cluster's CPUs allow, run.threads each).",
-    )
-
-
-class Config(_Strict):
+class Config(Strict):
     preset: str = "default"
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -493,8 +396,6 @@ class Config(_Strict):
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as YAML or JSON (by suffix), atomically."""
-        from sttrl.io import atomic_write_text
-
         path = Path(path)
         data = self.to_dict()
         text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)

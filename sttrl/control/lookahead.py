@@ -16,7 +16,7 @@ probe's end and the probe's losses; lower is better). ``lookahead.probe_share`` 
 losing probes may spend. Common random numbers: every probe of a decision starts from the same block checkpoint, so
 from the same weights, optimizer and RNG state and the same data cursor; each probe records its ``cursor`` (start,
 end) so a test checks it. A tuned file (``python -m bench.tune_lookahead``, ``bench.lookahead_file``) sets the
-``lookahead.*`` values in the benchmark (:func:`configure`). """
+``lookahead.*`` values in the benchmark (:func:`configure`)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from sttrl.control.schedule import read_tuned
 from sttrl.env import episode
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
+from sttrl.env.phases import Pending, Progress
 from sttrl.errors import ConfigError
 from sttrl.rundir import block_name
 from sttrl.train.blocks import Hyperparams
@@ -168,8 +169,8 @@ def probe(rt: EpisodeRuntime, progress: episode.Progress, action: str, probe_dir
 
 
 def lookahead_step(
-    rt: EpisodeRuntime, progress: episode.Progress, root: Path
-) -> tuple[episode.Pending, list[dict[str, Any]], Path | None]:
+    rt: EpisodeRuntime, progress: Progress, root: Path
+) -> tuple[Pending, list[dict[str, Any]], Path | None]:
     """Probe every candidate from the current block (probes under ``root``), pick the best (lowest criterion; first
     in candidate order on ties). Returns the decision, the probes and the winner's probe checkpoint to continue."""
     cfg = rt.cfg
@@ -260,8 +261,8 @@ def _cost(cfg: Config, progress: episode.Progress, budget: int, spent: Spent) ->
 
 
 def _next_decision(
-    rt: EpisodeRuntime, progress: episode.Progress, budget: int, spent: Spent
-) -> tuple[episode.Pending | None, list[dict[str, Any]], Path | None]:
+    rt: EpisodeRuntime, progress: Progress, budget: int, spent: Spent
+) -> tuple[Pending | None, list[dict[str, Any]], Path | None]:
     """The next step: probed when the budget pays for the probes, a plain ``keep`` while a block fits, else None."""
     cfg = rt.cfg
     if progress.step >= cfg.env.max_actions:

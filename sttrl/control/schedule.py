@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sttrl.config import config_from_dict
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
@@ -66,8 +67,6 @@ def schedule_of(cfg: Any) -> dict[str, Any]:
 
 def with_schedule(cfg: Any, sched: dict[str, Any]) -> Any:
     """``cfg`` with the trainer's lr schedule set to ``sched`` (peak clamped into [lr_min, lr_max])."""
-    from sttrl.config import config_from_dict
-
     data = cfg.to_dict()
     t = data["train"]
     t["lr"] = min(max(float(sched["peak_lr"]), t["lr_min"]), t["lr_max"])

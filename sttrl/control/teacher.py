@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from sttrl.config import Config, add_config_arguments, load_config
+from sttrl.control.lookahead import LOG, run_lookahead
+from sttrl.env.instances import apply
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.io import atomic_write_text
 from sttrl.rundir import RUN_RECORD, TRAJECTORY
 
 SCHEMA = "sttrl.teacher/1"
@@ -35,9 +38,6 @@ def _finite(x: Any) -> float | None:
 
 def teacher_rows(cfg: Config, seed: int, run_dir: Path) -> list[dict[str, Any]]:
     """Run the lookahead episode of train instance ``seed`` and return its labelled rows."""
-    from sttrl.control.lookahead import run_lookahead
-    from sttrl.env.instances import apply
-
     spec = cfg.env.instances
     if spec is None:
         raise ConfigError("teacher trajectories need env.instances (train instances to search on)")
@@ -56,8 +56,6 @@ def rows_from_run(
 ) -> list[dict[str, Any]]:
     """The labelled rows of a lookahead run directory: one per probed decision in its ``lookahead.jsonl``, with
     the trajectory ``records`` before it as history. Works on an interrupted run too (its decisions so far)."""
-    from sttrl.control.lookahead import LOG
-
     rows = []
     for row in (json.loads(line) for line in (Path(run_dir) / LOG).read_text().splitlines() if line.strip()):
         if not row["probes"] or row["step"] > len(records):
@@ -102,8 +100,6 @@ def rows_from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> int:
     """``rows`` as JSONL into ``path``, written atomically; the row count."""
-    from sttrl.io import atomic_write_text
-
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
     return len(rows)
 

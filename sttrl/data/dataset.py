@@ -94,7 +94,8 @@ def _summary(utterances: Sequence[Utterance]) -> dict[str, Any]:
 
 
 def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None = None) -> SpeechData:
-    """Build (or load from cache) train and validation; write the manifest. Never synthesizes, downloads or reads hidden audio.
+    """Build (or load from cache) train and validation; write the manifest. Never synthesizes, downloads or reads
+    hidden audio.
 
     For the synthetic source the hidden domain's sentence ids and text hashes are computed (text only, in memory)
     so the manifest can list them and training sentences equal to a hidden one can be dropped.
@@ -227,7 +228,8 @@ def load_hidden_split(
 
 
 def _verify_against_manifest(cfg: DataConfig, fingerprint: str, hidden: list[tuple[str, str]]) -> None:
-    """If build_speech_data wrote a manifest, the hidden split must match what it listed and share nothing with train."""
+    """If build_speech_data wrote a manifest, the hidden split must match what it listed and share nothing with
+    train."""
     path = manifest_path(cfg, fingerprint)
     if not path.is_file():
         return

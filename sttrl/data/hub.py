@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from huggingface_hub import HfApi, hf_hub_download
+
 from sttrl.config import DataConfig
 from sttrl.data.audio import SAMPLE_RATE, decode_bytes, wav_duration, write_wav
 from sttrl.data.progress import progress_bar
@@ -32,7 +34,8 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def _role_plan(cfg: DataConfig, role: Role) -> tuple[str, list[str], int | None]:
-    """Hub split name, domains and cap for a role: train/validation from train domains, hidden from the hidden domain."""
+    """Hub split name, domains and cap for a role: train/validation from train domains, hidden from the hidden
+    domain."""
     hub = cfg.hub
     if role == "train":
         return hub.train_split, list(cfg.train_domains), cfg.max_train_utterances
@@ -98,8 +101,6 @@ class _Files:
             if not self.local.is_dir():
                 raise DataError(f"data.hub.local_dir {self.local} is not a directory")
             return sorted(p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file())
-        from huggingface_hub import HfApi
-
         try:
             return sorted(
                 HfApi().list_repo_files(
@@ -116,8 +117,6 @@ class _Files:
             if not path.is_file():
                 raise DataError(f"{self.where}: missing file {relpath}")
             return path
-        from huggingface_hub import hf_hub_download
-
         try:
             return Path(
                 hf_hub_download(
@@ -272,12 +271,14 @@ def _load_afrivoice(
     root = _cache_root(cfg)
     results: list[Utterance] = []
     missing: list[str] = []
-    with progress_bar(f"decoding {split} shards", total=len(shards), enabled=progress) as advance:
-        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            for part, gone in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
-                results.extend(part)
-                missing.extend(gone)
-                advance()
+    with (
+        progress_bar(f"decoding {split} shards", total=len(shards), enabled=progress) as advance,
+        ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool,
+    ):
+        for part, gone in pool.map(lambda s: _process_shard(cfg, files, s, root), shards):
+            results.extend(part)
+            missing.extend(gone)
+            advance()
     if not results:
         raise DataError(f"{files.where}: split {split!r} of domains {domains} yielded no usable clips")
     return results, missing
@@ -287,7 +288,7 @@ def _load_afrivoice(
 
 
 def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
-    import datasets
+    import datasets  # about 3 s to import (pyarrow): only the columns layout needs it, not the offline default
 
     hub = cfg.hub
     if hub.local_dir is None:
@@ -321,7 +322,7 @@ def _open_columns(cfg: DataConfig, split: str, token: str | None) -> Any:
 def _load_columns(
     cfg: DataConfig, split: str, domains: list[str], progress: bool, token: str | None
 ) -> list[Utterance]:
-    import datasets
+    import datasets  # about 3 s to import (pyarrow): only the columns layout needs it, not the offline default
 
     hub = cfg.hub
     ds = _open_columns(cfg, split, token)
@@ -336,7 +337,8 @@ def _load_columns(
     for field, column in needed.items():
         if column not in ds.column_names:
             raise DataError(
-                f"{where} split {split!r}: no column {column!r} ({field}); columns present: {', '.join(ds.column_names)}"
+                f"{where} split {split!r}: no column {column!r} ({field}); "
+                f"columns present: {', '.join(ds.column_names)}"
             )
     if isinstance(ds.features[hub.audio_column], datasets.Audio):
         ds = ds.cast_column(hub.audio_column, datasets.Audio(decode=False))

@@ -31,7 +31,8 @@ def is_validation(uid: str, fraction: float) -> bool:
 
 
 def hidden_part(uid: str, dev_fraction: float) -> str:
-    """``dev`` or ``test``: the hidden domain's partition of ``uid`` (a fixed hash of the id, disjoint by construction)."""
+    """``dev`` or ``test``: the hidden domain's partition of ``uid`` (a fixed hash of the id, disjoint by
+    construction)."""
     return "dev" if _unit("sttrl-hidden-dev", uid) < dev_fraction else "test"
 
 

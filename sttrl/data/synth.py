@@ -155,11 +155,13 @@ def synthesize_many(
     cache_dir = Path(cache_dir)
     start = time.perf_counter()
     results: list[SynthResult] = []
-    with progress_bar(label, total=len(specs), enabled=progress) as advance:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for result in pool.map(lambda s: synthesize(s, cache_dir, binary), specs):
-                results.append(result)
-                advance()
+    with (
+        progress_bar(label, total=len(specs), enabled=progress) as advance,
+        ThreadPoolExecutor(max_workers=max(1, workers)) as pool,
+    ):
+        for result in pool.map(lambda s: synthesize(s, cache_dir, binary), specs):
+            results.append(result)
+            advance()
     seconds = time.perf_counter() - start
     made = sum(not r.cached for r in results)
     durations = [r.duration for r in results]

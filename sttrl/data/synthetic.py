@@ -88,7 +88,7 @@ def synthesize_planned(
         specs.append(SynthSpec(item.text, voice, speed, pitch, cfg.noise_snr_db, cfg.seed))
     results, stats = synthesize_many(specs, cache_root(cfg), cfg.workers, progress, label)
     out: list[Utterance] = []
-    for item, spec, result in zip(items, specs, results):
+    for item, spec, result in zip(items, specs, results, strict=True):
         if cfg.min_seconds <= result.duration <= cfg.max_seconds:
             out.append(
                 Utterance(

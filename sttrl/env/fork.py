@@ -24,7 +24,7 @@ from sttrl.errors import CheckpointError, ForkError
 from sttrl.io import atomic_write_json
 from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, TRAJECTORY, block_name, new_run_id
-from sttrl.train.trainer import read_checkpoint_record
+from sttrl.train.checkpoint import read_checkpoint_record
 
 SHARED_FILES = (CONFIG_FILE,)
 SHARED_DIRS = ("processor",)

@@ -16,7 +16,9 @@ from sttrl.config import Config, load_config
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.env.actions import Action, parse_action
 from sttrl.env.decision import Decided
-from sttrl.env.episode import Episode, Progress
+from sttrl.env.episode import Episode
+from sttrl.env.instances import apply as apply_instance
+from sttrl.env.phases import Progress
 from sttrl.env.runtime import EpisodeRuntime
 from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY, new_run_id
@@ -44,18 +46,21 @@ class SttEnv(gym.Env):
     last measured values), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or
     on CPU the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and
     Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``, ``wer_step`` (the step whose
-    model ``wer`` was measured on).
-    ``info["observation"]`` holds the same as plain JSON with the device (``sttrl.env.episode.Observation``).
+    model ``wer`` was measured on). ``info["observation"]`` holds the same as plain JSON with the device and the
+    memory budget (``sttrl.env.phases.Observation``).
 
     Each step runs ``sttrl.env.episode`` (the same phases the LangGraph episode runs as nodes), so the two
     paths write identical trajectories for the same seed and actions.
 
     ## Rewards
-    ``(previous WER - current WER) - env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0),
-    ``nan_penalty`` (2.0) or ``divergence_penalty`` (2.5) when the block faulted; after a fault the model,
-    optimizer and data cursor are rolled back to the block's start while the hyperparameters stay as the
-    action set them (the agent must repair them). ``stop`` trains nothing and pays 0. With ``env.eval_every`` > 1
-    a block without a fresh WER gains 0 and the next measured block's gain covers the blocks since.
+    The WER gain of the block in the units of ``env.reward.kind`` (a kind of the registry in
+    ``sttrl.env.reward``: ``seed``, the default, pays previous WER - current WER; ``log_ratio`` pays
+    log(previous / current WER) with both WERs within [``wer_floor``, ``wer_clip``]), minus
+    ``env.reward.step_penalty`` (0.05), minus ``oom_penalty`` (1.0), ``nan_penalty`` (2.0) or ``divergence_penalty``
+    (2.5) when the block faulted; after a fault the model, optimizer and data cursor are rolled back to the block's
+    start while the hyperparameters stay as the action set them (the agent must repair them). ``stop`` trains
+    nothing and pays 0. With ``env.eval_every`` > 1 a block without a fresh WER gains 0 and the next measured
+    block's gain covers the blocks since.
 
     ## Episode End
     Terminated by ``stop``; truncated when ``env.max_actions`` decisions are spent. At the end the final
@@ -161,8 +166,6 @@ class SttEnv(gym.Env):
         if seed is not None:
             cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"seed": int(seed)})})
         if cfg.env.instances is not None:  # the reset seed draws the instance (sttrl.env.instances)
-            from sttrl.env.instances import apply as apply_instance
-
             cfg = apply_instance(cfg, int(options.get("instance", cfg.run.seed)))
         run_id = options.get("run_id") or new_run_id()
         run_dir = Path(

@@ -13,14 +13,12 @@ best setting.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from sttrl.config import Config, config_from_dict
 from sttrl.config.instances import InstancesConfig, Split  # noqa: F401 - Split: the split names, used by callers
-
-if TYPE_CHECKING:
-    from sttrl.config import Config
 
 
 def draw(spec: InstancesConfig, seed: int) -> dict[str, Any]:
@@ -47,8 +45,6 @@ def draw(spec: InstancesConfig, seed: int) -> dict[str, Any]:
 def apply(cfg: Config, seed: int) -> Config:
     """``cfg`` with the instance of ``seed`` written in (``env.instance`` records it); ``cfg`` unchanged when
     ``env.instances`` is not set."""
-    from sttrl.config import config_from_dict
-
     spec = cfg.env.instances
     if spec is None:
         return cfg

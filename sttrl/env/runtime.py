@@ -35,12 +35,13 @@ from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, block_name, final_file_hashes, new_run_id
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
+from sttrl.train.checkpoint import read_checkpoint_record
 from sttrl.train.device import resolve_device, seed_everything
 from sttrl.train.faults import ensure_writable_dir
 from sttrl.train.features import FeatureStore, feature_cache_dir
 from sttrl.train.memory import limit_arenas, release_memory, torch_thread
 from sttrl.train.model import LoadedModel, load_model
-from sttrl.train.trainer import Trainer, read_checkpoint_record
+from sttrl.train.trainer import Trainer
 
 
 class EpisodeRuntime:

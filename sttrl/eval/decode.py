@@ -79,7 +79,7 @@ def transcribe(
                     do_sample=False,
                     **loaded.generate_kwargs,
                 )
-            for k, text in zip(ks, loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            for k, text in zip(ks, loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
                 out[k] = text
     finally:
         model.train(was_training)

@@ -16,6 +16,7 @@ from typing import Any
 from sttrl.config import DataConfig, RewardConfig
 from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import ACCESS_LOG, accesses
+from sttrl.env.reward import reward
 from sttrl.keys import sttrl_home
 
 REWARD_TOLERANCE = 1e-9
@@ -50,8 +51,6 @@ def check_trajectory(
 ) -> tuple[bool, str]:
     """Recompute every step's reward from the recorded WERs and statuses (sttrl.env.reward) and compare it with the
     record, the evaluation file of its block (``evals``: block -> WER) and the graph state's records."""
-    from sttrl.env.reward import reward
-
     steps = [r.get("step") for r in records]
     if steps != list(range(1, len(records) + 1)):
         return False, f"steps are {steps}, expected 1..{len(records)} once each"
@@ -80,7 +79,8 @@ def check_trajectory(
         mine = [tuple(r.get(k) for k in keys) for r in records]
         theirs = [tuple(r.get(k) for k in keys) for r in expected_records]
         if mine != theirs:
-            diff = next((a, b) for a, b in zip(mine + [None] * len(theirs), theirs + [None] * len(mine)) if a != b)
+            padded = zip(mine + [None] * len(theirs), theirs + [None] * len(mine), strict=True)
+            diff = next((a, b) for a, b in padded if a != b)
             return False, f"trajectory differs from the graph state's records: {diff[0]} vs {diff[1]}"
     return True, f"{len(records)} steps; every reward recomputes from its WERs and status"
 
@@ -105,7 +105,8 @@ def hidden_access_check(record: Mapping[str, Any], cfg: DataConfig) -> dict[str,
             "passed": False,
             "reason": (
                 f"{len(outside)} access(es) to the hidden split outside the judge while the run was live, first: "
-                f"{first['what']} by pid {first['pid']} ({' '.join(first.get('argv') or [])}) at {time.ctime(first['time'])}"
+                f"{first['what']} by pid {first['pid']} ({' '.join(first.get('argv') or [])}) "
+                f"at {time.ctime(first['time'])}"
             ),
         }
     return {

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sttrl.config import config_from_dict
+from sttrl.config import Config, config_from_dict, secret
 from sttrl.data import load_hidden_split
 from sttrl.data.hidden import judge_access
 from sttrl.errors import IntegrityError, SttrlError
-from sttrl.eval.engines import ENGINES, evaluate_with
-from sttrl.io import atomic_write_json
+from sttrl.eval.engines import evaluate_with
+from sttrl.eval.engines import names as engine_names
+from sttrl.io import atomic_write_json, read_jsonl
 from sttrl.judge.integrity import check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
 from sttrl.quiet import quiet
@@ -64,19 +65,6 @@ def _evals(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def _trajectory(path: Path) -> list[dict[str, Any]]:
-    """The step records as written (read only: a torn line is reported by the check, not repaired here)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line) if line.strip() else {})
-        except json.JSONDecodeError:
-            out.append({})
-    return out
-
-
 def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, Any] | None) -> dict[str, Any]:
     """The final weights and config against the signed run record and, when given, the graph state's hashes."""
     checks: dict[str, Any] = {}
@@ -103,12 +91,12 @@ def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, An
         recorded["model.safetensors"] = expected["final_sha256"]
     actual = final_file_hashes(final_dir)
     bad = [n for n, h in recorded.items() if actual.get(n) != h]
-    checks["hash_matches_record"] = _check(
-        not bad,
-        f"{', '.join(sorted(recorded))} match the recorded sha256"
-        if not bad
-        else f"{', '.join(bad)} differ from the recorded sha256 ({actual.get(bad[0], 'missing')[:16]}… vs {recorded[bad[0]][:16]}…)",
-    )
+    if bad:
+        seen, want = actual.get(bad[0], "missing")[:16], recorded[bad[0]][:16]
+        why = f"{', '.join(bad)} differ from the recorded sha256 ({seen}… vs {want}…)"
+    else:
+        why = f"{', '.join(sorted(recorded))} match the recorded sha256"
+    checks["hash_matches_record"] = _check(not bad, why)
     initial = {record.get("initial_weights_sha256")}
     if expected is not None:
         initial |= {c["sha256"] for c in expected.get("checkpoints") or [] if c.get("block") == 0}
@@ -117,6 +105,63 @@ def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, An
         changed, "weights differ from the initial ones" if changed else "weights are identical to the initial ones"
     )
     return checks
+
+
+def _run_checks(
+    run_dir: Path, record: dict[str, Any], cfg: Config, expected: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Every check of the run: weights and record, splits, the hidden split's access log, the trajectory's rewards."""
+    checks = _weight_checks(run_dir, record, expected)
+    checks["splits_disjoint"] = _manifest_checks(Path(record["data_manifest"]), cfg.data.hidden_domain)
+    checks["hidden_split_untouched"] = hidden_access_check(record, cfg.data)
+    start = _evals(run_dir).get(0)
+    theirs = expected.get("records") if expected is not None else None
+    if not (run_dir / TRAJECTORY).is_file():  # not an episode (a search trial): no rewards to verify
+        checks["trajectory_consistent"] = _check(
+            not theirs,
+            "no trajectory.jsonl: the run has no step rewards (e.g. a search trial)"
+            if not theirs
+            else f"trajectory.jsonl is missing but the graph state holds {len(theirs)} step records",
+        )
+    elif start is None:
+        checks["trajectory_consistent"] = _check(False, "evals/block-0000.json (the starting WER) is missing")
+    else:
+        # read only, positions kept: a torn line is reported by the check, not repaired here
+        traj = read_jsonl(run_dir / TRAJECTORY, torn="empty")
+        checks["trajectory_consistent"] = _check(
+            *check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
+        )
+    return checks
+
+
+def _score(
+    run_dir: Path,
+    record: dict[str, Any],
+    cfg: Config,
+    engine: str | None,
+    progress: bool,
+    hf_token: str | None,
+    split: str,
+) -> dict[str, Any]:
+    """Measure the final model on the hidden ``split`` (the only load of it, recorded in the access log)."""
+    final_dir = run_dir / record["final"]["path"]
+    device = resolve_device(cfg.run.device)
+    loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
+    with judge_access(record["run_id"]):
+        hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token, split=split)
+    if cfg.data.max_hidden_utterances:
+        hidden = hidden[: cfg.data.max_hidden_utterances]
+    store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
+    t0 = time.perf_counter()
+    res = evaluate_with(cfg, store, device, engine)
+    return {
+        "wer": res.wer,
+        "cer": res.cer,
+        "n_utterances": res.n,
+        "seconds": time.perf_counter() - t0,
+        "examples": res.examples,
+        "engine": res.engine,
+    }
 
 
 @torch_thread  # the thread an episode trained on (see sttrl.train.memory)
@@ -135,8 +180,8 @@ def judge(
     final weights' sha256, the block checkpoints' hashes and the step records of the graph state.
     Without it, the signature of the run record (a key outside the run directory) is the reference.
     ``scored`` is true only when every check passed: only then is the WER trustworthy.
-    ``engine`` (transformers | ct2) overrides the run's ``train.eval_engine``; the report names the one used.
-    ``hf_token`` (resolved by the entry point) is needed only for a hub dataset.
+    ``engine`` (an engine of sttrl.eval.engines) overrides the run's ``train.eval_engine``; the report names the
+    one used. ``hf_token`` (resolved by the entry point) is needed only for a hub dataset.
     ``split``: ``test`` (reported results; ``judge.json``) or ``dev`` (every tuning decision; ``judge-dev.json``).
     """
     if split not in ("dev", "test"):
@@ -150,25 +195,7 @@ def judge(
         cfg = config_from_dict(record["config"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"{record_path} is not a valid run record: {exc}") from None
-    checks = _weight_checks(run_dir, record, expected)
-    checks["splits_disjoint"] = _manifest_checks(Path(record["data_manifest"]), cfg.data.hidden_domain)
-    checks["hidden_split_untouched"] = hidden_access_check(record, cfg.data)
-    start = _evals(run_dir).get(0)
-    theirs = expected.get("records") if expected is not None else None
-    if not (run_dir / TRAJECTORY).is_file():  # not an episode (a search trial): no rewards to verify
-        checks["trajectory_consistent"] = _check(
-            not theirs,
-            "no trajectory.jsonl: the run has no step rewards (e.g. a search trial)"
-            if not theirs
-            else f"trajectory.jsonl is missing but the graph state holds {len(theirs)} step records",
-        )
-    elif start is None:
-        checks["trajectory_consistent"] = _check(False, "evals/block-0000.json (the starting WER) is missing")
-    else:
-        traj = _trajectory(run_dir / TRAJECTORY)
-        checks["trajectory_consistent"] = _check(
-            *check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
-        )
+    checks = _run_checks(run_dir, record, cfg, expected)
     report: dict[str, Any] = {
         "run_id": record["run_id"],
         "hidden_domain": cfg.data.hidden_domain,
@@ -178,36 +205,14 @@ def judge(
         "cer": None,
         "score": 0.0,
     }
-    verified = (
-        all(
-            checks[k]["passed"]
-            for k in ("record_authentic", "checkpoint_present", "hash_matches_record")
-            if k in checks
-        )
-        and "hash_matches_record" in checks
+    verified = "hash_matches_record" in checks and all(
+        checks[k]["passed"] for k in ("record_authentic", "checkpoint_present", "hash_matches_record")
     )
     passed_all = all(c["passed"] for c in checks.values())
     if verified:  # the weights are the run's own: measure them (trusted only when every check passed)
-        final_dir = run_dir / record["final"]["path"]
-        device = resolve_device(cfg.run.device)
-        loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
-        with judge_access(record["run_id"]):
-            hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token, split=split)
-        if cfg.data.max_hidden_utterances:
-            hidden = hidden[: cfg.data.max_hidden_utterances]
-        store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
-        t0 = time.perf_counter()
-        res = evaluate_with(cfg, store, device, engine)
-        report.update(
-            scored=passed_all,
-            wer=res.wer,
-            cer=res.cer,
-            score=float(min(100.0, max(0.0, 100.0 * (1.0 - res.wer)))) if passed_all else 0.0,
-            n_utterances=res.n,
-            seconds=time.perf_counter() - t0,
-            examples=res.examples,
-            engine=res.engine,
-        )
+        measured = _score(run_dir, record, cfg, engine, progress, hf_token, split)
+        score = float(min(100.0, max(0.0, 100.0 * (1.0 - measured["wer"])))) if passed_all else 0.0
+        report.update(scored=passed_all, score=score, **measured)
     report["split"] = split
     report["passed_all_checks"] = passed_all
     if write:
@@ -226,15 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         help="hidden split: test (reported results, judge.json) or dev (tuning, judge-dev.json)",
     )
     parser.add_argument(
-        "--engine", choices=ENGINES, default=None, help="decoder for scoring (default: the run's train.eval_engine)"
+        "--engine",
+        choices=engine_names(),
+        default=None,
+        help="decoder for scoring (default: the run's train.eval_engine)",
     )
     args = parser.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
     if args.quiet:
         quiet()
     try:
-        from sttrl.config import secret
-
         report = judge(
             args.run_dir, progress=not args.quiet, engine=args.engine, hf_token=secret("HF_TOKEN"), split=args.split
         )
@@ -245,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {name}: {c['reason']}")
     if report["scored"]:
         print(
-            f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  score {report['score']:.1f}"
+            f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  "
+            f"score {report['score']:.1f}"
             f"  ({report['n_utterances']} utterances in {report['seconds']:.1f} s, {report['engine']})"
         )
         return 0

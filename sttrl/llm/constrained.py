@@ -3,11 +3,12 @@
 Every completion is a JSON object that matches the schema: at each step only the tokens that keep
 the text a valid prefix of such an object are allowed (greedy by default, sampling when a
 temperature is given). Tokens holding control characters (newline, tab) are never allowed: the
-parser would let them into strings, which strict JSON forbids; a space separates tokens instead. Tokens that decode to part of a UTF-8
-character are never allowed either: they add no character, so a string could grow in tokens without
-growing in length and never reach its bound (text is written from whole-character tokens). String fields get a ``maxLength`` when the schema has none and whitespace
-between tokens is limited, so the object always ends within ``max_new_tokens`` (each token is at
-least one character). lm-format-enforcer's own transformers integration imports a module that
+parser would let them into strings, which strict JSON forbids; a space separates tokens instead.
+Tokens that decode to part of a UTF-8 character are never allowed either: they add no character, so
+a string could grow in tokens without growing in length and never reach its bound (text is written
+from whole-character tokens). String fields get a ``maxLength`` when the schema has none and
+whitespace between tokens is limited, so the object always ends within ``max_new_tokens`` (each
+token is at least one character). lm-format-enforcer's own transformers integration imports a module that
 transformers 5 removed, so the small glue (token table, logits processor) lives here.
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from sttrl import extras
 from sttrl.llm.local import LoadedModel
@@ -150,8 +152,6 @@ def generate(
         enforcer.root_parser.config.force_json_field_order = True
         processors.append(JsonSchemaLogitsProcessor(enforcer, len(prompt_ids)))
         max_new_tokens = max(max_new_tokens, max_json_chars(bounded, max_string_chars))
-    from transformers import LogitsProcessorList
-
     if seed is not None:
         torch.manual_seed(seed)
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)

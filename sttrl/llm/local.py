@@ -123,6 +123,8 @@ def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
         hit = _CACHE.get(source.key) if cache else None
         if hit is not None:
             return hit
+        # torch and transformers load with the first model: resolving a name (CLI checks, the controller registry)
+        # stays torch-free
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,8 +1,8 @@
 """``python -m sttrl.export SOURCES… --out DIR|URL``: runs as a ``datasets`` Dataset in Parquet, one row per step.
 
 A source is a run directory, a folder of run directories, or a sink prefix URL (``s3://bucket/prefix``,
-``file:///…``, ``memory://…``) holding ``<run_id>/steps/*.json`` (sttrl.outward.sinks' layout). Each row carries the step
-record flattened into typed columns plus the run's metadata (preset, instance, controller, seed, judge result).
+``file:///…``, ``memory://…``) holding ``<run_id>/steps/*.json`` (sttrl.outward.sinks' layout). Each row carries
+the step record flattened into typed columns plus the run's metadata (preset, instance, controller, seed, judge result).
 The output is ``DIR/data/train-00000-of-00001.parquet`` and ``DIR/sttrl_export.json`` (schema version, rows, runs);
 read it with ``datasets.load_dataset("parquet", data_files="DIR/data/*.parquet")``.
 """
@@ -20,6 +20,9 @@ from typing import Any
 import yaml
 
 from sttrl.errors import SttrlError
+from sttrl.io import atomic_write_bytes
+from sttrl.outward.publish import local_steps
+from sttrl.outward.sinks import Sink
 from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, META, RUN_RECORD, TRAJECTORY
 
 EXPORT_SCHEMA = "sttrl.export/1"
@@ -29,7 +32,7 @@ HP = ("lr", "batch_size", "grad_accum", "freeze_layers")
 
 def features() -> Any:
     """The dataset's declared columns (nullable where a run or a step may lack the value)."""
-    from datasets import Features, Value
+    from datasets import Features, Value  # about 3 s to import (pyarrow): --help and the row readers do without
 
     cols: dict[str, Any] = {
         "schema_version": Value("string"),
@@ -143,8 +146,6 @@ def _json(data: bytes | None) -> dict[str, Any] | None:
 
 
 def rows_from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
-    from sttrl.outward.publish import local_steps
-
     def read(name: str) -> dict[str, Any] | None:
         p = run_dir / name
         return json.loads(p.read_text()) if p.is_file() else None
@@ -160,8 +161,6 @@ def rows_from_run_dir(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def rows_from_sink(url: str) -> tuple[list[dict[str, Any]], int]:
-    from sttrl.outward.sinks import Sink
-
     sink = Sink(url)
     rows, runs = [], 0
     for run_id in sink.list():
@@ -171,7 +170,7 @@ def rows_from_sink(url: str) -> tuple[list[dict[str, Any]], int]:
         steps = sorted((json.loads(sink.get(k)) for k in keys), key=lambda r: r["step"])
         have = set(sink.list(run_id))
 
-        def get(name: str) -> dict[str, Any] | None:
+        def get(name: str, run_id: str = run_id, have: set[str] = have) -> dict[str, Any] | None:
             return _json(sink.get(f"{run_id}/{name}")) if f"{run_id}/{name}" in have else None
 
         meta = run_metadata(get(RUN_RECORD), get(JUDGE_REPORT), get(META), steps)
@@ -204,7 +203,7 @@ def collect_rows(sources: list[str]) -> tuple[list[dict[str, Any]], int]:
 
 def export(sources: list[str], out: str) -> dict[str, Any]:
     """Write the Parquet dataset and its description to ``out`` (a directory or a URL); returns the description."""
-    from datasets import Dataset
+    from datasets import Dataset  # about 3 s to import (pyarrow): --help and the row readers do without
 
     rows, runs = collect_rows(sources)
     if not rows:
@@ -222,14 +221,10 @@ def export(sources: list[str], out: str) -> dict[str, Any]:
     }
     blob = (json.dumps(info, indent=2) + "\n").encode()
     if "://" in out and not out.startswith("file://"):
-        from sttrl.outward.sinks import Sink
-
         sink = Sink(out)
         sink.put(DATA_FILE, buf.getvalue())
         sink.put("sttrl_export.json", blob)
     else:
-        from sttrl.io import atomic_write_bytes
-
         base = Path(out.removeprefix("file://"))
         atomic_write_bytes(base / DATA_FILE, buf.getvalue())
         atomic_write_bytes(base / "sttrl_export.json", blob)

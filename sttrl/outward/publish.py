@@ -1,11 +1,13 @@
 """Publishing a run outward without ever blocking or failing it: one background thread per run directory uploads
-step records and artifacts to the configured sink (sttrl.outward.sinks) and logs them to the tracker (sttrl.outward.tracking).
+step records and artifacts to the configured sink (sttrl.outward.sinks) and logs them to the tracker
+(sttrl.outward.tracking).
 
 The episode calls two hooks: :func:`publish_step` after a step record is appended, :func:`publish_run` after the
 judge wrote ``judge.json``. A bounded queue feeds the thread; each upload is retried with exponential back-off;
 errors a retry cannot fix (credentials, a missing bucket) are not retried. ``publish_run`` re-sends every step and
 artifact (uploads replace, so nothing is duplicated), waits up to ``run.sink_flush_seconds`` and writes the outcome
-to ``run.json`` under ``"outward"``. A sink that stayed down is caught up by the next resume or ``python -m sttrl.sync``.
+to ``run.json`` under ``"outward"``. A sink that stayed down is caught up by the next resume or
+``python -m sttrl.sync``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sttrl.io import atomic_write_json
 from sttrl.outward.sinks import ARTIFACTS, Sink, describe_error, is_permanent, redact, step_key
+from sttrl.outward.tracking import make_tracker
 from sttrl.rundir import RUN_RECORD, TRAJECTORY
 
 log = logging.getLogger(__name__)
@@ -124,8 +128,6 @@ class Publisher:
 
     def _track(self, method: str, arg: Any) -> None:
         if self.tracker is None:
-            from sttrl.outward.tracking import make_tracker
-
             self.tracker = make_tracker(self.run_cfg, self.run_id, self.run_dir)
         getattr(self.tracker, method)(arg)
 
@@ -275,8 +277,6 @@ def publish_run(run_dir: str | Path, timeout: float | None = None) -> dict[str, 
 
 def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     """Record the outward status in ``run.json`` (read, update, atomic replace)."""
-    from sttrl.io import atomic_write_json
-
     record = _read_json(run_dir / RUN_RECORD)
     if record is not None:
         record["outward"] = status

@@ -19,6 +19,7 @@ import urllib.request
 from typing import Any
 
 from sttrl import extras
+from sttrl.config import secret
 from sttrl.config.sink_url import check_sink_settings  # noqa: F401 - part of this module's API
 from sttrl.errors import ConfigError, SinkError
 from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, PLOT, RUN_RECORD, TRAJECTORY
@@ -30,8 +31,6 @@ FSSPEC_EXTRAS = {"s3": "s3fs", "s3a": "s3fs"}  # URL scheme -> the package of th
 def resolve_url(url: str) -> str:
     """``env:VAR`` -> the variable's value; any other URL as given."""
     if url.startswith("env:"):
-        from sttrl.config import secret
-
         name = url[4:]
         value = secret(name)  # the environment, else .env
         if not value:

@@ -1,11 +1,13 @@
-"""Experiment trackers (``run.tracker: wandb | mlflow``): each step's metrics, hyperparameters and transcript samples,
-and the run's artifacts. Called only from the publishing thread (sttrl.outward.publish), so a slow or failing tracker never
-blocks or fails the episode. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN…) are read by the libraries from the
-environment; nothing here logs them.
+"""Experiment trackers (``run.tracker: wandb | mlflow``): each step's metrics, hyperparameters and transcript
+samples, and the run's artifacts. Called only from the publishing thread (sttrl.outward.publish), so a slow or
+failing tracker never blocks or fails the episode. Credentials (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN…) are read by
+the libraries from the environment; nothing here logs them.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,7 +66,7 @@ class WandbTracker:
     """Weights & Biases: one run per sttrl run id (resumed, never duplicated); offline mode writes files only."""
 
     def __init__(self, run_cfg: dict[str, Any], run_id: str, run_dir: Path, config: dict[str, Any]) -> None:
-        import wandb
+        import wandb  # the track extra: loaded only when run.tracker=wandb
 
         self.wandb = wandb
         directory = Path(run_cfg.get("tracker_uri") or run_dir)
@@ -105,7 +107,7 @@ class MlflowTracker:
     """MLflow through its client API: one run tagged ``sttrl.run_id`` (found again on resume)."""
 
     def __init__(self, run_cfg: dict[str, Any], run_id: str, run_dir: Path, config: dict[str, Any]) -> None:
-        from mlflow.tracking import MlflowClient
+        from mlflow.tracking import MlflowClient  # the track extra: loaded only when run.tracker=mlflow
 
         self.client = MlflowClient(tracking_uri=run_cfg.get("tracker_uri") or None)
         name = run_cfg.get("tracker_project") or "sttrl"
@@ -118,14 +120,12 @@ class MlflowTracker:
             run = self.client.create_run(exp_id, run_name=run_id, tags={"sttrl.run_id": run_id})
             self.run_id = run.info.run_id
             params = _params(config)
-            from mlflow.entities import Param
+            from mlflow.entities import Param  # the track extra (run.tracker=mlflow)
 
             self.client.log_batch(self.run_id, params=[Param(k, str(v)[:500]) for k, v in params.items()])
 
     def log_step(self, record: dict[str, Any]) -> None:
-        import time
-
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # the track extra (run.tracker=mlflow)
 
         now, step = int(time.time() * 1000), int(record["step"])
         metrics = [Metric(k.replace("/", "."), v, now, step) for k, v in step_metrics(record).items()]
@@ -145,8 +145,6 @@ class MlflowTracker:
 
 def make_tracker(run_cfg: dict[str, Any], run_id: str, run_dir: Path) -> Tracker:
     """The tracker named by ``run.tracker``, with the run's resolved config as its parameters."""
-    import json
-
     record_path = run_dir / RUN_RECORD
     config = json.loads(record_path.read_text()).get("config", {}) if record_path.is_file() else {}
     name = run_cfg.get("tracker") or "none"

@@ -1,6 +1,6 @@
-"""Append-only JSONL trajectory: exactly one record per step, flushed per line, idempotent on re-append. Publishing a
-written step to sinks and trackers is the episode's append phase (:func:`sttrl.env.episode.append`), not the
-writer's."""
+"""Append-only JSONL trajectory: exactly one record per step, flushed per line, idempotent on re-append.
+Publishing a written step to sinks and trackers is the episode's append phase (:func:`sttrl.env.episode.append`),
+not the writer's."""
 
 from __future__ import annotations
 

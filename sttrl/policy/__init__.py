@@ -3,5 +3,6 @@ reference, DPO), choosing an action by scoring every enabled one (``scoring``), 
 prints (``heldout``), and the ``learned`` controller that decides with the trained model.
 
 Importing this package is cheap (no torch): the heavy modules are ``sttrl.policy.core`` (the math),
-``sttrl.policy.stages`` (training) and ``sttrl.policy.controller``. Never imports LangChain or LangGraph.
+``sttrl.policy.data``, ``sttrl.policy.stages`` (training) and ``sttrl.policy.episodes``; ``sttrl.policy.controller``
+imports torch only when the learned controller decides. Never imports LangChain or LangGraph.
 """

@@ -17,6 +17,7 @@ from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.llm.local import load_model, resolve_model
 
 SOURCE = "learned"
 META_FILE = "sttrl_policy.json"
@@ -53,8 +54,6 @@ class LearnedController:
 
 def load_learned(model: str) -> Any:
     """The model directory (or any local model name) loaded once per process; one-line errors."""
-    from sttrl.llm.local import load_model, resolve_model
-
     return load_model(resolve_model(model))
 
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+
+from sttrl.env.decision import Decision
 
 
 # ----- batches and log-probabilities ------------------------------------------------------------
@@ -246,10 +249,6 @@ def dpo_loss(
 def parse_decision(text: str, allowed: Sequence[str]) -> Any:
     """The :class:`~sttrl.env.decision.Decision` in ``text`` when it is exactly one valid JSON object naming an
     enabled action; None otherwise (invalid JSON is detected, never guessed at)."""
-    from pydantic import ValidationError
-
-    from sttrl.env.decision import Decision
-
     try:
         obj = json.loads(text)
         decision = Decision.model_validate(obj)

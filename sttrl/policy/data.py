@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sttrl.config import Config
+from sttrl.control.prompting import decision_turns
 from sttrl.errors import ConfigError
 from sttrl.policy.core import decision_text, finite, parse_decision
 
@@ -105,7 +106,6 @@ def _row(
 
 
 def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> list[dict[str, Any]]:
-    from sttrl.control.prompting import decision_turns
 
     p = cfg.policy
     out = []
@@ -145,7 +145,6 @@ def teacher_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> lis
 
 
 def episode_rows(records: list[dict[str, Any]], cfg: Config, source: str) -> list[dict[str, Any]]:
-    from sttrl.control.prompting import decision_turns
 
     p = cfg.policy
     records = sorted(records, key=lambda r: r["step"])
@@ -190,7 +189,7 @@ def _files(path: Path) -> list[Path]:
 def load_rows(paths: list[str | Path], cfg: Config) -> Any:
     """A ``datasets.Dataset`` of decision rows (columns :data:`COLUMNS`) from teacher files, trajectory files,
     run directories or folders of them. A file of another schema, or none, is a ConfigError naming it."""
-    import datasets
+    import datasets  # about 3 s to import (pyarrow): only loading rows needs it
 
     rows: list[dict[str, Any]] = []
     for path in paths:

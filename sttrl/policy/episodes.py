@@ -19,8 +19,11 @@ from typing import Any
 
 import torch
 
+from sttrl.env.gym import SttEnv
 from sttrl.policy import core
+from sttrl.policy.controller import LearnedController
 from sttrl.policy.stages import Learner, Scored, categorical_step
+from sttrl.rundir import new_run_id
 
 
 def episode_config(cfg: Any) -> Any:
@@ -49,10 +52,6 @@ def train_episodes(
     lr: Learner, ds: Any = None, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:
     """RLOO over whole episodes (see the module docstring); ``ds`` is not used."""
-    from sttrl.env.gym import SttEnv
-    from sttrl.policy.controller import LearnedController
-    from sttrl.rundir import new_run_id
-
     cfg = episode_config(lr.cfg)
     p = cfg.policy
     spec = cfg.env.instances

@@ -27,6 +27,7 @@ from typing import Any
 
 from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.llm.local import load_model, resolve_model
 from sttrl.policy.controller import META_FILE
 from sttrl.policy.settings import policy_presets
 
@@ -72,8 +73,8 @@ def learn(
     ``on_line`` gets each step's numbers, ``on_check`` the held-out check's lines."""
     import torch  # torch and transformers: loaded when a stage runs, not for --help or a config error
 
-    from sttrl.llm.local import load_model, resolve_model  # these import torch
     from sttrl.policy import heldout
+    from sttrl.policy.core import train_top_layers
     from sttrl.policy.data import load_rows
     from sttrl.policy.episodes import train_episodes
     from sttrl.policy.stages import STAGES, Learner, stage_items
@@ -94,8 +95,6 @@ def learn(
     device = cfg.run.device if cfg.run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     loaded.model.to(device)
     if cfg.policy.train_top_layers:
-        from sttrl.policy.core import train_top_layers
-
         try:
             n = train_top_layers(loaded.model, cfg.policy.train_top_layers)
         except ValueError as exc:

@@ -27,6 +27,7 @@ import torch
 
 from sttrl.config import Config
 from sttrl.errors import ConfigError
+from sttrl.llm.constrained import chat_prompt_ids
 from sttrl.policy import core, scoring
 from sttrl.policy.data import dpo_pairs, states
 
@@ -52,8 +53,6 @@ class Learner:
         return next(self.model.parameters()).device
 
     def prompt_ids(self, turns: list[dict[str, str]]) -> list[int]:
-        from sttrl.llm.constrained import chat_prompt_ids
-
         return chat_prompt_ids(self.loaded, turns)
 
     def decision_ids(self, text: str) -> list[int]:

@@ -6,17 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from transformers import WhisperConfig
 
 from sttrl.errors import ModelError
 from sttrl.train.ct2_format import bf16_to_float32
-
-if TYPE_CHECKING:
-    import torch
-    from transformers import WhisperConfig
-
 
 # ---------------------------------------------------------------- Whisper mapping
 
@@ -139,8 +136,6 @@ def ct2_to_hf(
     is the same tensor as ``model.decoder.embed_tokens.weight``. Every variable must be consumed and every
     HF parameter produced, else :class:`ModelError` lists the difference.
     """
-    import torch
-
     dtype = dtype or torch.float32
     if any(n.endswith("_scale") for n in variables):
         raise ModelError(
@@ -162,7 +157,7 @@ def ct2_to_hf(
             raise ModelError(
                 f"CT2 variable {unit.ct2!r} of shape {arr.shape} cannot be split into {len(unit.hf)} equal parts"
             )
-        for hf_name, part in zip(unit.hf, np.split(arr, len(unit.hf), axis=0)):
+        for hf_name, part in zip(unit.hf, np.split(arr, len(unit.hf), axis=0), strict=True):
             if _is_dropped(hf_name):
                 if np.any(part != 0):
                     raise ModelError(
@@ -251,8 +246,6 @@ def whisper_config_from_ct2(
 
     Heads come from ``num_heads``, else the file's ``encoder/num_heads``, else :data:`HEADS_BY_D_MODEL`.
     """
-    from transformers import WhisperConfig
-
     needed = [
         "encoder/conv1/weight",
         "encoder/layer_0/ffn/linear_0/weight",

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from sttrl.errors import RunDirectoryError
+
 # oneDNN (torch's CPU kernels) reports a scratchpad it could not allocate as "could not create a primitive"
 # (seen under an address-space limit in loss.backward()); a non-memory cause would repeat on every block as a
 # visible oom transition with this message, never a silently wrong number.
@@ -51,13 +53,14 @@ def allocation_message(exc: BaseException) -> str:
 
 def resume_line(exc: BaseException, resume: str) -> str:
     """One line for an allocation failure the episode cannot turn into a transition: what failed, how to resume."""
-    return f"out of memory where the episode cannot continue ({allocation_message(exc)}); free memory, then resume with: {resume}"
+    return (
+        f"out of memory where the episode cannot continue ({allocation_message(exc)}); "
+        f"free memory, then resume with: {resume}"
+    )
 
 
 def ensure_writable_dir(path: Path) -> Path:
     """Create ``path`` if needed and prove it writable (a temp file made and removed), or raise one clear line."""
-    from sttrl.errors import RunDirectoryError
-
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=path)

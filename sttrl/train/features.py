@@ -132,7 +132,7 @@ class FeatureStore:
         if self.cache_dir is None:
             missing = [i for i in dict.fromkeys(indices) if i not in self._features]
             if missing:
-                self._features.update(zip(missing, self._compute(missing)))
+                self._features.update(zip(missing, self._compute(missing), strict=True))
             return torch.from_numpy(np.stack([self._features[i] for i in indices]))
         out = np.empty((len(indices), *self.shape), dtype=np.float32)
         missing: dict[int, list[int]] = {}  # utterance index -> rows of the batch
@@ -143,7 +143,7 @@ class FeatureStore:
             else:
                 out[row] = feat
         if missing:
-            for i, feat in zip(missing, self._compute(list(missing))):
+            for i, feat in zip(missing, self._compute(list(missing)), strict=True):
                 self._store(i, feat)
                 out[missing[i]] = feat
         return torch.from_numpy(out)
@@ -167,7 +167,7 @@ class FeatureStore:
         width = max(len(r) for r in rows_in)
         dec = torch.full((len(indices), width), self.eot, dtype=torch.long)
         lab = torch.full((len(indices), width), -100, dtype=torch.long)
-        for r, (a, b) in enumerate(zip(rows_in, rows_lab)):
+        for r, (a, b) in enumerate(zip(rows_in, rows_lab, strict=True)):
             dec[r, : len(a)] = torch.tensor(a)
             lab[r, : len(b)] = torch.tensor(b)
         return Batch.of(self.features(indices), dec, lab)

@@ -23,16 +23,19 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    GenerationConfig,
     WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
     WhisperProcessor,
     WhisperTokenizer,
 )
+from transformers.utils import logging as hf_logging
 
 from sttrl.config import ModelConfig
 from sttrl.errors import ModelError
 from sttrl.io import atomic_replace_dir, sha256_text
+from sttrl.train.pretrained import ensure_pretrained
 
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
 # Characters of the built-in tokenizer: Swahili is written in the Latin alphabet with apostrophes (ng'ombe).
@@ -55,8 +58,6 @@ class LoadedModel:
 
 
 def _silence_generation_warnings() -> None:
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers.generation.utils").setLevel(logging.ERROR)
     logging.getLogger("transformers.models.whisper.generation_whisper").setLevel(logging.ERROR)
@@ -138,8 +139,6 @@ def resolve_model_dir(cfg: ModelConfig, cache_dir: Path, progress: bool = True) 
     if cfg.source == "builtin":
         return builtin_dir(cfg, cache_dir)
     if cfg.source == "pretrained":
-        from sttrl.train.pretrained import ensure_pretrained
-
         return ensure_pretrained(cfg.name, Path(cache_dir), progress=progress)
     if cfg.source == "local":
         path = Path(cfg.name)
@@ -191,8 +190,6 @@ def load_model(
         if cfg.source == "builtin":
             torch.manual_seed(seed)
             model = WhisperForConditionalGeneration(WhisperConfig.from_pretrained(source))
-            from transformers import GenerationConfig
-
             model.generation_config = GenerationConfig.from_pretrained(source)
         else:
             model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32, **kw)

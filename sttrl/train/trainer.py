@@ -1,5 +1,5 @@
 """Real training blocks: AdamW, warm-up and lr schedules (``train.lr_schedule``), gradient accumulation, layer
-freezing, clipping, faults, checkpoints.
+freezing, clipping, faults, checkpoints (written and read by :mod:`sttrl.train.checkpoint`).
 
 A block trains ``n`` optimizer steps with the given hyperparameters. Faults are transitions, not
 crashes: the model, optimizer and data cursor roll back to the block's start and the block ends
@@ -25,36 +25,23 @@ and the cursor counts samples consumed, so a resumed run draws exactly the same 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
-from safetensors.torch import load_model as load_safetensors_model
 
 from sttrl.config import TrainConfig
-from sttrl.errors import CheckpointError, IntegrityError
-from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
+from sttrl.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
 from sttrl.train.faults import allocation_message, is_allocation_failure
 from sttrl.train.features import FeatureStore
 from sttrl.train.loss import label_loss
 from sttrl.train.memory import release_memory
 from sttrl.train.model import LoadedModel, set_frozen_layers
-
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
-
-
-@dataclass
-class TrainerState:
-    global_step: int = 0
-    cursor: int = 0  # training samples consumed
-    reference_loss: float | None = None  # divergence rule: the last good block's mean loss, else the starting loss
 
 
 class _MemoryBudgetExceeded(Exception):
@@ -238,8 +225,7 @@ class Trainer:
         samples = 0
         norms: list[float] = []
         status, note = "ok", ""
-        first = len(losses)
-        for k in range(first, n_steps):
+        for k in range(len(losses), n_steps):
             t0 = time.perf_counter()
             try:
                 loss, norm, step_peak = self._step(hp)
@@ -260,45 +246,20 @@ class Trainer:
             norms.append(norm)
             samples += hp.batch_size * hp.grad_accum
             if on_step is not None:
-                dt = time.perf_counter() - t0
-                on_step(
-                    StepInfo(
-                        self.state.global_step,
-                        k + 1,
-                        n_steps,
-                        loss,
-                        self._lr_at(hp, self.state.global_step - 1),
-                        hp.batch_size * hp.grad_accum / max(dt, 1e-9),
-                    )
-                )
+                self._report_step(on_step, hp, k, n_steps, loss, time.perf_counter() - t0)
             if on_checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0 and k + 1 < n_steps:
                 on_checkpoint(losses)
-        if status == "ok" and losses:
-            q = max(1, len(losses) // 4)
-            # a trainer used without a runtime (benchmarks) has no starting loss: fall back to the first quarter
-            ref = self.state.reference_loss if self.state.reference_loss is not None else float(np.mean(losses[:q]))
-            tail = float(np.mean(losses[-q:]))
-            judged = len(losses) >= 2 or self.state.reference_loss is not None
-            if judged and tail > self.cfg.divergence_ratio * ref:
-                status, note = (
-                    "diverged",
-                    (f"last-quarter loss {tail:.3f} > {self.cfg.divergence_ratio} x reference {ref:.3f}"),
-                )
+        if status == "ok" and (why := self._divergence(losses)):
+            status, note = "diverged", why
         seconds = time.perf_counter() - start
         mean = float(np.mean(losses)) if losses else None
         if status != "ok":
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            release_memory(collect=status == "oom")  # a failed step's buffers go back before the reload allocates
-            rollback()
-            kept = 0
+            self._roll_back(rollback, collect=status == "oom")
         else:
-            kept = len(losses)
             self.state.reference_loss = mean
         return BlockResult(
             status=status,
-            steps=kept,
+            steps=len(losses) if status == "ok" else 0,
             steps_attempted=len(losses) + (1 if status in ("nan", "oom") else 0),
             losses=losses,
             mean_loss=mean,
@@ -312,46 +273,43 @@ class Trainer:
             grad_norms=norms,
         )
 
+    def _report_step(
+        self, on_step: Callable[[StepInfo], None], hp: Hyperparams, k: int, n_steps: int, loss: float, dt: float
+    ) -> None:
+        lr = self._lr_at(hp, self.state.global_step - 1)
+        on_step(
+            StepInfo(self.state.global_step, k + 1, n_steps, loss, lr, hp.batch_size * hp.grad_accum / max(dt, 1e-9))
+        )
+
+    def _divergence(self, losses: list[float]) -> str:
+        """Why the block diverged (its last quarter's mean loss above ``divergence_ratio`` x the reference), or ""."""
+        if not losses:
+            return ""
+        q = max(1, len(losses) // 4)
+        # a trainer used without a runtime (benchmarks) has no starting loss: fall back to the first quarter
+        ref = self.state.reference_loss if self.state.reference_loss is not None else float(np.mean(losses[:q]))
+        tail = float(np.mean(losses[-q:]))
+        if (len(losses) >= 2 or self.state.reference_loss is not None) and tail > self.cfg.divergence_ratio * ref:
+            return f"last-quarter loss {tail:.3f} > {self.cfg.divergence_ratio} x reference {ref:.3f}"
+        return ""
+
+    def _roll_back(self, rollback: Callable[[], None], collect: bool) -> None:
+        """After a fault: drop gradients, return the failed step's buffers, then reload the block's start."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        release_memory(collect=collect)  # a failed step's buffers go back before the reload allocates
+        rollback()
+
     # ----- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self, path: Path, meta: dict) -> Path:
-        """Write model (save_pretrained: config + safetensors), optimizer, RNG and state to ``path`` atomically."""
-        path = Path(path)
-        release_memory()  # the block's freed activations go back to the OS before the writers allocate
-        tmp = path.with_name(f".{path.name}.tmp")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        torch.save(rng, tmp / "rng.pt")
-        record = {
-            "trainer": asdict(self.state),
-            "meta": meta,
-            "hashes": {name: sha256_file(tmp / name) for name in CHECKPOINT_FILES},
-            "complete": True,
-        }
-        atomic_write_json(tmp / "state.json", record)
-        return atomic_replace_dir(tmp, path)
+        """Write model, optimizer, RNG and trainer state to ``path`` atomically (:mod:`sttrl.train.checkpoint`)."""
+        return save_checkpoint(path, self.model, self.optimizer, self.state, self.device, meta)
 
     def load_checkpoint(self, path: Path) -> dict:
         """Restore model, optimizer, RNG and cursor from ``path``; returns its ``meta``."""
-        record = read_checkpoint_record(path, verify=True)
-        load_safetensors_model(self.model, str(Path(path) / "model.safetensors"), device=str(self.device))
-        self.optimizer.load_state_dict(
-            torch.load(Path(path) / "optimizer.pt", map_location=self.device, weights_only=False)
-        )
-        rng = torch.load(Path(path) / "rng.pt", weights_only=False)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        t = record["trainer"]
-        self.state = TrainerState(t["global_step"], t["cursor"], t["reference_loss"])
-        return record["meta"]
+        self.state, meta = load_checkpoint(path, self.model, self.optimizer, self.device)
+        return meta
 
 
 def scheduled_lr(
@@ -369,20 +327,3 @@ def scheduled_lr(
     p = min(1.0, max(0.0, (step - warm) / max(1, horizon - warm)))
     f = 1.0 - p if shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
     return peak * (final_fraction + (1.0 - final_fraction) * f)
-
-
-def read_checkpoint_record(path: Path, verify: bool = False) -> dict:
-    """The ``state.json`` of a complete checkpoint; optionally verify every file's hash."""
-    path = Path(path)
-    state = path / "state.json"
-    if not state.is_file():
-        raise CheckpointError(f"checkpoint {path} is incomplete: no state.json")
-    record = json.loads(state.read_text())
-    if not record.get("complete"):
-        raise CheckpointError(f"checkpoint {path} is not marked complete")
-    if verify:
-        for name, want in record["hashes"].items():
-            got = sha256_file(path / name)
-            if got != want:
-                raise IntegrityError(f"checkpoint file {path / name}: sha256 {got[:12]}… != recorded {want[:12]}…")
-    return record

@@ -1,7 +1,6 @@
-"""Evaluation engines: transformers ``generate`` or CTranslate2, chosen in one place.
+"""The ``ct2`` engine: CTranslate2 decoding of the model's current weights.
 
-``evaluate_with(cfg, store, device)`` is what the runtime and the judge call. With
-``train.eval_engine=ct2`` the model's *current* weights are converted in memory to the CTranslate2
+With ``train.eval_engine=ct2`` the model's *current* weights are converted in memory to the CTranslate2
 Whisper format (sttrl.train.ct2_format's mapping, float32, no file written) and loaded with
 ``ctranslate2.models.Whisper(..., files=...)``; decoding is greedy with the same forced prompt
 (``LoadedModel.prefix_ids``), the same token limit (``max_new_tokens``), the same suppressed tokens
@@ -29,16 +28,16 @@ from sttrl import extras
 from sttrl.config import Config
 from sttrl.errors import ConfigError
 from sttrl.eval.decode import evaluate
+from sttrl.eval.engines import Engine
 from sttrl.eval.result import EvalResult
 from sttrl.train.ct2_format import Ct2Model, dump_ct2
 from sttrl.train.ct2_whisper import hf_to_ct2
 from sttrl.train.features import FeatureStore
 from sttrl.train.model import LoadedModel
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the optional extra sttrl[ct2]: imported by import_ctranslate2 when the engine is used
     import ctranslate2
 
-ENGINES = ("transformers", "ct2")
 WHISPER_SPEC = ("WhisperSpec", 3)  # spec name and revision of ctranslate2 4.x
 
 
@@ -111,11 +110,10 @@ class Ct2Whisper:
 
     def decode(self, features: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
         """Greedy token ids (prompt excluded) of a batch of log-mel features."""
-        import ctranslate2
-
+        ct2 = import_ctranslate2()
         arr = np.ascontiguousarray(features.detach().to("cpu", torch.float32).numpy())
         results = self.whisper.generate(
-            ctranslate2.StorageView.from_array(arr),
+            ct2.StorageView.from_array(arr),
             [list(self.prefix_ids)] * arr.shape[0],
             beam_size=1,
             # CTranslate2's Whisper generates at most max_length // 2 tokens after the prompt (as openai-whisper's
@@ -168,22 +166,21 @@ def load_ct2(
     return engine
 
 
-def engine_label(cfg: Config, device: torch.device) -> str:
-    """``transformers`` or ``ct2/<compute type>``: what the run record and reports say."""
-    if cfg.train.eval_engine == "ct2":
-        return f"ct2/{ct2_compute_type(cfg.train.eval_compute_type, device)}"
-    return "transformers"
+def _label(cfg: Config, device: torch.device) -> str:
+    return f"ct2/{ct2_compute_type(cfg.train.eval_compute_type, device)}"
 
 
-def evaluate_with(cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None) -> EvalResult:
-    """Evaluate ``store`` with the configured engine (or ``engine``): the one call of the runtime and the judge."""
-    name = engine or cfg.train.eval_engine
-    if name not in ENGINES:
-        raise ConfigError(f"train.eval_engine={name!r} is not an engine; valid: {', '.join(ENGINES)}")
-    kw = {"batch_size": cfg.train.eval_batch_size, "n_examples": cfg.train.example_transcripts}
-    if name == "transformers":
-        return evaluate(store, device, **kw)
+def _evaluate(cfg: Config, store: FeatureStore, device: torch.device) -> EvalResult:
     ct = load_ct2(store.loaded, device, cfg.train.eval_compute_type, cfg.run.threads)
     return evaluate(
-        store, device, decode=ct.decode, engine=f"ct2/{ct.compute_type}", convert_seconds=ct.convert_seconds, **kw
+        store,
+        device,
+        batch_size=cfg.train.eval_batch_size,
+        n_examples=cfg.train.example_transcripts,
+        decode=ct.decode,
+        engine=f"ct2/{ct.compute_type}",
+        convert_seconds=ct.convert_seconds,
     )
+
+
+ENGINE = Engine("ct2", "CTranslate2 (pip install 'sttrl[ct2]'), greedy; train.eval_compute_type", _evaluate, _label)
