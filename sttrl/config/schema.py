@@ -101,7 +101,8 @@ class DataConfig(_Strict):
         0,
         ge=0,
         le=2**31 - 1,
-        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one dataset.",
+        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one "
+        "dataset.",
     )
     voices: list[str] = Field(
         default_factory=lambda: ["sw", "sw+m1", "sw+m2", "sw+m3", "sw+m4", "sw+f1", "sw+f2", "sw+f3", "sw+f4"],
@@ -313,6 +314,11 @@ class RunConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype (bf16 autocast on CUDA).")
     threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads; null = torch's default.")
+    deterministic: bool = Field(
+        True,
+        description="torch's deterministic algorithms (sttrl/train/device.py): identical decisions give "
+        "bit-identical numbers with several CPU threads too; false trades that for kernels that may be faster.",
+    )
     # Trajectories outward (sttrl.outward.sinks, sttrl.outward.tracking): see README "Sinks" and "Experiment tracking".
     sink: str | None = Field(
         None,
@@ -347,8 +353,8 @@ class RunConfig(_Strict):
 
 
 class LookaheadConfig(_Strict):
-    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block checkpoint,
-    keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
+    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block
+    checkpoint, keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
 
     candidates: list[str] = Field(
         default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
@@ -418,6 +424,13 @@ class BenchConfig(_Strict):
         None,
         ge=1,
         description="pbt: members training at once (null: as the Ray cluster's CPUs allow, run.threads each).",
+    )
+    replicates: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Runs per controller x instance, each on the data-order seed every controller "
+        "shares (bench/replicates.py); pairs are formed per (instance, replicate).",
     )
 
 
