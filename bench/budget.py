@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from graph import live
 from sttrl.config import Config
 from sttrl.env.actions import Action, apply
 from sttrl.errors import ConfigError
@@ -175,7 +176,11 @@ def search_space(cfg: Config, max_freeze: int, lr_cap: float | None = None) -> d
 
 def optuna_distributions(space: dict[str, Any]) -> dict[str, Any]:
     """Optuna distributions of the dimensions that can move (a fixed dimension is left out)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (  # heavy and optional (the bench extra): only a tpe run needs it
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     out: dict[str, Any] = {}
     lo, hi = space["lr"]
@@ -218,10 +223,9 @@ def encoder_layers(cfg: Config) -> int:
     """Encoder layers of the configured model, read from its config (no weights are loaded)."""
     if cfg.model.source == "builtin":
         return cfg.model.encoder_layers
-    from transformers import WhisperConfig
+    from transformers import WhisperConfig  # heavy: the benchmark's CLI and dry run stay without it
 
-    from graph import live
-    from sttrl.train.model import resolve_model_dir
+    from sttrl.train.model import resolve_model_dir  # torch, as above
 
     src = resolve_model_dir(cfg.model, cfg.data.cache_dir, progress=False)
     kw = {"revision": cfg.model.revision, "token": live.hf_token()} if cfg.model.source == "hub" else {}

@@ -11,19 +11,18 @@ import json
 import shutil
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bench.common import FAULTS, thread_id
+from bench.common import FAULTS
+from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import BenchContext
 from sttrl.config import Config
 from sttrl.control import registry as registry
+from sttrl.control.lookahead import LOG, run_lookahead
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.io import atomic_write_json
 from sttrl.train.memory import release_memory
-
-if TYPE_CHECKING:
-    from bench.progress import BenchProgress
 
 
 class LookaheadController:
@@ -32,10 +31,9 @@ class LookaheadController:
     name = "lookahead"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        from sttrl.control.lookahead import LOG, run_lookahead
-        from sttrl.judge.scoring import judge
+        from sttrl.judge.scoring import judge  # torch: the benchmark's CLI and dry run stay torch-free
 
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         run_dir = ctx.out / "runs" / name
         result_path = run_dir / "result.json"
         if result_path.is_file():
@@ -65,7 +63,7 @@ def lookahead_result(
     start_wer = float(out["start"]["wer"])
     x, y, steps = [0], [start_wer], 0
     faults: Counter[str] = Counter()
-    for rec, row in zip(out["records"], rows):
+    for rec, row in zip(out["records"], rows, strict=False):
         losers = [p for p in row["probes"] if not (p["action"] == row["chosen"] and p["status"] == "ok")]
         steps += rec["train"]["steps_attempted"] + sum(p["steps"] for p in losers)  # the block counts its winner's
         x.append(steps)

@@ -8,9 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bench.results import pairing_key
+from graph.plot import save_figure
 from sttrl.control import registry as registry
+from sttrl.env.actions import ALL_ACTIONS
 
 MARKERS = ("s--", "^:", "o-", "D-.", "v-", "P-", "X--", "*:")  # tell overlapping lines apart
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend."""
+    import matplotlib  # heavy: loaded when a figure is drawn, not by the CLI's dry run
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # after the backend is chosen
+
+    return plt
 
 
 def _colors(names: list[str]) -> dict[str, str]:
@@ -26,20 +41,14 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
     """``bench.png``: validation WER (log axis) over the training ``unit`` spent (steps or samples), mean line
     and min-max band per controller; searches (best so far over trials) in a panel of their own beside the
     controllers whose curve follows one model from the start (episodes, lookahead)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from graph.plot import save_figure
-
+    plt = _pyplot()
     names = list(summary)
     colors = _colors(names)
     # a curve from the starting model (x = 0) follows one model; a search's starts after its first trial
     kinds = {c: "episode" if s["curve"]["x"][:1] == [0] else "trials" for c, s in summary.items()}
     panels = [k for k in ("episode", "trials") if k in kinds.values()]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), sharey=True, squeeze=False)
-    for ax, kind in zip(axes[0], panels):
+    for ax, kind in zip(axes[0], panels, strict=True):
         for c, s in summary.items():
             if kinds[c] != kind:
                 continue
@@ -62,30 +71,20 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
     return save_figure(fig, path)
 
 
-def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, Any], title: str) -> Path | None:
-    """``bench-paired.png``: per instance, hidden WER minus the reference's (dots), the mean difference and
-    its bootstrap 95 % CI (bar) per controller; left of zero is better. None when nothing is paired."""
+def write_paired_plot(path: Path, paired: dict[str, Any], title: str) -> Path | None:
+    """``bench-paired.png``: per instance, hidden WER minus the reference's (dots; with replicates the mean of the
+    instance's paired differences), the mean difference and its bootstrap 95 % CI (bar) per controller; left of
+    zero is better. None when nothing is paired."""
     per = {c: s for c, s in paired.get("controllers", {}).items() if s.get("n_pairs")}
     if not per:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from graph.plot import save_figure
-
+    plt = _pyplot()
     ref = paired["reference"]
-    wer = {
-        (r["controller"], r["seed"]): r["hidden_wer"]
-        for r in runs
-        if r.get("status") == "finished" and r.get("hidden_wer") is not None
-    }
     colors = _colors(list(per))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(per)))
     for i, (c, s) in enumerate(per.items()):
-        diffs = [(seed, w - wer[(ref, seed)]) for (cc, seed), w in wer.items() if cc == c and (ref, seed) in wer]
-        ax.scatter([d for _, d in diffs], [i] * len(diffs), color=colors[c], alpha=0.7, s=22, zorder=3)
+        diffs = list(s.get("diffs", {}).values())
+        ax.scatter(diffs, [i] * len(diffs), color=colors[c], alpha=0.7, s=22, zorder=3)
         lo, hi = s["ci95"]
         ax.errorbar(
             [s["diff_mean"]],
@@ -115,20 +114,12 @@ def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> P
     rows = [r for r in runs if r.get("status") == "finished" and r.get("actions")]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import ListedColormap
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap  # matplotlib, as in _pyplot
     from matplotlib.patches import Patch
 
-    from bench.results import pairing_key
-    from graph.plot import save_figure
-    from sttrl.env.actions import ALL_ACTIONS
-
     order = list(dict.fromkeys(r["controller"] for r in rows))
-    rows.sort(key=lambda r: (order.index(r["controller"]), pairing_key(r)))
+    rows.sort(key=lambda r: (order.index(r["controller"]), pairing_key(r), r.get("replicate", 0)))
     width = max(len(r["actions"]) for r in rows)
     names = list(ALL_ACTIONS)
     grid = np.full((len(rows), width), np.nan)
@@ -152,7 +143,10 @@ def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> P
     ax.imshow(
         np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto", interpolation="nearest"
     )
-    ax.set_yticks(range(len(rows)), [f"{r['controller']} · {pairing_key(r)}" for r in rows], fontsize=7)
+    labels = [
+        f"{r['controller']} · {pairing_key(r)}" + (f" r{r['replicate']}" if r.get("replicate") else "") for r in rows
+    ]
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.set_xticks(range(width), [str(j + 1) for j in range(width)], fontsize=7)
     for i in range(1, len(rows)):
         if rows[i]["controller"] != rows[i - 1]["controller"]:

@@ -27,11 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
+from sttrl.config import Config, absolute_paths, add_config_arguments, config_from_dict, load_config
 from sttrl.control.schedule import TUNED_SCHEMA, with_schedule
+from sttrl.data import build_speech_data
+from sttrl.env.instances import apply
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.io import atomic_write_json
-from sttrl.train.memory import limit_arenas
+from sttrl.train.memory import limit_arenas, release_memory
 
 
 def one_block(cfg: Config) -> Config:
@@ -53,21 +55,20 @@ def run_point(
     run_dir: Path,
     data_cache: dict[str, Any],
     split: str = "dev",
+    data_seed: int | None = None,
 ) -> dict[str, Any]:
     """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
-    block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present)."""
-    from sttrl.data import build_speech_data
-    from sttrl.env.instances import apply
-    from sttrl.env.runtime import EpisodeRuntime
-    from sttrl.judge.scoring import judge
-    from sttrl.train.memory import release_memory
+    block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present).
+    ``data_seed``: the run's data-order seed (default: the instance's seed)."""
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the CLI's --help and argument errors stay torch-free
+    from sttrl.judge.scoring import judge  # torch, as above
 
     row_path = run_dir / "point.json"
     if row_path.is_file():
         return json.loads(row_path.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again (at most one block is lost)
     data = cfg.to_dict()
-    data["run"] = {**data["run"], "seed": instance}
+    data["run"] = {**data["run"], "seed": instance if data_seed is None else data_seed}
     icfg = one_block(configure(apply(config_from_dict(data), instance)))
     key = json.dumps(icfg.data.model_dump(mode="json"), sort_keys=True)
     if key not in data_cache:
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
     try:
-        cfg = load_config(args.preset, args.config, args.overrides)
+        cfg = absolute_paths(load_config(args.preset, args.config, args.overrides))  # once, at the entry point
         lrs = _floats(args.grid_lr) if args.grid_lr else [cfg.train.lr / 3, cfg.train.lr, cfg.train.lr * 3]
         shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
         if not lrs or not shapes or any(s not in ("linear", "cosine") for s in shapes):

@@ -4,6 +4,7 @@ section and what a sink URL may hold. Secrets never enter a config (:func:`secre
 
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
+    absolute_paths,
     add_config_arguments,
     available_presets,
     config_from_dict,
@@ -42,6 +43,7 @@ __all__ = [
     "RewardConfig",
     "RunConfig",
     "TrainConfig",
+    "absolute_paths",
     "add_config_arguments",
     "available_presets",
     "config_from_dict",

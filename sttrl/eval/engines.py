@@ -178,12 +178,19 @@ def engine_label(cfg: Config, device: torch.device) -> str:
     return "transformers"
 
 
-def evaluate_with(cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None) -> EvalResult:
-    """Evaluate ``store`` with the configured engine (or ``engine``): the one call of the runtime and the judge."""
+def evaluate_with(
+    cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None, per_utterance: bool = False
+) -> EvalResult:
+    """Evaluate ``store`` with the configured engine (or ``engine``): the one call of the runtime and the judge
+    (``per_utterance``: each utterance's errors too, see :func:`sttrl.eval.decode.evaluate`)."""
     name = engine or cfg.train.eval_engine
     if name not in ENGINES:
         raise ConfigError(f"train.eval_engine={name!r} is not an engine; valid: {', '.join(ENGINES)}")
-    kw = {"batch_size": cfg.train.eval_batch_size, "n_examples": cfg.train.example_transcripts}
+    kw = {
+        "batch_size": cfg.train.eval_batch_size,
+        "n_examples": cfg.train.example_transcripts,
+        "per_utterance": per_utterance,
+    }
     if name == "transformers":
         return evaluate(store, device, **kw)
     ct = load_ct2(store.loaded, device, cfg.train.eval_compute_type, cfg.run.threads)

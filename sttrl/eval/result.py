@@ -15,6 +15,10 @@ class EvalResult:
     examples: list[dict] = field(default_factory=list)  # a few {"id", "reference", "hypothesis"}
     engine: str = "transformers"  # the decoder: "transformers" or "ct2/<compute type>"
     convert_seconds: float = 0.0  # of ``seconds``: writing the weights for the engine (ct2 only)
+    # per utterance {"id", "words", "word_errors", "chars", "char_errors"} when asked for (the judge); not in to_dict
+    utterances: list[dict] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["utterances"]  # written by the judge to a file of its own, never into caches or graph state
+        return out

@@ -26,7 +26,7 @@ from sttrl.eval.engines import ENGINES, evaluate_with
 from sttrl.io import atomic_write_json
 from sttrl.judge.integrity import check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
-from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY, final_file_hashes
+from sttrl.rundir import JUDGE_REPORT, JUDGE_UTTERANCES, RUN_RECORD, TRAJECTORY, final_file_hashes
 from sttrl.train.device import resolve_device
 from sttrl.train.features import FeatureStore, feature_cache_dir
 from sttrl.train.memory import limit_arenas, torch_thread
@@ -196,7 +196,7 @@ def judge(
             hidden = hidden[: cfg.data.max_hidden_utterances]
         store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
         t0 = time.perf_counter()
-        res = evaluate_with(cfg, store, device, engine)
+        res = evaluate_with(cfg, store, device, engine, per_utterance=True)
         report.update(
             scored=passed_all,
             wer=res.wer,
@@ -211,6 +211,11 @@ def judge(
     report["passed_all_checks"] = passed_all
     if write:
         atomic_write_json(run_dir / (JUDGE_REPORT if split == "test" else f"judge-{split}.json"), report)
+        if verified:  # next to the report: two runs compare on the same utterances (JUDGE_UTTERANCES)
+            name = JUDGE_UTTERANCES if split == "test" else f"judge-utterances-{split}.json"
+            atomic_write_json(
+                run_dir / name, {"run_id": record["run_id"], "split": split, "utterances": res.utterances}
+            )
     return report
 
 
