@@ -5,7 +5,9 @@ controller (``sttrl.control.registry``: kind ``episode`` decides inside the real
 ``trials`` runs its own trials) gets the same training budget; the judge's WER on the hidden domain is the
 outcome, paired by test instance (``env.instances``: each run is drawn from a test instance, whose seed is
 the pairing key recorded in bench.json) or, without an instance set, by seed, against a reference
-controller (``schedule`` when it runs, else ``static``).
+controller (``schedule`` when it runs, else ``static``). With ``bench.replicates = R`` every controller runs R
+times per instance, replicate ``r`` on the same data-order seed for every controller (common random numbers);
+pairs are formed per (instance, replicate), and every comparison reports its minimum detectable effect.
 
 Modules
     ``budget``         the equal budget (steps or samples) and the static search space
@@ -21,15 +23,20 @@ Modules
                        train instances) and ``lookahead`` (probe length, candidates, criterion, probe share)
     ``tuning``         what the tuning commands share (train instances only, hidden dev only, cost, --quick)
     ``lookahead``      the lookahead controller in the benchmark
-    ``episodes``       one episode: run, resume or read back (thread ``bench-<controller>-s<seed>``)
-    ``executors``      local, a process pool (``--workers`` runs at once) or Ray (each run a Ray task on a
-                       loopback cluster or ``--address``)
+    ``controllers``    registers every controller the benchmark runs (the driver and every worker import it)
+    ``replicates``     replicates, their data-order seeds (common random numbers) and the run plan
+    ``episodes``       one episode: run, resume or read back (thread ``bench-<controller>-s<seed>[-r<replicate>]``)
+    ``executors``      local, a process pool (``--workers`` runs at once) or Ray (each run a Ray task)
+    ``cluster``        the Ray cluster: loopback, or an existing one across machines (``--address``; code uploaded,
+                       shared storage checked)
     ``results``        a run's numbers, the pairing key, the per-controller summary and the table
-    ``stats``          paired statistics (bootstrap CI, Wilcoxon, Holm, probability of improvement, regret, AUC)
+    ``stats``          paired statistics (bootstrap CI, Wilcoxon, Holm, probability of improvement, MDE by exact
+                       noncentral t, regret, AUC) and the instances a target MDE needs
     ``plot``           bench.png (validation WER over the budget), bench-paired.png (Δ hidden WER per instance),
                        bench-actions.png (action raster: controller x instance x block)
-    ``suites``         ``--suite smoke|cpu|full`` and their time estimates
+    ``suites``         ``--suite smoke|cpu|full|decisive`` and their time estimates
     ``progress``       the progress display
+    ``document``       bench.json and the figures
     ``core``           ``Bench``: plan, run or resume, write bench.json
     ``cli``            the command line
 
@@ -46,8 +53,10 @@ from __future__ import annotations
 
 from bench.budget import Budget, budget_of, encoder_layers, optuna_distributions, search_space, start_params, trial_hp
 from bench.cli import DEFAULT_CONTROLLERS, build_parser, main, plan_seeds
-from bench.common import FAULTS, SCHEMA, WallClock, config_differences, llm_unavailable, thread_id, with_seed
-from bench.core import Bench, check_controllers, run_bench
+from bench.common import FAULTS, SCHEMA, WallClock, config_differences, llm_unavailable, with_seed
+from bench.controllers import check_controllers
+from bench.core import Bench, run_bench
+from bench.replicates import Slot, data_seed, thread_id
 from bench.results import curve_band, episode_result, markdown_table, pairing_key, summarize
 from bench.suites import SUITES, get_suite
 from bench.trials import BenchContext, TrialsController, judge_trial
@@ -62,6 +71,7 @@ __all__ = [
     "FAULTS",
     "SCHEMA",
     "SUITES",
+    "Slot",
     "TrialsController",
     "WallClock",
     "budget_of",
@@ -69,6 +79,7 @@ __all__ = [
     "check_controllers",
     "config_differences",
     "curve_band",
+    "data_seed",
     "encoder_layers",
     "episode_result",
     "get_suite",

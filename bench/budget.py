@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from graph import live
 from sttrl import extras
 from sttrl.config import Config
 from sttrl.env.actions import Action, apply
@@ -220,10 +221,9 @@ def encoder_layers(cfg: Config) -> int:
     """Encoder layers of the configured model, read from its config (no weights are loaded)."""
     if cfg.model.source == "builtin":
         return cfg.model.encoder_layers
-    from transformers import WhisperConfig
+    from transformers import WhisperConfig  # heavy: the benchmark's CLI and dry run stay without it
 
-    from graph import live
-    from sttrl.train.model import resolve_model_dir
+    from sttrl.train.model import resolve_model_dir  # torch, as above
 
     src = resolve_model_dir(cfg.model, cfg.data.cache_dir, progress=False)
     kw = {"revision": cfg.model.revision, "token": live.hf_token()} if cfg.model.source == "hub" else {}

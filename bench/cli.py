@@ -8,9 +8,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.core import Bench, check_controllers
+from bench.controllers import check_controllers
+from bench.core import Bench
 from bench.episodes import AgentFactory
-from bench.suites import SUITES, get_suite, suite_controllers
+from bench.suites import SUITES, Suite, get_suite, suite_controllers
+from graph import live
+from graph.agents import DEFAULT_MODEL, api_key_name
 from sttrl.config import Config, add_config_arguments, load_config
 from sttrl.control import registry as registry
 from sttrl.errors import ConfigError, SttrlError
@@ -23,12 +26,13 @@ EXAMPLES = """examples:
   python -m bench --preset debug --controllers static,random,rule,tpe --seeds 3 --out runs/bench-debug
   python -m bench --preset cpu --seeds 3 --out runs/bench-cpu          all controllers (llm needs a key)
   python -m bench --preset cpu --seeds 3 --out runs/bench-cpu          again: resumes, skips finished runs
+  python -m bench --suite decisive --executor pool --workers 1 --quiet   the decisive suite, resumable
+  python -m bench --suite decisive --executor ray --address HEAD:6379 --checkpointer postgresql://u:pw@db/sttrl \
+      --out /shared/bench-decisive --set data.cache_dir=/shared/cache    across machines (shared storage)
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import bench.core  # noqa: F401 - registers every controller before they are listed
-
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description="Compare controllers on the same training budget (steps or samples) and evaluations; the\n"
@@ -44,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         metavar="NAME",
         help=f"a prepared benchmark: {', '.join(sorted(SUITES))} (preset, "
-        "controllers, test instances; the estimated time is printed first; see graph/bench/suites.py)",
+        "controllers, test instances, replicates; the estimated time is printed first; see bench/suites.py)",
     )
     p.add_argument(
         "--controllers",
@@ -71,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seeds are S .. S+N-1; with env.instances, test_seeds[S : S+N] (default: 0)",
     )
     p.add_argument(
+        "--replicates",
+        type=int,
+        metavar="R",
+        help="runs per controller x instance on shared data-order seeds (bench.replicates; default: 1, or the suite's)",
+    )
+    p.add_argument(
         "--out", type=Path, metavar="DIR", help="benchmark directory (default: <run.out_dir>/bench-<preset>)"
     )
     p.add_argument("--model", metavar="PROVIDER:MODEL", help="chat model of the llm controller")
@@ -85,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="optuna_trials",
         help="trials of a trials controller (tpe) sharing the episode's training steps (default: env.max_actions)",
     )
+    _add_executor_arguments(p)
+    return p
+
+
+def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the runs execute (local, a process pool, Ray), what each may use, and what to print."""
     p.add_argument(
         "--executor",
         default="local",
@@ -99,7 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --executor pool: runs at once (default: 2; on one GPU, episodes share it)",
     )
-    p.add_argument("--address", metavar="ADDR", help="with --executor ray: an existing cluster (default: start one)")
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="with --executor ray: an existing cluster across machines (default: start one here); --out and "
+        "data.cache_dir must be on storage every node mounts at the same path",
+    )
+    p.add_argument(
+        "--checkpointer",
+        metavar="TARGET",
+        help="the episodes' threads: a SQLite file (default: DIR/checkpoints.sqlite) or a postgresql:// URL",
+    )
     p.add_argument("--cpus-per-episode", type=float, metavar="N", help="Ray CPUs per run (default: run.threads or 1)")
     p.add_argument(
         "--gpus-per-episode",
@@ -110,7 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan (and a suite's estimate) and exit")
     p.add_argument("--quiet", action="store_true", help="print only skipped controllers and the final table")
-    return p
 
 
 def plan_seeds(cfg: Config, n: int, first: int = 0) -> list[int]:
@@ -129,15 +154,79 @@ def plan_seeds(cfg: Config, n: int, first: int = 0) -> list[int]:
 
 def _resolve_secrets(controllers: list[str], model: str | None, hybrid_model: str) -> None:
     """Resolve the secrets this run can need, once per process (never logged or written)."""
-    from graph import live
-    from graph.agents import DEFAULT_MODEL, api_key_name
-
     live.hf_token()
     if "llm" in controllers:
         m = model or DEFAULT_MODEL
         live.resolve_once(f"api_key:{m}", api_key_name(m))
     if "hybrid" in controllers:
         live.resolve_once(f"api_key:{hybrid_model}", api_key_name(hybrid_model))
+
+
+def _settings(args: argparse.Namespace) -> tuple[Suite | None, Config, list[str], list[int]]:
+    """The suite (if any), the config, the controllers and the seeds the command line asks for."""
+    suite = get_suite(args.suite) if args.suite else None
+    if suite and args.preset and args.preset != suite.preset:
+        raise ConfigError(f"--suite {suite.name} runs preset {suite.preset}; drop --preset {args.preset}")
+    preset = suite.preset if suite else (args.preset or "cpu")
+    overrides = [*(suite.overrides if suite else ())]
+    if suite and suite.replicates > 1:
+        overrides.append(f"bench.replicates={suite.replicates}")
+    overrides += args.overrides
+    if args.replicates is not None:
+        overrides.append(f"bench.replicates={args.replicates}")
+    cfg = load_config(preset, args.config, overrides)
+    names = args.controllers or (",".join(suite_controllers(suite)) if suite else DEFAULT_CONTROLLERS)
+    controllers = [c.strip() for c in names.split(",") if c.strip()]
+    if not controllers:
+        raise ConfigError(f"--controllers is empty; valid: {', '.join(registry.names())}")
+    check_controllers(controllers)
+    n_seeds = args.seeds if args.seeds is not None else (suite.instances if suite else 3)
+    if n_seeds < 1:
+        raise ConfigError("--seeds must be at least 1")
+    return suite, cfg, controllers, plan_seeds(cfg, n_seeds, args.first_seed)
+
+
+def _bench(args: argparse.Namespace, agent_factory: AgentFactory | None, console: Console) -> dict | None:
+    """Plan, print the suite's estimate, and run (None for a dry run)."""
+    suite, cfg, controllers, seeds = _settings(args)
+    model = args.model or (suite.model if suite else None)
+    _resolve_secrets(controllers, model, cfg.bench.hybrid_model)
+
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    if suite and not args.controllers and not args.learned_model and "learned" in controllers:
+        controllers.remove("learned")  # a suite names it; asked for by name, a missing directory is an error
+        say("learned: skipped (no --learned-model DIR, a model trained by python -m sttrl.learn)")
+    if suite:  # before anything runs: what it will cost
+        say(suite.describe(controllers, len(seeds), cfg.bench.replicates))
+    if args.dry_run:
+        say(f"dry run: seeds {seeds}, controllers {', '.join(controllers)}; nothing was run")
+        return None
+    out = args.out or Path(cfg.run.out_dir) / f"bench-{suite.name if suite else cfg.preset}"
+    bench = Bench(
+        cfg,
+        controllers,
+        seeds,
+        out,
+        model=model,
+        optuna_trials=args.optuna_trials,
+        agent_factory=agent_factory,
+        console=console,
+        quiet=args.quiet,
+        reference=args.reference,
+        executor=args.executor,
+        address=args.address,
+        cpus_per_episode=args.cpus_per_episode,
+        gpus_per_episode=args.gpus_per_episode,
+        learned_model=args.learned_model,
+        workers=args.workers,
+        checkpointer=args.checkpointer,
+    )
+    doc = bench.run()
+    say(doc["table"])
+    say(f"files: {bench.out / 'bench.json'}, {bench.out / 'bench.png'}")
+    return doc
 
 
 def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = None) -> int:
@@ -147,51 +236,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))
     try:
-        suite = get_suite(args.suite) if args.suite else None
-        if suite and args.preset and args.preset != suite.preset:
-            raise ConfigError(f"--suite {suite.name} runs preset {suite.preset}; drop --preset {args.preset}")
-        preset = suite.preset if suite else (args.preset or "cpu")
-        cfg = load_config(preset, args.config, [*(suite.overrides if suite else ()), *args.overrides])
-        names = args.controllers or (",".join(suite_controllers(suite)) if suite else DEFAULT_CONTROLLERS)
-        controllers = [c.strip() for c in names.split(",") if c.strip()]
-        if not controllers:
-            raise ConfigError(f"--controllers is empty; valid: {', '.join(registry.names())}")
-        check_controllers(controllers)
-        n_seeds = args.seeds if args.seeds is not None else (suite.instances if suite else 3)
-        if n_seeds < 1:
-            raise ConfigError("--seeds must be at least 1")
-        _resolve_secrets(controllers, args.model, cfg.bench.hybrid_model)
-        seeds = plan_seeds(cfg, n_seeds, args.first_seed)
-        if suite:  # before anything runs: what it will cost
-            console.print(suite.describe(controllers, len(seeds)), highlight=False, markup=False, soft_wrap=True)
-        if args.dry_run:
-            console.print(
-                f"dry run: seeds {seeds}, controllers {', '.join(controllers)}; nothing was run",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-            return 0
-        out = args.out or Path(cfg.run.out_dir) / f"bench-{suite.name if suite else cfg.preset}"
-        bench = Bench(
-            cfg,
-            controllers,
-            seeds,
-            out,
-            model=args.model,
-            optuna_trials=args.optuna_trials,
-            agent_factory=agent_factory,
-            console=console,
-            quiet=args.quiet,
-            reference=args.reference,
-            executor=args.executor,
-            address=args.address,
-            cpus_per_episode=args.cpus_per_episode,
-            gpus_per_episode=args.gpus_per_episode,
-            learned_model=args.learned_model,
-            workers=args.workers,
-        )
-        doc = bench.run()
+        doc = _bench(args, agent_factory, console)
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False)
         return 2
@@ -202,9 +247,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
             markup=False,
         )
         return 130
-    console.print(doc["table"], highlight=False, markup=False, soft_wrap=True)
-    console.print(f"files: {Path(out) / 'bench.json'}, {Path(out) / 'bench.png'}", highlight=False, markup=False)
-    failed = [r for r in doc["runs"] if r.get("status") != "finished"]
+    failed = [r for r in (doc or {}).get("runs", []) if r.get("status") != "finished"]
     for r in failed:
         console.print(f"run {r['thread_id']} failed: {r.get('error')}", highlight=False, markup=False)
     return 1 if failed else 0

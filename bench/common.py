@@ -11,15 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.replicates import data_seed
+from graph import live
+from graph.agents import PROVIDERS, provider_of
 from sttrl.config import Config, config_from_dict
+from sttrl.control import registry as registry
+from sttrl.env.instances import apply
 from sttrl.io import atomic_write_json
 
 SCHEMA = "sttrl.bench/1"
 FAULTS = ("oom", "nan", "diverged")
-
-
-def thread_id(controller: str, seed: int) -> str:
-    return f"bench-{controller}-s{seed}"
+# settings that say where files are or how many runs there are, not what a run computes: a benchmark directory
+# resumes (and grows) when only these differ
+NOT_COMPARED = ("run.seed", "run.out_dir", "data.cache_dir", "bench.replicates")
 
 
 def with_seed(cfg: Config, seed: int, out: Path) -> Config:
@@ -29,14 +33,12 @@ def with_seed(cfg: Config, seed: int, out: Path) -> Config:
     return config_from_dict(data)
 
 
-def run_config(cfg: Config, seed: int, out: Path, controller: str | None = None) -> Config:
-    """The config of one run: :func:`with_seed`, then with ``env.instances`` the instance of ``seed`` drawn in
-    (``sttrl.env.instances.apply``; the seed is then a test instance's and the pairing key), then the
-    controller's own adjustment (``ControllerSpec.configure``, e.g. ``schedule``'s lr schedule)."""
-    from sttrl.control import registry as registry
-    from sttrl.env.instances import apply
-
-    cfg = apply(with_seed(cfg, seed, out), seed)
+def run_config(cfg: Config, seed: int, out: Path, controller: str | None = None, replicate: int = 0) -> Config:
+    """The config of one run: :func:`with_seed` at the replicate's data-order seed
+    (:func:`bench.replicates.data_seed`: ``seed`` itself for replicate 0), then with ``env.instances`` the instance
+    of ``seed`` drawn in (``sttrl.env.instances.apply``; the seed is then a test instance's and the pairing key),
+    then the controller's own adjustment (``ControllerSpec.configure``, e.g. ``schedule``'s lr schedule)."""
+    cfg = apply(with_seed(cfg, data_seed(seed, replicate), out), seed)
     spec = registry.REGISTRY.get(controller) if controller and controller in registry.names() else None
     if spec is not None and spec.configure is not None:
         cfg = spec.configure(cfg)
@@ -54,9 +56,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(
-    a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = ("run.seed", "run.out_dir")
-) -> list[str]:
+def config_differences(a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = NOT_COMPARED) -> list[str]:
+    """The dotted names of the settings in which two configs (as dicts) differ, but those in ``ignore``."""
     fa, fb = _flatten(a), _flatten(b)
     return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))
 
@@ -64,9 +65,6 @@ def config_differences(
 def llm_unavailable(model: str) -> str | None:
     """Why the LLM controller cannot run (missing package or API key), or None. The key is resolved once
     per process (``graph.live``); the CLI resolves it in ``main``."""
-    from graph import live
-    from graph.agents import PROVIDERS, provider_of
-
     provider = provider_of(model)
     package, pip_name, key = PROVIDERS.get(provider, (None, None, None))
     if package and importlib.util.find_spec(package) is None:

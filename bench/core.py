@@ -1,50 +1,35 @@
 """``Bench``: one benchmark directory. Plans the runs (controllers from the registry x seeds, which with
-``env.instances`` are test instances' seeds), runs, resumes or skips each through one interface per
-controller kind, and writes bench.json, the figures and the table."""
+``env.instances`` are test instances' seeds, x replicates), runs, resumes or skips each through one interface per
+controller kind on the chosen executor, and writes bench.json, the figures and the table after every run."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
-import time
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-import bench.hybrid
-import bench.lookahead
-import bench.oracle
-import bench.pbt
-import bench.sha
-import bench.tpe  # noqa: F401 - registers tpe (and its alias optuna)
-import graph.agents  # noqa: F401 - registers llm
 from bench.budget import budget_of
-from bench.common import SCHEMA, config_differences, llm_unavailable
-from bench.episodes import AgentFactory, run_episode
-from bench.executors import check_executor, error_result, run_on_pool, run_on_ray
-from bench.plot import write_action_raster, write_bench_plot, write_paired_plot
+from bench.common import config_differences, llm_unavailable
+from bench.controllers import check_controllers
+from bench.document import ORACLE, document, write
+from bench.episodes import AgentFactory
+from bench.executors import Job, check_executor, run_on_pool, run_on_ray, run_one
 from bench.progress import BenchProgress
-from bench.results import markdown_table, paired_stats, summarize
+from bench.replicates import Slot, plan
+from bench.results import result_line
 from bench.trials import BenchContext
-from sttrl.config import Config, config_from_dict
+from graph.agents import DEFAULT_MODEL
+from graph.checkpointer import describe, is_postgres, open_checkpointer
+from graph.run import quiet_library_bars
+from sttrl.config import Config, absolute_paths, config_from_dict
 from sttrl.control import registry as registry
-from sttrl.env.instances import draw
-from sttrl.errors import ConfigError, SttrlError
-from sttrl.io import atomic_write_json
+from sttrl.errors import ConfigError
 
-ORACLE = "oracle"  # regret only: never a contestant in the summary or the paired tests
-
-
-def check_controllers(controllers: Sequence[str]) -> None:
-    """A one-line ConfigError for names that are not registered, listing the registered ones."""
-    unknown = [c for c in controllers if c not in registry.names()]
-    if unknown:
-        raise ConfigError(f"unknown controllers {unknown}; valid: {', '.join(registry.names())}")
+__all__ = ["ORACLE", "Bench", "check_controllers", "default_reference", "run_bench"]
 
 
 def default_reference(controllers: Sequence[str]) -> str:
@@ -56,8 +41,26 @@ def default_reference(controllers: Sequence[str]) -> str:
     return next((c for c in controllers if c != ORACLE), controllers[0])
 
 
+def check_seeds(cfg: Config, seeds: Sequence[int]) -> None:
+    """With ``env.instances`` every seed must be a test instance's: the benchmark reports test instances only."""
+    if not seeds:
+        raise ConfigError("at least one seed is needed")
+    spec = cfg.env.instances
+    bad = [s for s in seeds if spec is not None and s not in spec.test_seeds]
+    if bad:
+        raise ConfigError(
+            f"seeds {bad} are not test instances (env.instances.test_seeds: {spec.test_seeds}); "  # type: ignore[union-attr]
+            "the benchmark reports test instances only"
+        )
+
+
 class Bench:
-    """One benchmark directory: plans the runs, runs or resumes each, and writes bench.json and bench.png."""
+    """One benchmark directory: plans the runs, runs or resumes each, and writes bench.json and bench.png.
+
+    Paths are resolved here, once (:func:`sttrl.config.absolute_paths`): a run that executes in another working
+    directory (a Ray Tune trial, a worker on another machine) reads and writes where the caller meant.
+    ``checkpointer``: the episodes' LangGraph threads, ``DIR/checkpoints.sqlite`` by default or a Postgres URL
+    (workers on several machines)."""
 
     def __init__(
         self,
@@ -79,56 +82,34 @@ class Bench:
         ray_num_cpus: int | None = None,
         learned_model: str | None = None,
         workers: int = 2,
+        checkpointer: str | None = None,
     ) -> None:
-        from graph.agents import DEFAULT_MODEL
-
         check_controllers(controllers)
         check_executor(executor)
         if executor != "local" and agent_factory is not None:
             raise ConfigError("an agent factory (tests) works only with --executor local")
-        self.executor, self.address, self.ray_num_cpus = executor, address, ray_num_cpus
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {workers}")
-        self.workers = workers
-        self.cpus_per_episode = cpus_per_episode if cpus_per_episode is not None else (cfg.run.threads or 1)
-        self.gpus_per_episode = gpus_per_episode
-        if not seeds:
-            raise ConfigError("at least one seed is needed")
-        spec = cfg.env.instances
-        if spec is not None:  # every run is drawn from a test instance; its seed is the pairing key
-            bad = [s for s in seeds if s not in spec.test_seeds]
-            if bad:
-                raise ConfigError(
-                    f"seeds {bad} are not test instances (env.instances.test_seeds: "
-                    f"{spec.test_seeds}); the benchmark reports test instances only"
-                )
-        self.cfg, self.out = cfg, Path(out)
-        self.model = model or DEFAULT_MODEL
-        self.learned_model = learned_model
         if "learned" in controllers and not learned_model:
             raise ConfigError(
                 "controller learned needs its model directory: --learned-model DIR (trained by python -m sttrl.learn)"
             )
+        cfg = absolute_paths(cfg)
+        check_seeds(cfg, seeds)
+        self.executor, self.address, self.ray_num_cpus, self.workers = executor, address, ray_num_cpus, workers
+        self.cpus_per_episode = cpus_per_episode if cpus_per_episode is not None else (cfg.run.threads or 1)
+        self.gpus_per_episode = gpus_per_episode
+        self.cfg, self.out = cfg, Path(out).resolve()
+        self.checkpointer = checkpointer or str(self.out / "checkpoints.sqlite")
+        self.model = model or DEFAULT_MODEL
+        self.learned_model = learned_model
         self.budget = budget_of(cfg, optuna_trials)
         self.agent_factory = agent_factory
         self.console = console or Console()
         self.quiet = quiet
         self.seeds = list(dict.fromkeys(seeds))
         self.skipped: dict[str, str] = {}
-        self.controllers: list[str] = []
-        for c in dict.fromkeys(controllers):
-            why = None
-            if c in ("llm", "hybrid") and not self._injected(c):
-                why = llm_unavailable(self.model if c == "llm" else cfg.bench.hybrid_model)
-            elif registry.REGISTRY[c].missing_packages():
-                try:
-                    registry.get(c)
-                except ConfigError as exc:
-                    why = str(exc)
-            if why:
-                self.skipped[c] = why
-            else:
-                self.controllers.append(c)
+        self.controllers = [c for c in dict.fromkeys(controllers) if not self._skip(c)]
         if reference is not None and reference not in controllers:
             raise ConfigError(f"--reference {reference!r} is not among --controllers ({', '.join(controllers)})")
         if reference == ORACLE:
@@ -136,6 +117,20 @@ class Bench:
         self.reference = reference or default_reference(list(controllers))
         self.ctx = BenchContext(cfg, self.out, self.budget)
         self.runs: list[dict[str, Any]] = []
+
+    def _skip(self, controller: str) -> bool:
+        """Record why ``controller`` cannot run here (a missing package or API key); True when it cannot."""
+        why = None
+        if controller in ("llm", "hybrid") and not self._injected(controller):
+            why = llm_unavailable(self.model if controller == "llm" else self.cfg.bench.hybrid_model)
+        elif registry.REGISTRY[controller].missing_packages():
+            try:
+                registry.get(controller)
+            except ConfigError as exc:
+                why = str(exc)
+        if why:
+            self.skipped[controller] = why
+        return why is not None
 
     def _injected(self, controller: str) -> bool:
         return self.agent_factory is not None and self.agent_factory(controller, self.cfg) is not None
@@ -145,13 +140,19 @@ class Bench:
     def json_path(self) -> Path:
         return self.out / "bench.json"
 
+    @property
+    def plan(self) -> list[tuple[str, Slot]]:
+        """Every run: controller x (instance, replicate), replicate by replicate (:func:`bench.replicates.plan`)."""
+        return plan(self.controllers, self.seeds, self.cfg.bench.replicates)
+
     def _check_existing(self) -> None:
-        """An existing benchmark directory must hold the same config and trials budget."""
+        """An existing benchmark directory must hold the same config and trials budget (more replicates or
+        instances may be added: they only add runs)."""
         if not self.json_path.is_file():
             return
         old = json.loads(self.json_path.read_text())
         old_cfg = old.get("config", {})
-        with contextlib.suppress(ConfigError, ValueError):  # a field added since, absent from the old file: default
+        with suppress(ConfigError, ValueError):  # a field added since, absent from the old file, counts as its default
             old_cfg = config_from_dict(old_cfg).to_dict()
         diff = config_differences(old_cfg, self.cfg.to_dict())
         if diff:
@@ -168,135 +169,49 @@ class Bench:
 
     def document(self) -> dict[str, Any]:
         """bench.json: the plan, the budget, every run's numbers, the summary and the paired statistics."""
-        import torch
-
-        contestants = [c for c in self.controllers if c != ORACLE]
-        summary = summarize(self.runs, contestants, self.budget.total)
-        paired = paired_stats(
-            self.runs,
-            summary,
-            self.reference,
-            seed=self.seeds[0],
-            oracle=ORACLE if ORACLE in self.controllers else None,
-        )
-        spec = self.cfg.env.instances
-        return {
-            "schema": SCHEMA,
-            "preset": self.cfg.preset,
-            "controllers": self.controllers,
-            "seeds": self.seeds,
-            "pairing": "instance" if spec is not None else "seed",
-            "instances": {str(s): draw(spec, s) for s in self.seeds} if spec is not None else None,
+        extra = {
             "skipped": self.skipped,
             "model": self.model if "llm" in self.controllers else None,
             "learned_model": self.learned_model if "learned" in self.controllers else None,
-            "budget": self.budget.to_dict(),
-            "config": self.cfg.to_dict(),
-            "machine": {
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "logical_cores": os.cpu_count(),
-                "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(),
-                "cuda": torch.cuda.is_available(),
-            },
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "schedule_tuning": self._schedule_tuning(),
-            "runs": self.runs,
-            "summary": summary,
-            "paired": paired,
-            "table": markdown_table(summary, paired),
+            "executor": {"name": self.executor, "address": self.address, "checkpointer": describe(self.checkpointer)},
         }
-
-    def _schedule_tuning(self) -> dict[str, Any] | None:
-        """The schedule controller's tuned setting and what tuning it cost (reported next to it), or why untuned."""
-        if "schedule" not in self.controllers:
-            return None
-        path = self.cfg.bench.schedule_file
-        if path is None:
-            return {"tuned": False, "note": "no bench.schedule_file: the config's bench.schedule_* values"}
-        from sttrl.control.schedule import load_tuned
-
-        doc = load_tuned(path)
-        return {
-            "tuned": True,
-            "file": str(path),
-            **{
-                k: doc[k]
-                for k in ("peak_lr", "shape", "warmup_fraction", "final_fraction", "dev_wer", "train_instances", "cost")
-            },
-        }
+        return document(self.cfg, self.runs, self.controllers, self.seeds, self.budget, self.reference, extra)
 
     def write(self) -> dict[str, Any]:
         doc = self.document()
-        atomic_write_json(self.json_path, doc)
-        if doc["summary"]:
-            unit = self.budget.unit
-            write_bench_plot(
-                self.out / "bench.png",
-                doc["summary"],
-                f"sttrl controllers, preset {self.cfg.preset}: validation WER over training {unit} "
-                f"(budget {self.budget.total} {unit})",
-                unit=unit,
-            )
-            write_paired_plot(
-                self.out / "bench-paired.png",
-                self.runs,
-                doc["paired"],
-                f"sttrl controllers, preset {self.cfg.preset}: hidden WER paired by {doc['pairing']} "
-                f"against {self.reference}",
-            )
-            write_action_raster(
-                self.out / "bench-actions.png",
-                self.runs,
-                f"sttrl controllers, preset {self.cfg.preset}: action per block (rows: controller · {doc['pairing']})",
-            )
+        write(self.out, doc, self.budget.unit, self.budget.total)
         return doc
 
     # ----- running --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run (or resume, or skip) every planned run; returns the bench.json document."""
-        from graph.checkpointer import open_checkpointer
-        from graph.graph import GRAPH_NAME, build_graph
-        from graph.run import quiet_library_bars
-
         self._check_existing()
         self.out.mkdir(parents=True, exist_ok=True)
         for c, why in self.skipped.items():
             self.console.print(f"{c}: skipped ({why})", highlight=False, markup=False)
-        plan = [(c, s) for s in self.seeds for c in self.controllers]
+        if self.address and not is_postgres(self.checkpointer):  # SQLite's file locks over network storage
+            self.console.print(
+                f"note: episode threads in {self.checkpointer}; across machines prefer --checkpointer postgresql://…",
+                highlight=False,
+                markup=False,
+            )
         self.runs = []
         self.write()
         if self.executor != "local":
-            return self._run_elsewhere(plan)
+            return self._run_elsewhere()
+        from graph.graph import GRAPH_NAME, build_graph  # langgraph: loaded when runs start, not for a dry run
+
         quiet_library_bars(everything=True)  # the benchmark draws its own progress; logs get no library bars
-        progress = BenchProgress(self.console, len(plan), self.quiet)
+        runs = self.plan
+        progress = BenchProgress(self.console, len(runs), self.quiet)
         try:
             with ExitStack() as stack:
-                saver = stack.enter_context(open_checkpointer(str(self.out / "checkpoints.sqlite")))
+                saver = stack.enter_context(open_checkpointer(self.checkpointer))
                 compiled = build_graph().compile(checkpointer=saver, name=GRAPH_NAME)
-                for i, (controller, seed) in enumerate(plan, 1):
+                for i, (controller, slot) in enumerate(runs, 1):
                     progress.index = i
-                    try:
-                        spec = registry.REGISTRY[controller]
-                        if spec.kind == "trials":
-                            injected = self.agent_factory(controller, self.cfg) if self.agent_factory else None
-                            opts = {"chat_model": injected} if injected is not None else {}
-                            res = spec.factory(self.cfg, **opts).run(self.ctx, seed, progress)
-                        else:
-                            res = run_episode(
-                                compiled,
-                                self.cfg,
-                                self.out,
-                                controller,
-                                seed,
-                                self.model_for(controller),
-                                self.agent_factory,
-                                progress,
-                            )
-                    except (SttrlError, RuntimeError, ValueError, OSError) as exc:
-                        res = error_result(controller, seed, exc)
-                        progress.end_run(f"error: {res['error']}")
+                    model = self.model_for(controller)
+                    res = run_one(compiled, self.ctx, controller, slot, model, progress, self.agent_factory)
                     self.runs.append(res)
                     self.write()
         finally:
@@ -307,12 +222,10 @@ class Bench:
         """The model an episode controller decides with: the chat model of ``llm``, the directory of ``learned``."""
         return {"llm": self.model, "learned": self.learned_model}.get(controller)
 
-    def _run_elsewhere(self, plan: list[tuple[str, int]]) -> dict[str, Any]:
+    def _run_elsewhere(self) -> dict[str, Any]:
         """Every run a Ray task or a pool process; bench.json is rewritten as each ends, runs kept in plan order."""
-        from bench.results import result_line
-
+        runs = self.plan
         done: dict[int, dict[str, Any]] = {}
-        out = str(self.out.resolve())
 
         def on_result(i: int, res: dict[str, Any]) -> None:
             done[i] = res
@@ -320,15 +233,20 @@ class Bench:
             if not self.quiet:
                 line = result_line(res) if res.get("status") == "finished" else f"error: {res.get('error')}"
                 self.console.print(
-                    f"[{len(done)}/{len(plan)}] {res['thread_id']}: {line}",
+                    f"[{len(done)}/{len(runs)}] {res['thread_id']}: {line}",
                     highlight=False,
                     markup=False,
                     soft_wrap=True,
                 )
             self.write()
 
-        jobs = [(i, c, s) for i, (c, s) in enumerate(plan)]
-        args = lambda c, s: (self.cfg.to_dict(), out, c, s, self.model_for(c), self.budget.optuna_trials)
+        jobs = [Job(i, c, slot) for i, (c, slot) in enumerate(runs)]
+        cfg, out, trials = self.cfg.to_dict(), str(self.out), self.budget.optuna_trials
+
+        def args(j: Job) -> tuple[Any, ...]:
+            model = self.model_for(j.controller)
+            return (cfg, out, j.controller, j.slot.seed, j.slot.replicate, model, trials, self.checkpointer)
+
         if self.executor == "pool":
             run_on_pool(jobs, args, on_result, workers=self.workers)
         else:
@@ -340,6 +258,7 @@ class Bench:
                 num_cpus=self.ray_num_cpus,
                 cpus_per_episode=self.cpus_per_episode,
                 gpus_per_episode=self.gpus_per_episode,
+                shared=[self.out, Path(self.cfg.data.cache_dir)],
             )
         return self.write()
 

@@ -1,7 +1,7 @@
 """Running one benchmark episode: the real LangGraph episode (``graph.run.stream_episode``), checkpointed
-under thread id ``bench-<controller>-s<seed>``, resumed where it stopped, skipped when finished. With
-``env.instances`` the seed is a test instance's: its starting conditions are drawn into the config
-(:func:`bench.common.run_config`) before the thread starts."""
+under thread id ``bench-<controller>-s<seed>[-r<replicate>]``, resumed where it stopped, skipped when finished.
+With ``env.instances`` the seed is a test instance's: its starting conditions are drawn into the config
+(:func:`bench.common.run_config`) before the thread starts; the replicate sets the data-order seed."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import WallClock, run_config, thread_id
+from bench.common import WallClock, run_config
 from bench.progress import BenchProgress
+from bench.replicates import Slot
 from bench.results import episode_result, result_line
+from graph import live
+from graph.run import episode_input, stream_episode, thread_status
 from sttrl.config import Config
 from sttrl.errors import SttrlError
 from sttrl.train.memory import release_memory
@@ -24,18 +27,15 @@ def run_episode(
     cfg: Config,
     out: Path,
     controller: str,
-    seed: int,
+    slot: Slot,
     model: str | None,
     agent_factory: AgentFactory | None,
     progress: BenchProgress,
 ) -> dict[str, Any]:
-    """Run, resume or read back the episode of ``controller`` at ``seed``; returns its result dict."""
-    from graph import live
-    from graph.run import episode_input, stream_episode, thread_status
-
-    tid = thread_id(controller, seed)
+    """Run, resume or read back the episode of ``controller`` in ``slot``; returns its result dict."""
+    seed, tid = slot.seed, slot.name(controller)
     unit = cfg.env.budget_unit
-    cfg = run_config(cfg, seed, out, controller)  # the instance (env.instances) is drawn in here
+    cfg = run_config(cfg, seed, out, controller, slot.replicate)  # the instance and the data-order seed
     clock = WallClock(out / "wall" / f"{tid}.json")
     snap = compiled.get_state({"configurable": {"thread_id": tid}})
     values = snap.values or {}

@@ -12,9 +12,10 @@ import json
 import shutil
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bench.common import FAULTS, run_config, thread_id
+from bench.common import FAULTS, run_config
+from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import BenchContext
 from sttrl.config import Config
@@ -24,9 +25,6 @@ from sttrl.control.spec import ControllerSpec, register
 from sttrl.io import atomic_write_json
 from sttrl.train.memory import release_memory
 
-if TYPE_CHECKING:
-    from bench.progress import BenchProgress
-
 
 class LookaheadController:
     """Runs one lookahead episode per seed and judges it."""
@@ -34,9 +32,9 @@ class LookaheadController:
     name = "lookahead"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        from sttrl.judge.scoring import judge  # torch: loaded when a run starts
+        from sttrl.judge.scoring import judge  # torch: the benchmark's CLI and dry run stay torch-free
 
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         run_dir = ctx.out / "runs" / name
         result_path = run_dir / "result.json"
         if result_path.is_file():

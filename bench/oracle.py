@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import FAULTS, thread_id
+from bench.common import FAULTS
 from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import BenchContext
@@ -50,7 +50,7 @@ class OracleController:
     name = "oracle"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         run_dir = ctx.out / "runs" / name
         grid = oracle_grid(ctx.seed_config(seed))
         b = ctx.budget
@@ -61,7 +61,9 @@ class OracleController:
         from bench.tune_schedule import run_point  # not at import: `python -m bench.tune_schedule` runs clean
 
         for i, point in enumerate(grid):
-            row = run_point(ctx.cfg, seed, _setting(point), run_dir / f"point-{i:02d}", cache, split="test")
+            row = run_point(
+                ctx.cfg, seed, _setting(point), run_dir / f"point-{i:02d}", cache, "test", ctx.search_seed(seed)
+            )
             rows.append(row)
             progress.line(f"  {name} lr {point['lr']:.3g} batch {point['batch_size']}: test WER {row['test_wer']:.3f}")
         cache.clear()

@@ -23,6 +23,7 @@ which depends on the order Ray delivers results.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.budget import Budget, start_params, trial_hp
-from bench.common import WallClock, thread_id
+from bench.cluster import ray_cluster
+from bench.common import WallClock
 from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import (
@@ -40,12 +42,13 @@ from bench.trials import (
     judge_trial,
     search_result,
 )
+from sttrl import extras
 from sttrl.config import Config, config_from_dict
 from sttrl.control import registry as registry
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.errors import SttrlError
 from sttrl.io import atomic_write_json
-from sttrl.rundir import RUN_RECORD
+from sttrl.rundir import RUN_RECORD, block_name
 from sttrl.train.blocks import Hyperparams
 from sttrl.train.memory import release_memory
 
@@ -62,11 +65,10 @@ def member_config(cfg: Config, hp: Hyperparams) -> Config:
 
 def pbt_member(config: dict[str, Any]) -> None:
     """A Ray Tune function trainable: one member's blocks from its start or from an exploited checkpoint."""
-    from ray import tune
+    from ray import tune  # heavy and optional (the ray extra): only a pbt run imports it
     from ray.tune import Checkpoint
 
-    from sttrl.env.runtime import EpisodeRuntime
-    from sttrl.rundir import block_name
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the benchmark's CLI and dry run stay torch-free
 
     job = config["job"]
     cfg = config_from_dict(job["cfg"])
@@ -129,7 +131,7 @@ class PbtController:
     name = "pbt"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         done = finished_earlier(ctx, name, progress)
         if done is not None:
             return done
@@ -166,7 +168,7 @@ class PbtController:
         )
         clock.start()
         try:
-            best_row = _fit(cfg, run_dir, job, space, first, population, blocks, seed)
+            best_row = _fit(cfg, run_dir, job, space, first, population, blocks, ctx.search_seed(seed))
             clock.tick(force=True)
             rows = [json.loads(p.read_text()) for p in sorted((run_dir / "reports").glob("*.json"))]
             best_dir = _rebuild_best(cfg, run_dir, best_row)
@@ -193,14 +195,10 @@ def _fit(
     seed: int,
 ) -> dict[str, Any]:
     """Run (or restore) the Tune experiment; the best member's last report row."""
-    import random
-
-    import ray
-    from ray import tune
+    ray = extras.load("ray", extra="ray", what="the pbt controller")
+    from ray import tune  # the ray extra, checked just above
     from ray.tune.schedulers import PopulationBasedTraining
     from ray.tune.search import BasicVariantGenerator
-
-    from bench.executors import ray_cluster
 
     lo, hi = space["lr"]
     f_lo, f_hi = space["freeze_layers"]
@@ -267,8 +265,7 @@ def _fit(
 
 def _rebuild_best(cfg: Config, run_dir: Path, row: dict[str, Any]) -> Path:
     """The best member's final model in ``run_dir/best`` (a run record of its own, for the judge)."""
-    from sttrl.env.runtime import EpisodeRuntime
-    from sttrl.rundir import block_name
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the benchmark's CLI and dry run stay torch-free
 
     best = run_dir / "best"
     if (best / RUN_RECORD).is_file() and json.loads((best / RUN_RECORD).read_text()).get("final"):

@@ -8,8 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bench.results import pairing_key
 from graph.plot import pyplot, save_figure
 from sttrl.control import registry as registry
+from sttrl.env.actions import ALL_ACTIONS
 
 MARKERS = ("s--", "^:", "o-", "D-.", "v-", "P-", "X--", "*:")  # tell overlapping lines apart
 
@@ -35,7 +39,7 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
     kinds = {c: "episode" if s["curve"]["x"][:1] == [0] else "trials" for c, s in summary.items()}
     panels = [k for k in ("episode", "trials") if k in kinds.values()]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), sharey=True, squeeze=False)
-    for ax, kind in zip(axes[0], panels):
+    for ax, kind in zip(axes[0], panels, strict=True):
         for c, s in summary.items():
             if kinds[c] != kind:
                 continue
@@ -58,25 +62,21 @@ def write_bench_plot(path: Path, summary: dict[str, Any], title: str, unit: str 
     return save_figure(fig, path)
 
 
-def write_paired_plot(path: Path, runs: list[dict[str, Any]], paired: dict[str, Any], title: str) -> Path | None:
-    """``bench-paired.png``: per instance, hidden WER minus the reference's (dots), the mean difference and
-    its bootstrap 95 % CI (bar) per controller; left of zero is better. None when nothing is paired."""
+def write_paired_plot(path: Path, paired: dict[str, Any], title: str) -> Path | None:
+    """``bench-paired.png``: per instance, hidden WER minus the reference's (dots; with replicates the mean of the
+    instance's paired differences), the mean difference and its bootstrap 95 % CI (bar) per controller; left of
+    zero is better. None when nothing is paired."""
     per = {c: s for c, s in paired.get("controllers", {}).items() if s.get("n_pairs")}
     if not per:
         return None
     plt = pyplot()
 
     ref = paired["reference"]
-    wer = {
-        (r["controller"], r["seed"]): r["hidden_wer"]
-        for r in runs
-        if r.get("status") == "finished" and r.get("hidden_wer") is not None
-    }
     colors = _colors(list(per))
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.6 * len(per)))
     for i, (c, s) in enumerate(per.items()):
-        diffs = [(seed, w - wer[(ref, seed)]) for (cc, seed), w in wer.items() if cc == c and (ref, seed) in wer]
-        ax.scatter([d for _, d in diffs], [i] * len(diffs), color=colors[c], alpha=0.7, s=22, zorder=3)
+        diffs = list(s.get("diffs", {}).values())
+        ax.scatter(diffs, [i] * len(diffs), color=colors[c], alpha=0.7, s=22, zorder=3)
         lo, hi = s["ci95"]
         ax.errorbar(
             [s["diff_mean"]],
@@ -107,15 +107,11 @@ def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> P
     if not rows:
         return None
     plt = pyplot()
-    import numpy as np
     from matplotlib.colors import ListedColormap  # matplotlib is optional (the graph extra); pyplot() checked it
     from matplotlib.patches import Patch
 
-    from bench.results import pairing_key
-    from sttrl.env.actions import ALL_ACTIONS
-
     order = list(dict.fromkeys(r["controller"] for r in rows))
-    rows.sort(key=lambda r: (order.index(r["controller"]), pairing_key(r)))
+    rows.sort(key=lambda r: (order.index(r["controller"]), pairing_key(r), r.get("replicate", 0)))
     width = max(len(r["actions"]) for r in rows)
     names = list(ALL_ACTIONS)
     grid = np.full((len(rows), width), np.nan)
@@ -139,7 +135,10 @@ def write_action_raster(path: Path, runs: list[dict[str, Any]], title: str) -> P
     ax.imshow(
         np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, aspect="auto", interpolation="nearest"
     )
-    ax.set_yticks(range(len(rows)), [f"{r['controller']} · {pairing_key(r)}" for r in rows], fontsize=7)
+    labels = [
+        f"{r['controller']} · {pairing_key(r)}" + (f" r{r['replicate']}" if r.get("replicate") else "") for r in rows
+    ]
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.set_xticks(range(width), [str(j + 1) for j in range(width)], fontsize=7)
     for i in range(1, len(rows)):
         if rows[i]["controller"] != rows[i - 1]["controller"]:

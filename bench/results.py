@@ -10,6 +10,7 @@ from typing import Any
 
 from bench import stats
 from bench.common import FAULTS, mean_std
+from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY
 
 
@@ -18,8 +19,6 @@ def episode_result(
 ) -> dict[str, Any]:
     """The numbers of a finished episode, from its thread state and its run directory's trajectory; the
     validation curve's x counts the budget's ``unit`` (steps or samples)."""
-    from sttrl.outward.trajectory import Trajectory
-
     run_dir = Path(values["run_dir"])
     records = Trajectory(run_dir / TRAJECTORY).records()
     start = values["start"]
@@ -95,8 +94,9 @@ def curve_band(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(runs: list[dict[str, Any]], controllers: Sequence[str], end: int | None = None) -> dict[str, Any]:
-    """Per controller: mean ± std over its finished runs, median and interquartile mean of hidden WER, the
-    mean area under the validation curve up to ``end`` steps, fault totals, and the curve band."""
+    """Per controller: mean ± std over its finished runs, median and interquartile mean of hidden WER over instances
+    (an instance's outcome is the mean of its replicates), the mean area under the validation curve up to ``end``
+    steps, fault totals, and the curve band."""
     out: dict[str, Any] = {}
     for c in controllers:
         done = [r for r in runs if r["controller"] == c and r.get("status") == "finished"]
@@ -119,7 +119,8 @@ def summarize(runs: list[dict[str, Any]], controllers: Sequence[str], end: int |
                     "wall_s",
                 )
             },
-            "hidden_wer_robust": stats.describe([r["hidden_wer"] for r in done]),
+            "instances": len({pairing_key(r) for r in done}),
+            "hidden_wer_robust": stats.describe(list(stats.instance_means(outcomes(done)).values())),
             "val_auc_log_wer": mean_std([a for a in aucs if a is not None]),
             "faults": {k: sum(r["faults"][k] for r in done) for k in FAULTS},
             "unscored": sum(1 for r in done if r.get("hidden_wer") is None),
@@ -134,27 +135,32 @@ def pairing_key(run: dict[str, Any]) -> int:
     return int(inst["seed"]) if isinstance(inst, dict) else int(run["seed"])
 
 
+def outcomes(runs: list[dict[str, Any]]) -> dict[tuple[int, int], float]:
+    """Hidden WER by (instance, replicate) of runs that have one."""
+    return {
+        (pairing_key(r), int(r.get("replicate", 0))): float(r["hidden_wer"])
+        for r in runs
+        if r.get("hidden_wer") is not None
+    }
+
+
 def paired_stats(
     runs: list[dict[str, Any]], summary: dict[str, Any], reference: str, seed: int = 0, oracle: str | None = None
 ) -> dict[str, Any]:
     """Paired statistics of hidden WER against ``reference`` over instances (test instances with
-    ``env.instances``, else seeds), regret against ``oracle`` when given, the claims they allow in words;
-    also stored per controller in ``summary[c]["paired"]``."""
-    by: dict[str, dict[int, float]] = {}
+    ``env.instances``, else seeds; pairs per (instance, replicate), see :func:`bench.stats.paired`), regret against
+    ``oracle`` when given, the claims they allow in words; also stored per controller in ``summary[c]["paired"]``."""
+    by: dict[str, dict[tuple[int, int], float]] = {}
     for r in runs:
-        if (
-            r.get("status") == "finished"
-            and r.get("hidden_wer") is not None
-            and (r["controller"] in summary or r["controller"] == oracle)
-        ):
-            by.setdefault(r["controller"], {})[pairing_key(r)] = float(r["hidden_wer"])
+        if r.get("status") == "finished" and (r["controller"] in summary or r["controller"] == oracle):
+            by.setdefault(r["controller"], {}).update(outcomes([r]))
     if reference not in by:
         return {"reference": reference, "controllers": {}, "claims": [f"no finished {reference} runs to pair against"]}
     per = stats.paired(by, reference, seed=seed, oracle=oracle if oracle in by else None)
     per.pop(oracle, None)  # the oracle gives regret; it is not a contestant
     for c, s in per.items():
         summary[c]["paired"] = s
-    n = min((s.get("n_pairs", 0) for c, s in per.items() if c != reference), default=len(by[reference]))
+    n = min((s.get("n_pairs", 0) for c, s in per.items() if c != reference), default=len({k[0] for k in by[reference]}))
     kind = "test instances" if any(isinstance(r.get("instance"), dict) for r in runs) else "seeds"
     return {
         "reference": reference,
@@ -230,6 +236,7 @@ def markdown_table(summary: dict[str, Any], paired: dict[str, Any] | None = None
         "p (Wilcoxon)",
         "p (Holm)",
         "P(improve)",
+        "MDE",
         "regret",
         "val AUC",
     )
@@ -249,6 +256,7 @@ def markdown_table(summary: dict[str, Any], paired: dict[str, Any] | None = None
                     _num(s.get("p_wilcoxon"), ".3g"),
                     _num(s.get("p_holm"), ".3g"),
                     _num(s.get("prob_improvement"), ".2f"),
+                    _num(s.get("min_detectable")),
                     _num(s.get("regret")),
                     _num(auc, ".3f"),
                 ]

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from bench.budget import Budget, start_params, trial_hp
-from bench.common import WallClock, thread_id
+from bench.common import WallClock
 from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import (
@@ -44,6 +44,7 @@ from bench.trials import (
 from sttrl.config import Config, config_from_dict
 from sttrl.control import registry as registry
 from sttrl.control.spec import ControllerSpec, register
+from sttrl.data import build_speech_data
 from sttrl.io import atomic_write_json
 from sttrl.train.blocks import Hyperparams
 from sttrl.train.memory import release_memory
@@ -81,7 +82,7 @@ class ShaController:
     name = "sha"
 
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         done = finished_earlier(ctx, name, progress)
         if done is not None:
             return done
@@ -93,7 +94,7 @@ class ShaController:
         sizes = rung_sizes(b.optuna_trials, eta)
         space = fit_batches(ctx.space(), b, b.total // len(sizes) // sizes[0])  # the first rung's share
         start = start_params(cfg, space, ctx.max_freeze())
-        params = sample_params(space, start, sizes[0], seed)
+        params = sample_params(space, start, sizes[0], ctx.search_seed(seed))
         hps = [trial_hp(space, p) if i else _start_hp(cfg, space, ctx.max_freeze(), p) for i, p in enumerate(params)]
         note = "resumes" if run_dir.is_dir() else "new search"
         progress.start_run(name, b.train_steps, b.steps_per_action, f"{note}: {sizes[0]} trials, rungs {sizes}")
@@ -185,8 +186,7 @@ def _rung(
 ) -> dict[str, Any]:
     """Block ``rung + 1`` of ``trial`` (continuing from block ``rung``'s checkpoint) and its evaluation;
     ``trial-NNN/rung-I.json`` holds the record (read back when present)."""
-    from sttrl.data import build_speech_data
-    from sttrl.env.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the benchmark's CLI and dry run stay torch-free
 
     tdir = run_dir / f"trial-{trial:03d}"
     rec_path = tdir / f"rung-{rung}.json"

@@ -1,10 +1,12 @@
 """Paired statistics over benchmark instances (pure numpy/scipy; lower WER is better).
 
-Per controller: mean, median and interquartile mean of the outcome; paired against a reference
-controller on the same instances: mean difference with a seeded percentile-bootstrap 95 % CI, the
-Wilcoxon signed-rank p-value (Holm-corrected across controllers), the probability of improvement;
-regret against an ``oracle`` when one ran; the area under the validation curve (mean log WER over the
-budget); and, in words, the smallest difference the sample size can detect.
+Per controller: mean, median and interquartile mean of the outcome (an instance's outcome is the mean of its
+replicates); paired against a reference controller per (instance, replicate) and averaged per instance: mean
+difference with a seeded percentile-bootstrap 95 % CI, the Wilcoxon signed-rank p-value (Holm-corrected across
+controllers), the probability of improvement, and the minimum detectable effect at the n that was run (two-sided
+paired t-test, alpha = 0.05 Holm over the contestants, 80 % power, exact noncentral t); regret against an
+``oracle`` when one ran; the area under the validation curve (mean log WER over the budget); and, in words, what
+the sample size allows to claim. :func:`instances_needed` sizes a suite from a measured paired SD.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
 
 def prob_improvement(values: Sequence[float], reference: Sequence[float]) -> float | None:
     """Fraction of paired instances where ``values`` is lower than ``reference`` (ties count one half)."""
-    pairs = [(a, b) for a, b in zip(values, reference) if a is not None and b is not None]
+    pairs = [(a, b) for a, b in zip(values, reference, strict=True) if a is not None and b is not None]
     if not pairs:
         return None
     return float(sum(1.0 if a < b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs))
@@ -105,54 +107,132 @@ def curve_auc(x: Sequence[float], y: Sequence[float], end: float | None = None) 
     return area / span
 
 
-def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
-    """Smallest mean paired difference a paired t-test detects with ``power`` at two-sided ``alpha``,
-    given the paired standard deviation ``sd`` over ``n`` instances: ``(t_{1-a/2} + t_{power}) sd / sqrt(n)``."""
-    t = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics").t
+def power_paired_t(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` over ``n`` pairs when the true mean difference is
+    ``effect`` paired standard deviations: ``P(|T| > t_{1-alpha/2, n-1})`` for ``T`` noncentral t with ``n - 1``
+    degrees of freedom and noncentrality ``effect * sqrt(n)`` (exact, no normal approximation)."""
+    stats = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics")
+    nct, t = stats.nct, stats.t
 
-    if n < 2 or not math.isfinite(sd):
+    df, nc = n - 1, effect * math.sqrt(n)
+    crit = t.ppf(1 - alpha / 2, df)
+    lower = float(nct.cdf(-crit, df, nc))
+    if not math.isfinite(lower):  # scipy's nct loses this tail for large nc; it is below Phi(-nc) there
+        lower = 0.0
+    return float(nct.sf(crit, df, nc)) + lower
+
+
+def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER, comparisons: int = 1) -> float | None:
+    """Minimum detectable effect (MDE): the smallest mean paired difference that the two-sided paired t-test over
+    ``n`` instances detects with ``power`` when the paired standard deviation is ``sd``, at level ``alpha`` corrected
+    by Holm over ``comparisons`` contestants (Holm's first step, ``alpha / comparisons``: the level a single
+    comparison must reach whatever the others show). Exact noncentral t, solved for the effect."""
+    brentq = extras.load("scipy.optimize", extra="bench", what="the benchmark's statistics").brentq
+
+    if n < 2 or not math.isfinite(sd) or sd < 0:
         return None
-    return float((t.ppf(1 - alpha / 2, n - 1) + t.ppf(power, n - 1)) * sd / math.sqrt(n))
+    if sd == 0:
+        return 0.0
+    level = alpha / max(1, comparisons)
+    hi = 1.0
+    while power_paired_t(hi, n, level) < power:  # bracket the root: power grows with the effect
+        hi *= 2
+    return float(brentq(lambda e: power_paired_t(e, n, level) - power, 0.0, hi, xtol=1e-10)) * sd
+
+
+def instances_needed(
+    sd: float, mde: float, alpha: float = ALPHA, power: float = POWER, comparisons: int = 1, limit: int = 100_000
+) -> int | None:
+    """The fewest instances whose MDE (:func:`min_detectable`) is at most ``mde`` for paired SD ``sd``; None beyond
+    ``limit``."""
+    if mde <= 0 or sd < 0:
+        return None
+
+    def ok(n: int) -> bool:
+        got = min_detectable(sd, n, alpha, power, comparisons)
+        return got is not None and got <= mde
+
+    lo, hi = 2, 2
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return None
+    while lo < hi:  # the MDE falls as n grows: bisect for the first n that reaches it
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo
+
+
+def _instance_diffs(vals: Mapping[Any, float], ref: Mapping[Any, float]) -> tuple[dict[int, float], int]:
+    """Pairs per (instance, replicate) key present in both, averaged per instance: ``({instance: mean
+    difference}, number of pairs)``. A plain integer key is replicate 0 of that instance."""
+    per: dict[int, list[float]] = {}
+    pairs = 0
+    for k, v in vals.items():
+        if k in ref and v is not None and ref[k] is not None:
+            inst = k[0] if isinstance(k, tuple) else k
+            per.setdefault(int(inst), []).append(float(v) - float(ref[k]))
+            pairs += 1
+    return {i: float(np.mean(d)) for i, d in sorted(per.items())}, pairs
+
+
+def instance_means(vals: Mapping[Any, float]) -> dict[int, float]:
+    """An instance's outcome: the mean of its replicates (keys ``(instance, replicate)`` or plain instances)."""
+    per: dict[int, list[float]] = {}
+    for k, v in vals.items():
+        if v is not None:
+            per.setdefault(int(k[0] if isinstance(k, tuple) else k), []).append(float(v))
+    return {i: float(np.mean(v)) for i, v in sorted(per.items())}
 
 
 def paired(
-    by_controller: Mapping[str, Mapping[int, float]], reference: str, oracle: str | None = "oracle", seed: int = 0
+    by_controller: Mapping[str, Mapping[Any, float]], reference: str, oracle: str | None = "oracle", seed: int = 0
 ) -> dict[str, Any]:
     """Paired statistics of each controller against ``reference`` on the instances both finished.
 
-    ``by_controller[c][instance]`` is the outcome (hidden WER). Returns ``{controller: {...}}`` with
-    ``describe`` fields, and for every controller but the reference: ``n_pairs``, ``diff_mean``,
-    ``diff_sd``, ``ci95``, ``p_wilcoxon``, ``p_holm``, ``prob_improvement``, ``min_detectable``;
-    ``regret`` (mean outcome minus the oracle's on shared instances) when ``oracle`` ran."""
+    ``by_controller[c][key]`` is the outcome (hidden WER) with ``key`` an ``(instance, replicate)`` pair (or a plain
+    instance: replicate 0). Pairs are formed per (instance, replicate), the replicates that share a data-order seed;
+    an instance's paired difference is the mean over its pairs, and the tests, the CI and the MDE run over
+    instances. Returns ``{controller: {...}}`` with ``describe`` fields over instance means, and for every
+    controller but the reference: ``n_pairs`` (instances), ``n_replicate_pairs``, ``diff_mean``, ``diff_sd``,
+    ``ci95``, ``p_wilcoxon``, ``p_holm``, ``prob_improvement``, ``min_detectable`` (the MDE at this n, Holm over
+    the contestants tested, exact noncentral t); ``regret`` (mean outcome minus the oracle's on shared instances)
+    when ``oracle`` ran."""
     out: dict[str, Any] = {}
     ref = by_controller.get(reference, {})
+    means = {c: instance_means(v) for c, v in by_controller.items()}
     raw_p: dict[str, float | None] = {}
     for c, vals in by_controller.items():
-        s: dict[str, Any] = describe(list(vals.values()))
+        s: dict[str, Any] = describe(list(means[c].values()))
         if c not in (reference, oracle) and ref:  # the oracle gives regret only: not tested, not in Holm
-            keys = sorted(k for k in vals if k in ref and vals[k] is not None and ref[k] is not None)
-            d = np.asarray([vals[k] - ref[k] for k in keys], dtype=float)
-            sd = float(d.std(ddof=1)) if d.size > 1 else None
+            diffs, pairs = _instance_diffs(vals, ref)
+            d = np.asarray(list(diffs.values()), dtype=float)
             raw_p[c] = wilcoxon_p(d)
             s.update(
                 {
                     "reference": reference,
                     "n_pairs": int(d.size),
+                    "n_replicate_pairs": pairs,
                     "diff_mean": float(d.mean()) if d.size else None,
-                    "diff_sd": sd,
+                    "diff_sd": float(d.std(ddof=1)) if d.size > 1 else None,
+                    "diffs": {str(i): v for i, v in diffs.items()},
                     "ci95": bootstrap_ci(d, seed=seed),
                     "p_wilcoxon": raw_p[c],
-                    "prob_improvement": prob_improvement([vals[k] for k in keys], [ref[k] for k in keys]),
-                    "min_detectable": min_detectable(sd, int(d.size)) if sd is not None else None,
+                    "prob_improvement": prob_improvement(
+                        [means[c][i] for i in diffs], [means[reference][i] for i in diffs]
+                    ),
                 }
             )
         if oracle and oracle in by_controller and c != oracle:
-            orc = by_controller[oracle]
-            keys = [k for k in vals if k in orc and vals[k] is not None and orc[k] is not None]
-            s["regret"] = float(np.mean([vals[k] - orc[k] for k in keys])) if keys else None
+            orc = means[oracle]
+            keys = [k for k in means[c] if k in orc]
+            s["regret"] = float(np.mean([means[c][k] - orc[k] for k in keys])) if keys else None
         out[c] = s
     for c, p in holm(raw_p).items():
         out[c]["p_holm"] = p
+        sd, n = out[c]["diff_sd"], out[c]["n_pairs"]
+        out[c]["min_detectable"] = min_detectable(sd, n, comparisons=len(raw_p)) if sd is not None else None
+        out[c]["mde_comparisons"] = len(raw_p)
     return out
 
 
@@ -178,8 +258,8 @@ def claims(stats: Mapping[str, Any], reference: str, n: int, alpha: float = ALPH
         mde = s.get("min_detectable")
         mde_txt = (
             (
-                f"; with the observed paired SD {s['diff_sd']:.3f} a difference below {mde:.3f} cannot be "
-                f"detected at n={s['n_pairs']} (80 % power)"
+                f"; MDE {mde:.3f} at n={s['n_pairs']} (paired SD {s['diff_sd']:.3f}, alpha {alpha} Holm over "
+                f"{s.get('mde_comparisons', 1)}, 80 % power): a true difference smaller than that can go unseen"
             )
             if mde is not None
             else ""

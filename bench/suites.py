@@ -1,5 +1,6 @@
-"""Benchmark suites (``python -m bench --suite NAME``): a preset, controllers, test instances and
-overrides chosen together, with the time they are expected to take printed before they start.
+"""Benchmark suites (``python -m bench --suite NAME``): a preset, controllers, test instances, replicates and
+overrides chosen together, with the time they are expected to take (and, for a sized suite, the minimum detectable
+effect it reaches) printed before they start.
 
 - ``smoke``: the debug preset with a small instance set (2 test instances, a 16-sample budget), five
   controllers on one instance; seconds; CI runs it.
@@ -7,6 +8,14 @@ overrides chosen together, with the time they are expected to take printed befor
   (random, already shown worse, pbt's Ray overhead and the oracle's full-budget grid per instance do not fit).
 - ``full``: the configuration meant for a GPU machine: all 10 ``bench-cpu`` test instances, every controller
   (llm is skipped without a key), 128 validation utterances instead of 64, expected device time printed first.
+- ``decisive``: the suite that decides (issue 25): ``bench-cpu`` against ``schedule`` with static, rule, tpe, sha,
+  pbt, lookahead, the local zero-shot LLM (``local:smollm2-135m``) and the controllers issue 27 adds (contextual,
+  hybrid, learned) when they are registered. Its size (``DECISIVE_INSTANCES`` test instances x
+  ``DECISIVE_REPLICATES`` replicates) and the paired SD it assumes (``DECISIVE_PAIRED_SD``) are set from the noise
+  measurement (``benchmarks/noise.py``); ``--seeds N`` and ``--replicates R`` override them, and the MDE the size
+  reaches is printed with the estimate. It draws from 200 test instances (seeds 1000-1199, disjoint from the
+  train instances), so a run can be extended with more instances or replicates in the same directory. Run it
+  with ``--executor pool --workers N``: every episode in a fresh process, N at once.
 
 Estimates are ``runs x seconds per episode x the controller's cost factor``. ``bench-cpu`` on 2 cores: 250 s,
 from a measurement (2026-11-29, quiet machine, benchmarks/headroom.py): a rule episode of the 512-sample budget
@@ -15,9 +24,9 @@ test split instead (about 30 s more). On one GPU: 60 s, measured on an H200 (202
 benchmarks/results/gpu-h200-bench-cpu.md: one static episode 60.5 s from process start, of which 47.2 s in the
 run); there, ``--executor pool --workers 8`` ran 8 episodes in 77.4 s (6.3x the episodes per hour), which the
 estimate (one run at a time) does not count. The factors count extra evaluations and training
-(sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes). The
-schedule controller is untuned unless ``--set bench.schedule_file=FILE`` (``python -m bench.tune_schedule``);
-its tuning time is not in the estimate.
+(sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes, the local LLM's
+decisions). The schedule controller is untuned unless ``--set bench.schedule_file=FILE``
+(``python -m bench.tune_schedule``); its tuning time is not in the estimate.
 """
 
 from __future__ import annotations
@@ -25,11 +34,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.controllers import registered
+from bench.stats import ALPHA, POWER, instances_needed, min_detectable
 from sttrl.errors import ConfigError
 
-# episode-equivalents; others 1. hybrid: sha plus the chat model's load and a few answers (SmolLM2 on 2 cores: a
-# debug run's first answer took 103 s, the next 18 s, on a loaded machine); contextual: one start measurement
-COST = {"sha": 1.3, "pbt": 2.0, "oracle": 3.0, "lookahead": 2.0, "hybrid": 1.8, "contextual": 1.1}
+# episode-equivalents (others 1): sha's rungs, pbt's reports and Ray, the oracle's grid, lookahead's probes, the
+# local LLM's decisions (8 x ~6 s on 2 cores), hybrid: sha plus the chat model's load and a few answers (SmolLM2 on
+# 2 cores: a debug run's first answer took 103 s, the next 18 s, on a loaded machine); contextual: one start
+# measurement
+COST = {"sha": 1.3, "pbt": 2.0, "oracle": 3.0, "lookahead": 2.0, "llm": 1.2, "hybrid": 1.8, "contextual": 1.1}
 DEBUG_INSTANCES = (
     "env.instances={lr: [5e-4, 2e-3], batch_sizes: [2, 4], train_seeds: [0, 1], test_seeds: [1000, 1001]}",
     "env.budget_unit=samples",
@@ -37,10 +50,34 @@ DEBUG_INSTANCES = (
     "env.max_actions=2",
     "run.threads=1",
 )
+# The decisive suite's size and the paired SD it assumes, to be set from benchmarks/noise.py (train instances, hidden
+# dev) so that the MDE against schedule is <= DECISIVE_TARGET_MDE. Placeholder until then: 0.042, the lower end of the
+# paired SDs issue 25 recomputed (0.042-0.100), for which 31 instances reach an MDE of 0.0255 with Holm over 10
+# contestants (29 over 7; at SD 0.100 it would take 139 over 6). describe() prints what the size reaches.
+DECISIVE_TARGET_MDE = 0.03
+DECISIVE_PAIRED_SD = 0.042
+DECISIVE_INSTANCES = 31
+DECISIVE_REPLICATES = 1
+DECISIVE_POOL = 200  # test instances the suite may draw from: seeds 1000..1199
+DECISIVE_CONTROLLERS = (
+    "schedule",
+    "static",
+    "rule",
+    "tpe",
+    "sha",
+    "pbt",
+    "lookahead",
+    "llm",
+    "contextual",
+    "hybrid",
+    "learned",
+)
 
 
 @dataclass(frozen=True)
 class Suite:
+    """A prepared benchmark: its preset, controllers, size and overrides, and what it is expected to cost."""
+
     name: str
     preset: str
     controllers: tuple[str, ...]  # empty: every registered controller but aliases
@@ -48,18 +85,41 @@ class Suite:
     overrides: tuple[str, ...]
     episode_seconds: float
     where: str
+    replicates: int = 1
+    model: str | None = None  # the llm controller's model, unless --model says otherwise
+    paired_sd: float | None = None  # the paired SD the size was chosen for: the MDE it reaches is printed
 
-    def estimate_s(self, controllers: Sequence[str], instances: int) -> float:
-        return instances * self.episode_seconds * sum(COST.get(c, 1.0) for c in controllers)
+    def estimate_s(self, controllers: Sequence[str], instances: int, replicates: int | None = None) -> float:
+        reps = self.replicates if replicates is None else replicates
+        return instances * reps * self.episode_seconds * sum(COST.get(c, 1.0) for c in controllers)
 
-    def describe(self, controllers: Sequence[str], instances: int) -> str:
-        s = self.estimate_s(controllers, instances)
+    def describe(self, controllers: Sequence[str], instances: int, replicates: int | None = None) -> str:
+        """One line: the plan, the estimated time and, for a sized suite, the MDE its size reaches."""
+        reps = self.replicates if replicates is None else replicates
+        s = self.estimate_s(controllers, instances, reps)
         kind = "expected device time" if self.name == "full" else "estimated time"
-        return (
-            f"suite {self.name}: preset {self.preset}, {len(controllers)} controllers x {instances} test instances "
-            f"= {len(controllers) * instances} runs ({', '.join(controllers)}); {kind} {s / 60:.0f} min on "
-            f"{self.where} (assumed {self.episode_seconds:.0f} s per episode; see graph/bench/suites.py)"
+        runs = len(controllers) * instances * reps
+        text = (
+            f"suite {self.name}: preset {self.preset}, {len(controllers)} controllers x {instances} test instances"
+            f"{f' x {reps} replicates' if reps > 1 else ''} = {runs} runs ({', '.join(controllers)}); {kind} "
+            f"{s / 60:.0f} min on {self.where} (assumed {self.episode_seconds:.0f} s per episode; see bench/suites.py)"
         )
+        if self.paired_sd is not None:
+            text += "; " + expected_mde(self.paired_sd, instances, max(1, len(controllers) - 1), reps)
+        return text
+
+
+def expected_mde(paired_sd: float, instances: int, comparisons: int, replicates: int = 1) -> str:
+    """The MDE ``instances`` reach for a paired SD measured with one replicate (replicates shrink only the
+    training-chaos part of it; counted here as not shrinking at all, the safe side), and the instances the target
+    MDE needs."""
+    mde = min_detectable(paired_sd, instances, ALPHA, POWER, comparisons)
+    need = instances_needed(paired_sd, DECISIVE_TARGET_MDE, ALPHA, POWER, comparisons)
+    return (
+        f"MDE {'-' if mde is None else format(mde, '.3f')} hidden WER at n={instances} for an assumed paired SD "
+        f"{paired_sd:.3f} (alpha {ALPHA} Holm over {comparisons}, {POWER:.0%} power"
+        f"{', replicates not counted' if replicates > 1 else ''}; MDE <= {DECISIVE_TARGET_MDE} needs n={need})"
+    )
 
 
 SUITES = {
@@ -70,6 +130,18 @@ SUITES = {
     # 128 validation utterances: half the measurement noise of bench-cpu's 64 (benchmarks/val_noise.py: SD 0.0145
     # vs 0.0287), cheap on a GPU; on 2 cores it would add ~68 s to a ~250 s episode
     "full": Suite("full", "bench-cpu", (), 10, ("train.max_eval_utterances=128",), 60.0, "one GPU, one run at a time"),
+    "decisive": Suite(
+        "decisive",
+        "bench-cpu",
+        DECISIVE_CONTROLLERS,
+        DECISIVE_INSTANCES,
+        (f"env.instances.test_seeds=[{', '.join(str(1000 + i) for i in range(DECISIVE_POOL))}]",),
+        250.0,
+        "2 CPU cores, one run at a time",
+        replicates=DECISIVE_REPLICATES,
+        model="local:smollm2-135m",
+        paired_sd=DECISIVE_PAIRED_SD,
+    ),
 }
 
 
@@ -81,10 +153,9 @@ def get_suite(name: str) -> Suite:
 
 
 def suite_controllers(suite: Suite) -> list[str]:
-    """The suite's controllers; ``full``: every registered one but the ``optuna`` alias."""
+    """The suite's controllers that are registered (``full``: every registered one but aliases); a suite may name
+    controllers that another part of the project registers later (the decisive suite's issue-27 controllers)."""
+    known = registered()
     if suite.controllers:
-        return list(suite.controllers)
-    import bench.core  # noqa: F401 - registers every controller
-    from sttrl.control import registry as registry
-
-    return [c for c in registry.names() if c != "optuna"]
+        return [c for c in suite.controllers if c in known]
+    return known

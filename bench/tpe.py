@@ -2,8 +2,10 @@
 
 ``K`` trials (``--optuna-trials``, default ``env.max_actions``) share the episode's training budget: each
 is a fresh model from the same starting weights (the seed), trained ``floor(total / K)`` steps or samples
-(``env.budget_unit``; see :mod:`bench.budget`) with one static setting and evaluated once on validation. The instance's start is enqueued as trial 0; the
-sampler is ``TPESampler(seed=seed * 1000 + i, n_startup_trials=clamp(K // 2, 1, 10))`` for the ``i``-th
+(``env.budget_unit``; see :mod:`bench.budget`) with one static setting and evaluated once on validation. The
+instance's start is enqueued as trial 0; the sampler is ``TPESampler(seed=s * 1000 + i,
+n_startup_trials=clamp(K // 2, 1, 10))`` (``s`` the run's data-order seed: the instance's for replicate 0) for the
+``i``-th
 trial (a fresh seeded sampler per trial keeps a resumed study identical to an uninterrupted one); the lr
 range stops at ``bench.tpe_lr_max``. The trial with the lowest validation WER (earliest on ties) is
 saved and scored by the judge, which Optuna never sees.
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.budget import Budget, optuna_distributions, start_params, trial_hp
-from bench.common import FAULTS, WallClock, thread_id
+from bench.common import FAULTS, WallClock
 from bench.progress import BenchProgress
 from bench.results import result_line
 from bench.trials import BenchContext, finished_earlier, judge_trial
@@ -31,6 +33,7 @@ from sttrl import extras
 from sttrl.config import Config, config_from_dict
 from sttrl.control import registry as registry
 from sttrl.control.spec import ControllerSpec, register
+from sttrl.data import build_speech_data
 from sttrl.io import atomic_write_json
 from sttrl.train.memory import release_memory
 
@@ -44,7 +47,7 @@ class TpeController:
     def run(self, ctx: BenchContext, seed: int, progress: BenchProgress) -> dict[str, Any]:
         optuna = extras.load("optuna", extra="bench", what="the tpe controller")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        name = thread_id(self.name, seed)
+        name = ctx.run_name(self.name, seed)
         done = finished_earlier(ctx, name, progress)
         if done is not None:
             return done
@@ -79,7 +82,8 @@ class TpeController:
                     number, params = running[0].number, dict(running[0].params)
                 else:
                     study.sampler = optuna.samplers.TPESampler(
-                        seed=seed * 1000 + len(complete), n_startup_trials=b.n_startup_trials
+                        seed=(ctx.search_seed(seed) * 1000 + len(complete)) % 2**32,
+                        n_startup_trials=b.n_startup_trials,
                     )
                     trial = study.ask(dists)
                     number, params = trial.number, dict(trial.params)
@@ -117,8 +121,7 @@ def _trial(
     clock: WallClock,
 ) -> dict[str, Any]:
     """Train and evaluate one trial in ``run_dir/trial-NNN`` (resumes there); writes ``trial.json``."""
-    from sttrl.data import build_speech_data
-    from sttrl.env.runtime import EpisodeRuntime
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the benchmark's CLI and dry run stay torch-free
 
     tdir = run_dir / f"trial-{number:03d}"
     rec_path = tdir / "trial.json"

@@ -8,26 +8,32 @@ result dict with the fields of an episode's result (``hidden_wer``, ``curve``, `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from bench.budget import Budget, encoder_layers, search_space
-from bench.common import run_config
+from bench.common import FAULTS, WallClock, run_config
+from bench.progress import BenchProgress
+from bench.replicates import data_seed, thread_id
+from bench.results import result_line
 from sttrl.config import Config
+from sttrl.errors import SttrlError
 from sttrl.rundir import JUDGE_REPORT, RUN_RECORD
-
-if TYPE_CHECKING:
-    from bench.progress import BenchProgress
 
 
 @dataclass
 class BenchContext:
-    """What a trials controller may use: the benchmark's config, directory and budget, and the search space."""
+    """What a trials controller may use: the benchmark's config, directory and budget, the search space, and the
+    replicate it runs (:mod:`bench.replicates`: its run name and data-order seed)."""
 
     cfg: Config
     out: Path
     budget: Budget
+    replicate: int = 0
     _space: dict[str, Any] | None = field(default=None, repr=False)
     _max_freeze: int | None = field(default=None, repr=False)
 
@@ -45,8 +51,21 @@ class BenchContext:
         return self._space
 
     def seed_config(self, seed: int) -> Config:
-        """The run's config: ``run.seed = seed`` and, with ``env.instances``, the instance of ``seed`` drawn in."""
-        return run_config(self.cfg, seed, self.out)
+        """The run's config: ``run.seed`` the replicate's data-order seed (``seed`` itself for replicate 0) and, with
+        ``env.instances``, the instance of ``seed`` drawn in."""
+        return run_config(self.cfg, seed, self.out, replicate=self.replicate)
+
+    def run_name(self, controller: str, seed: int) -> str:
+        """The run's name and folder under ``runs/``: ``bench-<controller>-s<seed>[-r<replicate>]``."""
+        return thread_id(controller, seed, self.replicate)
+
+    def search_seed(self, seed: int) -> int:
+        """The seed of a search's own draws (trial settings, samplers): the replicate's data-order seed."""
+        return data_seed(seed, self.replicate)
+
+    def for_replicate(self, replicate: int) -> BenchContext:
+        """The same context for another replicate (the search space computed once is kept)."""
+        return replace(self, replicate=replicate)
 
 
 class TrialsController(Protocol):
@@ -60,10 +79,7 @@ class TrialsController(Protocol):
 def judge_trial(tdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Judge a trial's saved final model on the hidden test split (read back when judged before); returns the
     report and the run record's ``final``."""
-    import json
-
-    from sttrl.errors import SttrlError
-    from sttrl.judge.scoring import judge
+    from sttrl.judge.scoring import judge  # torch: the benchmark's CLI and dry run stay torch-free
 
     record = json.loads((tdir / RUN_RECORD).read_text())
     if not record.get("final") or not (tdir / "final" / "model.safetensors").is_file():
@@ -85,11 +101,6 @@ def fit_batches(space: dict[str, Any], budget: Budget, units: int) -> dict[str, 
 def finished_earlier(ctx: BenchContext, name: str, progress: BenchProgress) -> dict[str, Any] | None:
     """The result of run ``name`` read back from ``runs/<name>/result.json`` (wall time from its clock), or
     None when it has not finished."""
-    import json
-
-    from bench.common import WallClock
-    from bench.results import result_line
-
     path = ctx.out / "runs" / name / "result.json"
     if not path.is_file():
         return None
@@ -116,11 +127,6 @@ def search_result(
     """The benchmark fields of a search's result from its per-evaluation ``rows`` (each with ``spent``,
     ``val_wer``, ``status``, ``steps_attempted``, ``samples``, in order) and the judged ``best`` row: the
     best-so-far curve over the budget spent, faults, steps, samples and evaluations."""
-    import math
-    from collections import Counter
-
-    from bench.common import FAULTS
-
     x, y, spent, best_so_far = [], [], 0, math.inf
     for r in rows:
         spent += r["spent"]

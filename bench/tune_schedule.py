@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.tuning import cached_data, instance_config, lowest
-from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
+from sttrl.config import Config, absolute_paths, add_config_arguments, config_from_dict, load_config
 from sttrl.control.schedule import TUNED_SCHEMA, with_schedule
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.io import atomic_write_json
-from sttrl.train.memory import limit_arenas
+from sttrl.train.memory import limit_arenas, release_memory
 
 
 def one_block(cfg: Config) -> Config:
@@ -54,18 +54,19 @@ def run_point(
     run_dir: Path,
     data_cache: dict[str, Any],
     split: str = "dev",
+    data_seed: int | None = None,
 ) -> dict[str, Any]:
     """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
-    block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present)."""
-    from sttrl.env.runtime import EpisodeRuntime  # torch: loaded when a run starts, not for --help
-    from sttrl.judge.scoring import judge
-    from sttrl.train.memory import release_memory
+    block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present).
+    ``data_seed``: the run's data-order seed (default: the instance's seed)."""
+    from sttrl.env.runtime import EpisodeRuntime  # torch: the CLI's --help and argument errors stay torch-free
+    from sttrl.judge.scoring import judge  # torch, as above
 
     row_path = run_dir / "point.json"
     if row_path.is_file():
         return json.loads(row_path.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again (at most one block is lost)
-    icfg = one_block(instance_config(cfg, instance, configure))
+    icfg = one_block(instance_config(cfg, instance, configure, data_seed))
     t0 = time.perf_counter()
     rt = EpisodeRuntime(icfg, run_dir, progress=False, data=cached_data(icfg, data_cache), run_id=run_dir.name)
     hp = rt.initial_hp()
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
     try:
-        cfg = load_config(args.preset, args.config, args.overrides)
+        cfg = absolute_paths(load_config(args.preset, args.config, args.overrides))  # once, at the entry point
         lrs = _floats(args.grid_lr) if args.grid_lr else [cfg.train.lr / 3, cfg.train.lr, cfg.train.lr * 3]
         shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
         if not lrs or not shapes or any(s not in ("linear", "cosine") for s in shapes):

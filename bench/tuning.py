@@ -73,12 +73,15 @@ def words(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def instance_config(cfg: Config, instance: int, configure: Callable[[Config], Config] | None = None) -> Config:
-    """The config of one tuning run: ``run.seed`` = the instance's seed, the instance drawn in, then ``configure``."""
+def instance_config(
+    cfg: Config, instance: int, configure: Callable[[Config], Config] | None = None, data_seed: int | None = None
+) -> Config:
+    """The config of one tuning run: ``run.seed`` = the data-order seed (default: the instance's seed), the
+    instance drawn in, then ``configure``."""
     from sttrl.env.instances import apply  # numpy: loaded when a run is planned, not for --help
 
     data = cfg.to_dict()
-    data["run"] = {**data["run"], "seed": instance}
+    data["run"] = {**data["run"], "seed": instance if data_seed is None else data_seed}
     icfg = apply(config_from_dict(data), instance)
     return configure(icfg) if configure is not None else icfg
 

@@ -33,7 +33,7 @@ def main() -> int:
     p.add_argument("--controllers", default="static,random", help="episodes per run (default: static,random)")
     args = p.parse_args()
     from bench import run_bench
-    from bench.executors import ray_cluster
+    from bench.cluster import ray_cluster
     from sttrl.config import load_config
 
     work = Path(tempfile.mkdtemp(prefix="sttrl-rayovh-"))

@@ -187,10 +187,10 @@ def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path
     import glob
     import tempfile
 
-    from bench import executors
+    from bench import cluster
 
     pytest.importorskip("ray.tune")
-    had_token = executors.AUTH_TOKEN.exists()
+    had_token = cluster.AUTH_TOKEN.exists()
     before = set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*"))
     cfg = make_config(*INSTANCES, "bench.pbt_population=2", "bench.pbt_blocks=2", "bench.pbt_max_concurrent=1")
     doc = bench.run_bench(cfg, ["pbt"], [1000], tmp_path / "b", quiet=True)
@@ -208,7 +208,7 @@ def test_pbt_two_members_two_blocks_on_a_local_ray_cluster(make_config, tmp_path
     assert (
         run["hidden_wer"] is not None and json.loads((Path(run["judged_run_dir"]) / JUDGE_REPORT).read_text())["scored"]
     )
-    assert executors.AUTH_TOKEN.exists() == had_token
+    assert cluster.AUTH_TOKEN.exists() == had_token
     assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
 
 
@@ -232,7 +232,7 @@ def test_suites_smoke_end_to_end_and_estimates(make_config, tmp_path, capsys):
     cfg = make_config()
     common = ["--set", f"data.cache_dir={cfg.data.cache_dir}", "--set", f"run.out_dir={cfg.run.out_dir}"]
     assert bench.main(["--suite", "nope", *common]) == 2
-    assert "unknown suite 'nope'; valid: cpu, full, smoke" in capsys.readouterr().out
+    assert "unknown suite 'nope'; valid: cpu, decisive, full, smoke" in capsys.readouterr().out
     assert bench.main(["--suite", "full", "--dry-run", *common]) == 0
     full = capsys.readouterr().out
     assert "10 test instances" in full and "expected device time" in full and "pbt" in full and "oracle" in full

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 import bench
-from bench import executors
+from bench import cluster, executors
 from bench.suites import DEBUG_INSTANCES
 from sttrl import extras
 
@@ -31,7 +31,7 @@ KEYS = (
 
 
 def test_ray_executor_matches_local(make_config, tmp_path):
-    had_token = executors.AUTH_TOKEN.exists()
+    had_token = cluster.AUTH_TOKEN.exists()
     before = set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*"))
     # a test instance drawn in, a budget in samples, and the schedule controller's own config: the worker
     # builds every run's config as the local executor does
@@ -50,7 +50,7 @@ def test_ray_executor_matches_local(make_config, tmp_path):
     )
     assert [r["status"] for r in ray["runs"]] == ["finished", "finished"], ray["runs"]
     assert [[r[k] for k in KEYS] for r in ray["runs"]] == [[r[k] for k in KEYS] for r in local["runs"]]
-    assert executors.AUTH_TOKEN.exists() == had_token
+    assert cluster.AUTH_TOKEN.exists() == had_token
     assert set(glob.glob(f"{tempfile.gettempdir()}/sttrl-ray-*")) == before
 
 
@@ -83,6 +83,6 @@ def test_two_clusters_one_after_another_in_one_process():
 
     before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
     for _ in range(2):
-        with executors.ray_cluster(num_cpus=1) as ray:
-            assert ray.get(ray.remote(lambda: 2).remote()) == 2
+        with cluster.ray_cluster(num_cpus=1) as connected:
+            assert connected.get(connected.remote(lambda: 2).remote()) == 2
     assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before

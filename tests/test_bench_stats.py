@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import bench
@@ -52,10 +53,47 @@ def test_curve_auc_and_min_detectable_by_hand():
     # log y = 0, -1, -2 at x = 0, 2, 4, held at -2 until 6: (-1 - 3 - 4) / 6
     assert stats.curve_auc([0, 2, 4], [1.0, math.e**-1, math.e**-2], end=6) == pytest.approx(-8 / 6)
     assert stats.curve_auc([0], [0.5]) == pytest.approx(math.log(0.5))
-    # the issue's figures: paired SD 0.019 -> about 0.05 detectable at n=3, about 0.02 at n=10
-    assert stats.min_detectable(0.019, 3) == pytest.approx(0.0588, abs=1e-3)
-    assert stats.min_detectable(0.019, 10) == pytest.approx(0.0189, abs=1e-3)
-    assert stats.min_detectable(0.019, 1) is None
+    assert stats.min_detectable(0.019, 1) is None and stats.min_detectable(0.0, 5) == 0.0
+
+
+def test_min_detectable_is_exact_noncentral_t_with_holm():
+    # one comparison: the paired t-test's MDE in SDs (the simulation below checks such a value)
+    assert stats.min_detectable(1.0, 10) == pytest.approx(0.9960, abs=1e-3)
+    assert stats.min_detectable(1.0, 20) == pytest.approx(0.6604, abs=1e-3)
+    assert stats.power_paired_t(stats.min_detectable(1.0, 10), 10) == pytest.approx(0.8)
+    # Holm over 6 contestants: a comparison must pass alpha / 6, so the MDE grows
+    assert stats.min_detectable(1.0, 10, comparisons=6) == pytest.approx(1.3714, abs=1e-3)
+    assert stats.min_detectable(0.05, 10, comparisons=6) == pytest.approx(0.05 * 1.3714, abs=1e-4)
+    # issue 25: paired SD 0.042-0.100 -> 18-90 instances to detect 0.03 (alpha 0.05, one comparison)
+    assert (stats.instances_needed(0.042, 0.03), stats.instances_needed(0.1, 0.03)) == (18, 90)
+    assert (stats.instances_needed(0.042, 0.03, comparisons=6), stats.instances_needed(0.1, 0.03, comparisons=6)) == (
+        28,
+        139,
+    )
+    # a seeded simulation agrees: paired t-tests at the MDE reject H0 in ~80 % of 40,000 draws (n=6, Holm over 3)
+    from scipy.stats import t
+
+    n, m = 6, 3
+    effect = stats.min_detectable(1.0, n, comparisons=m)
+    x = np.random.default_rng(7).normal(effect, 1.0, size=(40_000, n))
+    tstat = x.mean(axis=1) / (x.std(axis=1, ddof=1) / np.sqrt(n))
+    assert abs((np.abs(tstat) > t.ppf(1 - 0.05 / m / 2, n - 1)).mean() - 0.8) < 0.01
+
+
+def test_pairs_per_instance_and_replicate_averaged_per_instance():
+    # instance 0 has two replicates (data-order seeds shared by both controllers), instance 1 one
+    by = {
+        "schedule": {(0, 0): 0.50, (0, 1): 0.40, (1, 0): 0.60},
+        "rule": {(0, 0): 0.45, (0, 1): 0.41, (1, 0): 0.50, (1, 1): 0.2},  # (1, 1) has no partner: not paired
+    }
+    out = stats.paired(by, "schedule")
+    rule = out["rule"]
+    assert rule["n_pairs"] == 2 and rule["n_replicate_pairs"] == 3
+    assert rule["diffs"] == {"0": pytest.approx((-0.05 + 0.01) / 2), "1": pytest.approx(-0.10)}
+    assert rule["diff_mean"] == pytest.approx((-0.02 - 0.10) / 2)
+    assert rule["min_detectable"] == pytest.approx(stats.min_detectable(rule["diff_sd"], 2))
+    assert out["schedule"]["mean"] == pytest.approx((0.45 + 0.60) / 2)  # an instance's outcome: its replicates' mean
+    assert out["rule"]["mean"] == pytest.approx((0.43 + 0.35) / 2)
 
 
 def test_paired_against_a_reference_with_regret_and_claims():

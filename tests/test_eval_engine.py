@@ -54,8 +54,9 @@ def _silent(features, max_new_tokens):  # decodes nothing: every hypothesis is e
     return [[] for _ in range(features.shape[0])]
 
 
-def _evaluate(cfg, store, device):
-    return evaluate(store, device, batch_size=cfg.train.eval_batch_size, decode=_silent, engine="fake_silent")
+def _evaluate(cfg, store, device, per_utterance=False):
+    return evaluate(store, device, batch_size=cfg.train.eval_batch_size, decode=_silent, engine="fake_silent",
+                    per_utterance=per_utterance)
 
 
 ENGINE = Engine("fake_silent", "a test double that decodes nothing", _evaluate)

@@ -6,6 +6,7 @@ lookahead, bench), instance sets, the policy section and what a sink URL may hol
 from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
+    absolute_paths,
     add_config_arguments,
     available_presets,
     config_from_dict,
@@ -41,6 +42,7 @@ __all__ = [
     "RewardConfig",
     "RunConfig",
     "TrainConfig",
+    "absolute_paths",
     "add_config_arguments",
     "available_presets",
     "config_from_dict",

@@ -125,3 +125,10 @@ class BenchConfig(Strict):
         ge=1,
         description="pbt: members training at once (null: as the Ray cluster's CPUs allow, run.threads each).",
     )
+    replicates: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Runs per controller x instance, each on the data-order seed every controller "
+        "shares (bench/replicates.py); pairs are formed per (instance, replicate).",
+    )

@@ -339,6 +339,11 @@ class RunConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype (bf16 autocast on CUDA).")
     threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads; null = torch's default.")
+    deterministic: bool = Field(
+        True,
+        description="torch's deterministic algorithms (sttrl/train/device.py): identical decisions give "
+        "bit-identical numbers with several CPU threads too; false trades that for kernels that may be faster.",
+    )
     # Trajectories outward (sttrl.outward.sinks, sttrl.outward.tracking): see README "Sinks" and "Experiment tracking".
     sink: str | None = Field(
         None,

@@ -36,7 +36,7 @@ from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, block_name, final_file_hashes, new_run_id
 from sttrl.train.blocks import BlockResult, Hyperparams, StepInfo
 from sttrl.train.checkpoint import read_checkpoint_record
-from sttrl.train.device import resolve_device, seed_everything
+from sttrl.train.device import deterministic, resolve_device, seed_everything
 from sttrl.train.faults import ensure_writable_dir
 from sttrl.train.features import FeatureStore, feature_cache_dir
 from sttrl.train.memory import limit_arenas, release_memory, torch_thread
@@ -70,6 +70,7 @@ class EpisodeRuntime:
         cfg = self.cfg
         if cfg.run.threads:
             torch.set_num_threads(cfg.run.threads)
+        deterministic(cfg.run.deterministic)  # bit-reproducible episodes (see sttrl.train.device)
         seed_everything(cfg.run.seed)
         self.device = resolve_device(cfg.run.device)
         self.progress = progress

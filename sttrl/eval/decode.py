@@ -41,6 +41,28 @@ def error_rates(references: list[str], hypotheses: list[str]) -> tuple[float, fl
     return float(wer), float(cer)
 
 
+def utterance_errors(ids: list[str], references: list[str], hypotheses: list[str]) -> list[dict]:
+    """Per utterance, after normalization: reference words and characters and the edit errors (substitutions,
+    deletions, insertions) of each; utterances whose reference is empty are left out, as in :func:`error_rates`.
+    Their sums give the corpus WER and CER: ``sum(word_errors) / sum(words)``."""
+    out = []
+    for uid, ref, hyp in zip(ids, references, hypotheses, strict=True):
+        r, h = normalize_text(ref), normalize_text(hyp)
+        if not r:
+            continue
+        w, c = jiwer.process_words(r, h), jiwer.process_characters(r, h)
+        out.append(
+            {
+                "id": uid,
+                "words": len(r.split()),
+                "word_errors": w.substitutions + w.deletions + w.insertions,
+                "chars": len(r),
+                "char_errors": c.substitutions + c.deletions + c.insertions,
+            }
+        )
+    return out
+
+
 # A batch decoder: (log-mel features (B, mels, frames) on the CPU, max new tokens) -> token ids per utterance.
 DecodeBatch = Callable[[torch.Tensor, int], list[list[int]]]
 
@@ -79,7 +101,8 @@ def transcribe(
                     do_sample=False,
                     **loaded.generate_kwargs,
                 )
-            for k, text in zip(ks, loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
+            texts = loaded.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            for k, text in zip(ks, texts, strict=True):
                 out[k] = text
     finally:
         model.train(was_training)
@@ -95,11 +118,13 @@ def evaluate(
     decode: DecodeBatch | None = None,
     engine: str = "transformers",
     convert_seconds: float = 0.0,
+    per_utterance: bool = False,
 ) -> EvalResult:
     """WER/CER of the model on the first ``max_utterances`` of ``store`` (all by default).
 
     ``decode``/``engine``: another batch decoder and its name (see sttrl.eval.engines); ``convert_seconds``
-    (already spent preparing it) is added to the reported time."""
+    (already spent preparing it) is added to the reported time. ``per_utterance``: also each utterance's errors
+    (:func:`utterance_errors`) in ``EvalResult.utterances``."""
     n = len(store) if max_utterances is None else min(max_utterances, len(store))
     indices = list(range(n))
     max_new = max_new_tokens(store)
@@ -111,7 +136,10 @@ def evaluate(
     examples = [
         {"id": store.utterances[i].uid, "reference": refs[i], "hypothesis": hyps[i]} for i in indices[:n_examples]
     ]
-    return EvalResult(wer, cer, n, seconds, n / seconds if seconds > 0 else 0.0, examples, engine, convert_seconds)
+    res = EvalResult(wer, cer, n, seconds, n / seconds if seconds > 0 else 0.0, examples, engine, convert_seconds)
+    if per_utterance:
+        res.utterances = utterance_errors([store.utterances[i].uid for i in indices], refs, hyps)
+    return res
 
 
 def max_new_tokens(store: FeatureStore) -> int:

@@ -22,9 +22,13 @@ class EvalResult:
     # None: WER and CER were measured on this evaluation's model. A block number: they are carried from the
     # evaluation after that block (env.eval_every decodes only every k-th block; the loss is measured every block).
     wer_block: int | None = None
+    # per utterance {"id", "words", "word_errors", "chars", "char_errors"} when asked for (the judge); not in to_dict
+    utterances: list[dict] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        del out["utterances"]  # written by the judge to a file of its own, never into caches or graph state
+        return out
 
     def wer_measured_after(self, block: int) -> int:
         """The block whose model the WER was measured on, for this evaluation of block ``block``."""

@@ -28,7 +28,7 @@ from sttrl.io import atomic_write_json, read_jsonl
 from sttrl.judge.integrity import check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
 from sttrl.quiet import quiet
-from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY, final_file_hashes
+from sttrl.rundir import JUDGE_REPORT, JUDGE_UTTERANCES, RUN_RECORD, TRAJECTORY, final_file_hashes
 from sttrl.train.device import resolve_device
 from sttrl.train.features import FeatureStore, feature_cache_dir
 from sttrl.train.memory import limit_arenas, torch_thread
@@ -153,8 +153,9 @@ def _score(
         hidden = hidden[: cfg.data.max_hidden_utterances]
     store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))
     t0 = time.perf_counter()
-    res = evaluate_with(cfg, store, device, engine)
+    res = evaluate_with(cfg, store, device, engine, per_utterance=True)
     return {
+        "utterances": res.utterances,  # per-utterance errors: a file of their own, not the report
         "wer": res.wer,
         "cer": res.cer,
         "n_utterances": res.n,
@@ -209,14 +210,19 @@ def judge(
         checks[k]["passed"] for k in ("record_authentic", "checkpoint_present", "hash_matches_record")
     )
     passed_all = all(c["passed"] for c in checks.values())
+    utterances = None
     if verified:  # the weights are the run's own: measure them (trusted only when every check passed)
         measured = _score(run_dir, record, cfg, engine, progress, hf_token, split)
+        utterances = measured.pop("utterances")
         score = float(min(100.0, max(0.0, 100.0 * (1.0 - measured["wer"])))) if passed_all else 0.0
         report.update(scored=passed_all, score=score, **measured)
     report["split"] = split
     report["passed_all_checks"] = passed_all
     if write:
         atomic_write_json(run_dir / (JUDGE_REPORT if split == "test" else f"judge-{split}.json"), report)
+        if utterances is not None:  # next to the report: two runs compare on the same utterances
+            name = JUDGE_UTTERANCES if split == "test" else f"judge-utterances-{split}.json"
+            atomic_write_json(run_dir / name, {"run_id": record["run_id"], "split": split, "utterances": utterances})
     return report
 
 

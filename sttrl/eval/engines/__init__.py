@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # types only: the registry is read at config time, which stay
     from sttrl.eval.result import EvalResult
     from sttrl.train.features import FeatureStore
 
-EvaluateFn = Callable[["Config", "FeatureStore", "torch.device"], "EvalResult"]
+EvaluateFn = Callable[..., "EvalResult"]  # (cfg, store, device, per_utterance=False)
 LabelFn = Callable[["Config", "torch.device"], str]
 
 
@@ -65,6 +65,9 @@ def engine_label(cfg: Config, device: torch.device) -> str:
     return get(cfg.train.eval_engine).label_for(cfg, device)
 
 
-def evaluate_with(cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None) -> EvalResult:
-    """Evaluate ``store`` with the configured engine (or ``engine``): the one call of the runtime and the judge."""
-    return get(engine or cfg.train.eval_engine).evaluate(cfg, store, device)
+def evaluate_with(
+    cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None, per_utterance: bool = False
+) -> EvalResult:
+    """Evaluate ``store`` with the configured engine (or ``engine``): the one call of the runtime and the judge
+    (``per_utterance``: each utterance's errors too, see :func:`sttrl.eval.decode.evaluate`)."""
+    return get(engine or cfg.train.eval_engine).evaluate(cfg, store, device, per_utterance=per_utterance)

@@ -170,13 +170,14 @@ def _label(cfg: Config, device: torch.device) -> str:
     return f"ct2/{ct2_compute_type(cfg.train.eval_compute_type, device)}"
 
 
-def _evaluate(cfg: Config, store: FeatureStore, device: torch.device) -> EvalResult:
+def _evaluate(cfg: Config, store: FeatureStore, device: torch.device, per_utterance: bool = False) -> EvalResult:
     ct = load_ct2(store.loaded, device, cfg.train.eval_compute_type, cfg.run.threads)
     return evaluate(
         store,
         device,
         batch_size=cfg.train.eval_batch_size,
         n_examples=cfg.train.example_transcripts,
+        per_utterance=per_utterance,
         decode=ct.decode,
         engine=f"ct2/{ct.compute_type}",
         convert_seconds=ct.convert_seconds,

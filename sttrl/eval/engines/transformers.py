@@ -11,8 +11,14 @@ from sttrl.eval.result import EvalResult
 from sttrl.train.features import FeatureStore
 
 
-def _evaluate(cfg: Config, store: FeatureStore, device: torch.device) -> EvalResult:
-    return evaluate(store, device, batch_size=cfg.train.eval_batch_size, n_examples=cfg.train.example_transcripts)
+def _evaluate(cfg: Config, store: FeatureStore, device: torch.device, per_utterance: bool = False) -> EvalResult:
+    return evaluate(
+        store,
+        device,
+        batch_size=cfg.train.eval_batch_size,
+        n_examples=cfg.train.example_transcripts,
+        per_utterance=per_utterance,
+    )
 
 
 ENGINE = Engine("transformers", "transformers generate(), greedy, on the training device", _evaluate)
