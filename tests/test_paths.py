@@ -13,6 +13,9 @@ from sttrl.rundir import TRAJECTORY
 IGNORED = {"timings", "source", "time"}  # wall-clock facts, and the label of who decided
 
 
+TIMINGS = {"seconds", "samples_per_s", "utterances_per_s", "convert_seconds", "loss_seconds"}
+
+
 def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
 
@@ -62,8 +65,8 @@ def test_env_and_graph_write_identical_trajectories(controller, seed, data_cache
         a, b = _without(a, IGNORED | {"run_id"}), _without(b, IGNORED | {"run_id"})
         for key in sorted(set(a) | set(b)):
             if key in ("train", "eval"):  # measured seconds and throughputs differ between two runs
-                a_k = _without(a[key] or {}, {"seconds", "samples_per_s", "utterances_per_s", "convert_seconds"})
-                b_k = _without(b[key] or {}, {"seconds", "samples_per_s", "utterances_per_s", "convert_seconds"})
+                a_k = _without(a[key] or {}, TIMINGS)
+                b_k = _without(b[key] or {}, TIMINGS)
                 assert a_k == b_k, f"step {a['step']} field {key}"
             else:
                 assert a[key] == b[key], f"step {a['step']} field {key}: {a[key]!r} != {b[key]!r}"
