@@ -143,7 +143,7 @@ class Spent:
 
 def probe(rt: EpisodeRuntime, progress: episode.Progress, action: str, probe_dir: Path) -> dict[str, Any]:
     """Train ``action``'s probe from block ``progress.step``'s checkpoint; its checkpoint goes to ``probe_dir``."""
-    from sttrl.train.trainer import read_checkpoint_record  # torch: loaded when a probe runs
+    from sttrl.train.checkpoint import read_checkpoint_record  # torch: loaded when a probe runs
 
     pend = episode.pending(progress, Decided(Action(action), "probe", SOURCE), rt.cfg)
     hp = pend.hp
