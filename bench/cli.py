@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None, agent_factory: AgentFactory | None = Non
     try:
         doc = _bench(args, agent_factory, console)
     except SttrlError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)  # one line, never wrapped
         return 2
     except KeyboardInterrupt:
         console.print(
