@@ -1,7 +1,8 @@
 """One typed config tree (:mod:`sttrl.config.schema`), read from presets, files and ``--set`` overrides
 (:mod:`sttrl.config.load`); the sections that have a module of their own: instance sets, the policy
-section and what a sink URL may hold. Secrets never enter a config (:func:`secret` reads them)."""
+section, the block cache and what a sink URL may hold. Secrets never enter a config (:func:`secret` reads them)."""
 
+from sttrl.config.cache import CacheConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
     add_config_arguments,
@@ -31,6 +32,7 @@ __all__ = [
     "PRESET_DIR",
     "AgentConfig",
     "BenchConfig",
+    "CacheConfig",
     "Config",
     "DataConfig",
     "EnvConfig",

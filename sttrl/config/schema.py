@@ -1,4 +1,4 @@
-"""One typed config tree for sttrl: model, data, train, env (reward), run, agent, bench, lookahead, policy.
+"""One typed config tree for sttrl: model, data, train, env (reward), run, agent, bench, lookahead, policy, cache.
 
 Presets live in ``sttrl/presets/<name>.yaml`` as partial overrides of the defaults below.
 ``load_config`` merges, in order: defaults, a preset, a YAML/JSON file, dotted ``key=value``
@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sttrl.config.cache import CacheConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.policy import PolicyConfig
 from sttrl.config.sink_url import check_sink_settings
@@ -101,7 +102,8 @@ class DataConfig(_Strict):
         0,
         ge=0,
         le=2**31 - 1,
-        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one dataset.",
+        description="Seed of the corpus, voices, speeds and noise; separate from run.seed so all runs share one "
+        "dataset.",
     )
     voices: list[str] = Field(
         default_factory=lambda: ["sw", "sw+m1", "sw+m2", "sw+m3", "sw+m4", "sw+f1", "sw+f2", "sw+f3", "sw+f4"],
@@ -347,8 +349,8 @@ class RunConfig(_Strict):
 
 
 class LookaheadConfig(_Strict):
-    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block checkpoint,
-    keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
+    """The ``lookahead`` controller (sttrl.control.lookahead): probe candidate actions from the current block
+    checkpoint, keep the best, continue from its probe. Every probe sample counts against the episode's budget."""
 
     candidates: list[str] = Field(
         default_factory=lambda: ["lr_up", "lr_down", "batch_up", "batch_down", "freeze_more", "freeze_less", "keep"],
@@ -432,6 +434,7 @@ class Config(_Strict):
     bench: BenchConfig = Field(default_factory=BenchConfig)
     lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _check_instances(self) -> Config:

@@ -4,6 +4,7 @@ training block and a real validation evaluation of a Whisper model."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sttrl.env.actions import Action, parse_action
 from sttrl.env.decision import Decided
 from sttrl.env.episode import Episode, Progress
 from sttrl.env.runtime import EpisodeRuntime
+from sttrl.errors import ConfigError
 from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY, new_run_id
 from sttrl.train.blocks import STATUSES
@@ -40,7 +42,8 @@ class SttEnv(gym.Env):
     A ``Dict`` of float32 arrays of shape (1,): ``lr``, ``batch_size``, ``grad_accum``, ``freeze_layers``,
     ``train_loss`` (mean loss of the last block; at reset, the loss on the next batch), ``wer`` and ``cer``
     (validation), ``best_wer``, ``memory_gb`` (training-memory peak of the last block: CUDA allocated, or on CPU
-    the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``.
+    the parameters, gradients, optimizer state and saved activations; the device is in ``info``), and Discrete
+    ``status`` (0 ok, 1 oom, 2 nan, 3 diverged), ``step``, ``steps_left``.
     ``info["observation"]`` holds the same as plain JSON with the device (``sttrl.env.episode.Observation``).
 
     Each step runs ``sttrl.env.episode`` (the same phases the LangGraph episode runs as nodes), so the two
@@ -66,8 +69,11 @@ class SttEnv(gym.Env):
         progress: bool = False,
         source: str = "policy",
         hf_token: str | None = None,
+        data: SpeechData | None = None,
     ) -> None:
-        """``hf_token``: resolved by the caller (an entry point) for hub models and data; never stored on disk."""
+        """``hf_token``: resolved by the caller (an entry point) for hub models and data; never stored on disk.
+        ``data``: the train and validation utterances of ``config.data``, when the caller already built them (many
+        environments in one process share them); otherwise built at the first reset."""
         self.cfg = load_config(config) if isinstance(config, str) else config
         self._run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
@@ -93,7 +99,8 @@ class SttEnv(gym.Env):
             }
         )
         self._hf_token = hf_token
-        self._data: SpeechData | None = None
+        self._data: SpeechData | None = data
+        self._data_cfg = self.cfg.data if data is not None else None
         self.runtime: EpisodeRuntime | None = None
         self.episode: Episode | None = None
         self._done = False
@@ -223,6 +230,16 @@ class SttEnv(gym.Env):
         return self._obs(), float(rec.reward), out.terminated, out.truncated, info
 
 
-def make_env(preset_or_config: str | Config = "cpu", **kwargs: Any) -> SttEnv:
-    """Build an SttEnv from a preset name or a Config."""
-    return SttEnv(preset_or_config, **kwargs)
+def make_env(
+    preset: str | Config = "cpu",
+    overrides: Sequence[str] = (),
+    config_file: str | Path | None = None,
+    **kwargs: Any,
+) -> SttEnv:
+    """An SttEnv from a preset name (or a Config), an optional YAML/JSON file and dotted ``key=value`` overrides; the
+    entry point of ``gymnasium.make("sttrl/Whisper-v0", preset=..., overrides=[...])``. ``kwargs`` go to SttEnv."""
+    if isinstance(preset, Config):
+        if overrides or config_file:
+            raise ConfigError("make_env: give overrides and config_file with a preset name, not with a Config")
+        return SttEnv(preset, **kwargs)
+    return SttEnv(load_config(preset, config_file, list(overrides)), **kwargs)
