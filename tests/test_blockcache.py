@@ -84,7 +84,8 @@ def test_lookahead_probes_and_blocks_come_from_the_cache_on_a_rerun(make_config,
     _same_numbers(first["records"], again["records"])
     rows = [json.loads(x) for x in (tmp_path / "la2" / LOG).read_text().splitlines()]
     first_rows = [json.loads(x) for x in (tmp_path / "la1" / LOG).read_text().splitlines()]
-    assert [[p["losses"] for p in r["probes"]] for r in rows] == [[p["losses"] for p in r["probes"]] for r in first_rows]
+    probe_losses = lambda rs: [[p["losses"] for p in r["probes"]] for r in rs]
+    assert probe_losses(rows) == probe_losses(first_rows)
     assert all("[cached block" in r["train"]["note"] for r in again["records"])
 
 

@@ -105,7 +105,7 @@ def test_different_action_sequences_end_apart(make_config):
     # the first optimizer step of both runs starts from the same weights and batch: the loss is equal;
     # every later step differs because the lower learning rate moved the weights less
     assert runs["lr_down"][0][0] == runs["keep"][0][0]
-    assert all(a != b for a, b in zip(runs["lr_down"][0][1:], runs["keep"][0][1:]))
+    assert all(a != b for a, b in zip(runs["lr_down"][0][1:], runs["keep"][0][1:], strict=True))
 
 
 def test_gymnasium_make_builds_the_registered_env_and_check_env_passes(make_config, data_cache, tmp_path):
