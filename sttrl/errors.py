@@ -50,3 +50,8 @@ class SinkError(SttrlError):
 
 class ForkError(SttrlError):
     """A fork that cannot be made: unknown thread, step outside its history, action not enabled, id taken."""
+
+
+class SessionError(SttrlError):
+    """An outside session (an OpenEnv client, a TRL rollout) asked for what its episode cannot do now: a step before
+    a reset or after the end, a judge before the end, a taken episode id."""
