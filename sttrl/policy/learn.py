@@ -3,9 +3,10 @@
     python -m sttrl.learn --stage sft  --data teacher.jsonl --model local:smollm2-135m --out runs/policy-sft
     python -m sttrl.learn --stage rloo --data teacher.jsonl --model runs/policy-sft --out runs/policy-rloo
     python -m sttrl.learn --stage episodes --model runs/policy-rloo --out runs/policy-episodes
+    python -m sttrl.learn --stage grpo --model local:smollm2-135m --out runs/policy-grpo   (TRL, the trl extra)
 
 ``--data`` (repeatable): teacher files (python -m sttrl.teacher), episode trajectories or run directories (the
-``episodes`` stage runs its own episodes in the environment instead).
+``episodes`` and ``grpo`` stages run their own episodes in the environment instead).
 ``--model``: ``local:NAME`` or a bare name/directory (sttrl.llm.local: smollm2-135m, a model directory, a .gguf).
 The config (``--preset``, ``--policy-preset``, ``--config``, ``--set policy.x=y``) must match the episodes the
 controller will decide (the prompt shows env and train settings). The directory is written under a temporary
@@ -25,6 +26,7 @@ from typing import Any
 
 from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.llm.local import serializable
 from sttrl.policy.controller import META_FILE
 from sttrl.policy.settings import policy_presets
 
@@ -32,18 +34,18 @@ from sttrl.policy.settings import policy_presets
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sttrl.learn",
-        description="Train a learned controller's stage (sft | rloo | dpo | episodes) into a model directory.",
+        description="Train a learned controller's stage (sft | rloo | dpo | episodes | grpo) into a model directory.",
     )
     add_config_arguments(p)
     p.add_argument("--policy-preset", choices=policy_presets(), help="policy section preset (sttrl/presets/policy)")
-    p.add_argument("--stage", choices=("sft", "rloo", "dpo", "episodes"), help="policy.stage (default: the config's)")
+    p.add_argument("--stage", choices=ALL_STAGES, help="policy.stage (default: the config's)")
     p.add_argument(
         "--data",
         action="append",
         default=[],
         metavar="PATH",
         help="teacher JSONL, trajectory.jsonl, run directory or folder of them (repeatable; "
-        "the episodes stage runs its own episodes and needs none)",
+        "the episodes and grpo stages run their own episodes and need none)",
     )
     p.add_argument("--model", required=True, metavar="local:NAME|DIR", help="the starting model")
     p.add_argument(
@@ -53,14 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serializable(model: Any) -> Any:
-    """A model loaded from GGUF holds de-quantized float32 weights but keeps transformers' GGUF marker, which
-    refuses ``save_pretrained``: drop the marker (the weights are saved as they are, in safetensors)."""
-    if type(getattr(model, "hf_quantizer", None)).__name__ == "GgufHfQuantizer":
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    return model
+ALL_STAGES = ("sft", "rloo", "dpo", "episodes", "grpo")
+LIVE_STAGES = ("episodes", "grpo")  # run their own episodes: no --data
+
+
+def live_stage(stage: str) -> Any:
+    """The training function of a stage that runs episodes: ``episodes`` (sttrl.policy.episodes) or ``grpo``
+    (sttrl.policy.grpo, which needs the trl extra)."""
+    if stage == "episodes":
+        from sttrl.policy.episodes import train_episodes  # torch: loaded once the command line is valid
+
+        return train_episodes
+    try:
+        from sttrl.policy.grpo import train_grpo  # TRL: the trl extra, loaded only for this stage
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the grpo stage needs {exc.name}: pip install 'sttrl[trl]'") from None
+    return train_grpo
 
 
 def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print) -> dict[str, Any]:
@@ -69,14 +79,13 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
 
     from sttrl.llm.local import load_model, resolve_model
     from sttrl.policy.data import load_rows
-    from sttrl.policy.episodes import train_episodes
     from sttrl.policy.stages import STAGES, Learner, stage_items
 
     stage = cfg.policy.stage
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new directory")
     ds = None
-    if stage != "episodes":
+    if stage not in LIVE_STAGES:
         if not data:
             raise ConfigError(f"stage {stage} needs --data (teacher files, trajectories or run directories)")
         ds = load_rows(data, cfg)
@@ -96,7 +105,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
         on_line(f"training the top {cfg.policy.train_top_layers} decoder layers and the final norm: {n:,} parameters")
     learner = Learner(loaded, cfg)
     t0 = time.perf_counter()
-    (train_episodes if stage == "episodes" else STAGES[stage])(
+    (STAGES[stage] if stage in STAGES else live_stage(stage))(
         learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items()))
     )
     meta = {
@@ -112,7 +121,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _serializable(loaded.model.to("cpu")).save_pretrained(tmp)
+        serializable(loaded.model.to("cpu")).save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)
