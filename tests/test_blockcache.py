@@ -116,3 +116,17 @@ def test_every_part_of_the_address_changes_the_key(field):
     base = {"parent": "p", "hp": {"lr": 1e-3}, "cursor": 0, "seed": 0, "steps": 2, "context": "c"}
     other = dict(base, **{field: {"lr": 2e-3} if field == "hp" else (1 if isinstance(base[field], int) else "q")})
     assert block_key(**base) != block_key(**other)
+
+
+def test_the_cache_rollouts_benchmark_runs_quick(data_cache, tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cache_rollouts.py"
+    out = tmp_path / "cache_rollouts.json"
+    cmd = [sys.executable, str(script), "--quick", "--out", str(out), "--set", f"data.cache_dir={data_cache}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    summary = json.loads(out.read_text())["summary"]
+    assert all(summary[m]["exact"] for m in ("no-cache", "cache", "cache-warm"))
+    assert summary["cache-warm"]["blocks_trained"]["median"] == 0
+    assert summary["cache"]["blocks_trained"]["median"] <= summary["no-cache"]["blocks_trained"]["median"]
