@@ -17,6 +17,7 @@ log). Bad input is one line naming the field or file, exit 2. Then: ``python -m 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -59,18 +60,25 @@ ALL_STAGES = ("sft", "rloo", "dpo", "episodes", "grpo")
 LIVE_STAGES = ("episodes", "grpo")  # run their own episodes: no --data
 
 
-def live_stage(stage: str) -> Any:
-    """The training function of a stage that runs episodes: ``episodes`` (sttrl.policy.episodes) or ``grpo``
-    (sttrl.policy.grpo, which needs the trl extra)."""
+TRL_STAGES = {"dpo": "sttrl.policy.trl_dpo", "grpo": "sttrl.policy.grpo"}  # TRL's trainers: the trl extra
+
+
+def stage_function(stage: str) -> Any:
+    """The training function of ``stage``: ``sft`` and ``rloo`` (sttrl.policy.stages), ``episodes``
+    (sttrl.policy.episodes), ``dpo`` and ``grpo`` through TRL (sttrl.policy.trl_dpo, sttrl.policy.grpo)."""
+    from sttrl.policy.stages import STAGES  # torch: loaded once the command line is valid
+
+    if stage in STAGES:
+        return STAGES[stage]
     if stage == "episodes":
-        from sttrl.policy.episodes import train_episodes  # torch: loaded once the command line is valid
+        from sttrl.policy.episodes import train_episodes  # torch, as above
 
         return train_episodes
     try:
-        from sttrl.policy.grpo import train_grpo  # TRL: the trl extra, loaded only for this stage
+        module = importlib.import_module(TRL_STAGES[stage])
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"the grpo stage needs {exc.name}: pip install 'sttrl[trl]'") from None
-    return train_grpo
+        raise ConfigError(f"the {stage} stage trains with TRL and needs {exc.name}: pip install 'sttrl[trl]'") from None
+    return getattr(module, f"train_{stage}")
 
 
 def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
 
     from sttrl.llm.local import load_model, resolve_model
     from sttrl.policy.data import load_rows
-    from sttrl.policy.stages import STAGES, Learner, stage_items
+    from sttrl.policy.stages import Learner, stage_items
 
     stage = cfg.policy.stage
     if out.exists():
@@ -90,6 +98,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
             raise ConfigError(f"stage {stage} needs --data (teacher files, trajectories or run directories)")
         ds = load_rows(data, cfg)
         stage_items(stage, ds, cfg)  # nothing to train on: say so before loading any model
+    train = stage_function(stage)  # a missing extra is one line before the model loads
     name = model.removeprefix("local:")
     torch.manual_seed(cfg.policy.seed)
     loaded = load_model(resolve_model(name), cache=False)  # a private copy: training changes it
@@ -105,9 +114,7 @@ def learn(cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print
         on_line(f"training the top {cfg.policy.train_top_layers} decoder layers and the final norm: {n:,} parameters")
     learner = Learner(loaded, cfg)
     t0 = time.perf_counter()
-    (STAGES[stage] if stage in STAGES else live_stage(stage))(
-        learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items()))
-    )
+    train(learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items())))
     meta = {
         "schema": "sttrl.policy/1",
         "stage": stage,
