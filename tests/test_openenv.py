@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from sttrl.openenv.client import SttrlEnvClient
 from sttrl.openenv.models import SttrlAction
@@ -60,13 +61,22 @@ def test_a_debug_episode_runs_to_its_judge_through_openenvs_client(server):
     records = [json.loads(x) for x in (run_dir / "trajectory.jsonl").read_text().splitlines()]
     assert [r["action"] for r in records] == ACTIONS and {r["source"] for r in records} == {"test"}
     assert [r["reward"] for r in records] == pytest.approx([r.reward for r in results[1:]])
+    # a fork: a new episode (thread) from this one's last checkpoint starts where it ended
+    with SttrlEnvClient(base_url=url).sync() as env:
+        fork = env.reset(seed=0, episode_id="thread-a-fork", start_from=state.checkpoint["path"])
+        assert fork.observation.global_step == last.observation.global_step
+        assert fork.observation.wer == pytest.approx(last.observation.wer)
+        with pytest.raises(RuntimeError, match="not a training checkpoint"):
+            env.reset(seed=0, start_from="/etc")
 
 
 def test_two_sessions_at_once_and_the_session_limit(server):
     url, _ = server
     clients = [SttrlEnvClient(base_url=url).sync().connect() for _ in range(2)]  # a session opens on connect
-    with pytest.raises(RuntimeError, match="CAPACITY_REACHED"), SttrlEnvClient(base_url=url).sync() as third:
-        third.reset(seed=0)  # --max-sessions 2
+    # a third session (--max-sessions 2): the server answers its connection with openenv's capacity error and closes
+    with connect(url.replace("http://", "ws://") + "/ws", open_timeout=30) as third:
+        frame = json.loads(third.recv(timeout=60))
+    assert frame["type"] == "error" and frame["data"]["code"] == "CAPACITY_REACHED"
     out: dict[str, tuple] = {}
     threads = [threading.Thread(target=lambda i=i: out.update({i: _episode(clients[i], f"pair-{i}")})) for i in (0, 1)]
     for t in threads:

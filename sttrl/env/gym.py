@@ -155,6 +155,9 @@ class SttEnv(gym.Env):
 
     # ----- Gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Start an episode. ``options``: ``instance`` (an ``env.instances`` seed other than the run seed),
+        ``run_id``/``run_dir`` (where it runs), ``start_from`` (a training checkpoint of another run: the episode
+        starts from its weights, optimizer, data cursor and step, :meth:`~sttrl.env.runtime.EpisodeRuntime.adopt`)."""
         super().reset(seed=seed)
         options = options or {}
         cfg = self.cfg
@@ -175,6 +178,8 @@ class SttEnv(gym.Env):
             cfg, run_dir, progress=self.progress, data=self._data, run_id=run_id, hf_token=self._hf_token
         )
         rt = self.runtime
+        if options.get("start_from"):  # a fork: this episode's block 0 is another run's training checkpoint
+            rt.adopt(Path(options["start_from"]))
         self._last_run_dir = rt.run_dir
         self.trajectory = Trajectory(rt.run_dir / TRAJECTORY)
         self.episode = Episode(rt)

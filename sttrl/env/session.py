@@ -79,10 +79,16 @@ class EpisodeSession:
     def run_id(self) -> str | None:
         return self.env.runtime.run_id if self.started and self.env.runtime is not None else None
 
-    def reset(self, seed: int | None = None, instance: int | None = None, run_id: str | None = None) -> dict[str, Any]:
+    def reset(
+        self,
+        seed: int | None = None,
+        instance: int | None = None,
+        run_id: str | None = None,
+        start_from: Path | None = None,
+    ) -> dict[str, Any]:
         """Start a new episode (closing the previous one): the starting observation. ``run_id`` (the thread id) names
         its run directory under ``root`` and must be new; ``instance`` draws from ``env.instances`` (default: the
-        seed)."""
+        seed); ``start_from``: a training checkpoint (another episode's :meth:`checkpoint`) the episode starts from."""
         from sttrl.env.gym import SttEnv  # torch: loaded when an episode starts, not when the server imports
 
         if run_id is not None and (not _RUN_ID.match(run_id) or (self.root / run_id).exists()):
@@ -93,6 +99,8 @@ class EpisodeSession:
         options: dict[str, Any] = {"run_id": run_id} if run_id else {}
         if instance is not None:
             options["instance"] = int(instance)
+        if start_from is not None:
+            options["start_from"] = str(start_from)
         _, info = self.env.reset(seed=seed, options=options)
         self.observation, self.total_reward, self.steps, self.end_reason, self.rewards = (
             info["observation"],

@@ -42,14 +42,25 @@ class SttrlEnvironment(Environment[SttrlAction, SttrlObservation, SttrlState]):
         self.report: dict[str, Any] | None = None
 
     def reset(
-        self, seed: int | None = None, episode_id: str | None = None, instance: int | None = None, **kwargs: Any
+        self,
+        seed: int | None = None,
+        episode_id: str | None = None,
+        instance: int | None = None,
+        start_from: str | None = None,
+        **kwargs: Any,
     ) -> SttrlObservation:
         """Start an episode: ``seed`` (the run seed; draws the instance), ``episode_id`` (the thread id and run
-        directory name, new), ``instance`` (an ``env.instances`` seed other than the run seed)."""
+        directory name, new), ``instance`` (an ``env.instances`` seed other than the run seed), ``start_from`` (a
+        fork: the ``checkpoint.path`` of an episode of this server, whose state the new episode starts from)."""
         if kwargs:
-            raise SessionError(f"reset takes seed, episode_id and instance; unknown: {sorted(kwargs)}")
+            raise SessionError(f"reset takes seed, episode_id, instance and start_from; unknown: {sorted(kwargs)}")
+        start = None
+        if start_from is not None:
+            start = Path(start_from).resolve()
+            if not start.is_relative_to(self.settings.root) or not (start / "state.json").is_file():
+                raise SessionError(f"start_from {start_from!r} is not a training checkpoint of this server's episodes")
         self.report = None
-        obs = self.session.reset(seed=seed, instance=instance, run_id=episode_id)
+        obs = self.session.reset(seed=seed, instance=instance, run_id=episode_id, start_from=start)
         return self._observation(obs, reward=None, done=False)
 
     def step(self, action: SttrlAction, timeout_s: float | None = None, **kwargs: Any) -> SttrlObservation:
