@@ -16,6 +16,7 @@ from typing import Any
 
 from sttrl.config import Config
 from sttrl.data import build_speech_data
+from sttrl.env.actions import parse_action
 from sttrl.env.decision import Decided
 from sttrl.errors import SessionError
 from sttrl.rundir import CHECKPOINTS
@@ -113,8 +114,6 @@ class EpisodeSession:
 
     def step(self, action: str, rationale: str = "", source: str | None = None) -> SessionStep:
         """Apply ``action`` (a name from ``env.actions``): train, evaluate and reward one block, or end at ``stop``."""
-        from sttrl.env.actions import parse_action
-
         if not self.started:
             raise SessionError("no episode in this session: reset first")
         if self.done:
@@ -149,7 +148,7 @@ class EpisodeSession:
     def judge(self) -> dict[str, Any]:
         """The judge's report on the hidden test split (written as the run's ``judge.json``); the episode must be
         over."""
-        from sttrl.judge.scoring import judge
+        from sttrl.judge.scoring import judge  # torch: the judge loads only when an episode is scored
 
         if not self.done:
             raise SessionError("the judge scores a finished episode: step until done (stop or budget)")

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
+    import uvicorn  # the ASGI server (the openenv extra), once the command line and config are valid
 
     root = (args.runs or Path(cfg.run.out_dir) / "openenv").resolve()
     settings = ServerSettings(cfg, root, judge=not args.no_judge, hf_token=secret("HF_TOKEN"))

@@ -21,18 +21,28 @@ each rollout's instance, actions and reward.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template, supports_tool_calling
+
 from sttrl.config import Config
+from sttrl.control.prompting import prompt_turns
+from sttrl.env.session import EpisodeSession
 from sttrl.errors import ConfigError
 from sttrl.llm.local import serializable
 from sttrl.policy.episodes import episode_config
 from sttrl.policy.stages import Learner
 from sttrl.policy.tools import Rollout, rollout_class
+from sttrl.policy.trl_common import train, training_arguments
+from sttrl.rundir import new_run_id
 
 ROLLOUTS = "rollouts.jsonl"
 
@@ -40,10 +50,6 @@ ROLLOUTS = "rollouts.jsonl"
 def prepare_tool_template(tok: Any) -> str:
     """Give ``tok`` a chat template TRL parses tool calls from: its own when TRL knows it (``"own"``), else Qwen2.5's
     ChatML template for a tokenizer with ChatML tokens (``"qwen2_5"``); a ConfigError otherwise."""
-    import copy
-
-    from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template, supports_tool_calling
-
     tok.padding_side = "left"
     if getattr(tok, "chat_template", None) and supports_tool_calling(tok):
         try:
@@ -64,9 +70,6 @@ def prepare_tool_template(tok: Any) -> str:
 def system_turn(cfg: Config, root: Path) -> dict[str, str]:
     """The system turn every rollout starts with (the action menu names the model's encoder layers, so one episode
     start measures them)."""
-    from sttrl.control.prompting import prompt_turns
-    from sttrl.env.session import EpisodeSession
-
     probe = EpisodeSession(cfg, root / "probe", source="grpo")
     try:
         obs = probe.reset(seed=cfg.run.seed)
@@ -96,19 +99,11 @@ class _LoggedRollout(Rollout):
 
 
 def _grpo_args(cfg: Config, out: Path, device: str) -> Any:
-    from trl import GRPOConfig
-
     p = cfg.policy
     sync = p.kl_coef > 0 and p.reference != "frozen"
     return GRPOConfig(
-        output_dir=str(out),
-        max_steps=p.steps,
         num_generations=p.k_samples,
-        per_device_train_batch_size=p.k_samples * p.batch_size,
         gradient_accumulation_steps=1,
-        learning_rate=p.lr,
-        weight_decay=p.weight_decay,
-        max_grad_norm=p.grad_clip if p.grad_clip is not None else 0.0,
         beta=p.kl_coef,
         sync_ref_model=sync,
         ref_model_mixup_alpha=p.ema_rate if p.reference == "ema" else 1.0,
@@ -120,15 +115,8 @@ def _grpo_args(cfg: Config, out: Path, device: str) -> Any:
         top_k=p.top_k or 0,
         max_completion_length=p.max_completion_tokens,
         max_tool_calling_iterations=cfg.env.max_actions,
-        seed=p.seed,
         shuffle_dataset=False,  # rows in order: instances cycle as in the episodes stage
-        gradient_checkpointing=False,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
+        **training_arguments(cfg, out, device, p.k_samples * p.batch_size),
     )
 
 
@@ -136,12 +124,6 @@ def train_grpo(
     lr: Learner, ds: Any = None, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:
     """GRPO on live episodes (see the module docstring); ``ds`` is not used."""
-    from datasets import Dataset
-    from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOTrainer
-
-    from sttrl.rundir import new_run_id
-
     cfg = episode_config(lr.cfg)
     p = cfg.policy
     prepare_tool_template(lr.tok)
@@ -160,18 +142,9 @@ def train_grpo(
         lr.model.config._name_or_path = str(root / "reference")
     cls = type("SttrlEpisode", (_LoggedRollout, rollout_class(cfg.env.actions)), {"log_path": root / ROLLOUTS})
 
-    class Log(TrainerCallback):
+    class StepOfRollouts(TrainerCallback):  # rollouts.jsonl names the optimizer step a rollout is scored for
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             cls.step = state.global_step + 1
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
-            if not logs or "train_runtime" in logs:
-                return
-            stats = {"step": float(state.global_step)}
-            stats.update({k: float(v) for k, v in logs.items() if isinstance(v, (int, float))})
-            lr.log.append(stats)
-            if on_step:
-                on_step(stats)
 
     device = str(next(lr.model.parameters()).device.type)
     with warnings.catch_warnings():
@@ -182,11 +155,9 @@ def train_grpo(
             args=_grpo_args(cfg, root / "trainer", device),
             train_dataset=Dataset.from_list(rows),
             environment_factory=lambda: cls(cfg, root / "rollouts", p.invalid_json_penalty),
-            callbacks=[Log()],
+            callbacks=[StepOfRollouts()],
         )
-    trainer.remove_callback(PrinterCallback)  # our Log callback reports each step once, in sttrl.learn's format
-    trainer.train()
+    log = train(trainer, lr, on_step)
     if trainer.chat_template:  # TRL trained with its prefix-preserving variant: the policy decides with it
         lr.tok.chat_template = trainer.chat_template
-    lr.model.eval()
-    return lr.log
+    return log

@@ -139,7 +139,7 @@ class ToolController:
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
         import torch  # the policy's forward pass; the module imports without torch
 
-        from sttrl.policy import core
+        from sttrl.policy import core  # torch, as above
 
         if not history:
             self._start = dict(observation)
