@@ -184,6 +184,6 @@ def test_the_rollout_class_as_trl_drives_it(make_config, tmp_path):
     assert "The episode has ended (budget)" in a.lr_down()
     with pytest.raises(SessionError, match="episode has ended"):
         a.keep()
-    records = a._session.env.trajectory.records()
-    assert a.get_reward() == pytest.approx(sum(r["reward"] for r in records))
+    records = a.outcome.records  # the episode ended: scored and its model freed at once
+    assert a._session.env is None and a.get_reward() == pytest.approx(sum(r["reward"] for r in records))
     assert b.get_reward() == pytest.approx(-cfg.policy.invalid_json_penalty)  # no tool called: the penalty

@@ -40,7 +40,7 @@ from sttrl.errors import ConfigError
 from sttrl.llm.local import serializable
 from sttrl.policy.episodes import episode_config
 from sttrl.policy.stages import Learner
-from sttrl.policy.tools import Rollout, rollout_class
+from sttrl.policy.tools import Outcome, Rollout, rollout_class
 from sttrl.policy.trl_common import train, training_arguments
 from sttrl.rundir import new_run_id
 
@@ -79,23 +79,19 @@ def system_turn(cfg: Config, root: Path) -> dict[str, str]:
 
 
 class _LoggedRollout(Rollout):
-    """A rollout that appends its instance, actions and reward to ``rollouts.jsonl`` when it is scored."""
+    """A rollout that appends its step, run id, instance, actions and reward to ``rollouts.jsonl`` once scored."""
 
     log_path: Path | None = None
     step = 0
 
-    def get_reward(self) -> float:
-        fresh = self._reward is None
-        session = self._session
-        records = session.env.trajectory.records() if fresh and session and session.started else []
-        run_id, instance = (session.run_id, session.env.runtime.cfg.env.instance) if records else (None, None)
-        reward = super().get_reward()
-        if fresh and self.log_path is not None:
-            row = {"step": type(self).step, "run_id": run_id, "instance": instance, "reward": reward}
-            row["actions"] = [r["action"] for r in records]
+    def _finish(self) -> Outcome:
+        out = super()._finish()
+        if self.log_path is not None:
+            row = {"step": type(self).step, "run_id": out.run_id, "instance": out.instance, "reward": out.reward}
+            row["actions"] = [r["action"] for r in out.records]
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
-        return reward
+        return out
 
 
 def _grpo_args(cfg: Config, out: Path, device: str) -> Any:

@@ -13,6 +13,7 @@ assistant turn, the template's own tokens), so every decision is a valid action.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,26 @@ def tool_call(action: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Outcome:
+    """A finished rollout: its return as the reward, the trajectory's records, the run id and the instance."""
+
+    reward: float
+    done: bool
+    records: list[dict[str, Any]]
+    run_id: str | None
+    instance: dict[str, Any] | None
+
+
 class Rollout:
-    """One GRPO rollout: an episode under ``root``; the subclass made by :func:`rollout_class` adds the tools."""
+    """One GRPO rollout: an episode under ``root``; the subclass made by :func:`rollout_class` adds the tools. The
+    episode's model is freed as soon as it ends (or when the rollout is scored), so a group holds only the episodes
+    still running."""
 
     def __init__(self, cfg: Config, root: Path | None, invalid_penalty: float = 1.0) -> None:
         self._cfg, self._root, self._penalty = cfg, root, invalid_penalty
         self._session: EpisodeSession | None = None
-        self._reward: float | None = None
+        self.outcome: Outcome | None = None
 
     def reset(self, instance: int | None = None, seed: int | None = None, **_: Any) -> str:
         """Start the rollout's episode at ``instance`` (from the dataset row; every rollout of a group gets the same
@@ -52,29 +66,38 @@ class Rollout:
         if self._session is not None:
             self._session.close(drop_checkpoints=True)
         self._session = EpisodeSession(self._cfg, self._root, source=ROLLOUT_SOURCE)
-        self._reward = None
+        self.outcome = None
         obs = self._session.reset(seed=seed, instance=instance)
         return prompt_turns(obs, [], self._cfg, answer="tools")[1]["content"]
 
     def _act(self, action: str) -> str:
         s = self._session
+        if self.outcome is not None:
+            raise SessionError("the episode has ended: do not call another tool")
         if s is None or not s.started:
             raise SessionError("no episode: the rollout was not reset")
-        if s.done:
-            raise SessionError(f"the episode has ended ({s.end_reason}): do not call another tool")
         s.step(action, source=ROLLOUT_SOURCE)
-        return tool_result(s.env.trajectory.records(), self._cfg)
+        records = s.env.trajectory.records()
+        if s.done:
+            self._finish()
+        return tool_result(records, self._cfg)
+
+    def _finish(self) -> Outcome:
+        """Score the episode (the invalid-answer penalty when it did not end) and free its model and checkpoints."""
+        s = self._session
+        if s is None or not s.started:
+            self.outcome = Outcome(-self._penalty, False, [], None, None)
+            return self.outcome
+        records, instance = s.env.trajectory.records(), s.env.runtime.cfg.env.instance
+        reward = s.total_reward - (0.0 if s.done else self._penalty)
+        self.outcome = Outcome(reward, s.done, records, s.run_id, instance)
+        s.close(drop_checkpoints=True)
+        return self.outcome
 
     def get_reward(self) -> float:
         """The episode's return (sum of its step rewards), minus the invalid-answer penalty when the policy stopped
-        calling tools before the episode ended; the episode's model and checkpoints are freed."""
-        if self._reward is None:
-            s = self._session
-            if s is None or not s.started:
-                return -self._penalty
-            self._reward = s.total_reward - (0.0 if s.done else self._penalty)
-            s.close(drop_checkpoints=True)
-        return self._reward
+        calling tools before the episode ended."""
+        return (self.outcome or self._finish()).reward
 
 
 def _tool(action: str) -> Callable[[Rollout], str]:
