@@ -54,3 +54,8 @@ class ForkError(SttrlError):
 
 class MissingExtraError(ConfigError):
     """An optional package is not installed; the message names the pip extra and the command that installs it."""
+
+
+class SessionError(SttrlError):
+    """An outside session (an OpenEnv client, a TRL rollout) asked for what its episode cannot do now: a step before
+    a reset or after the end, a judge before the end, a taken episode id."""

@@ -106,3 +106,27 @@ def test_different_action_sequences_end_apart(make_config):
     # every later step differs because the lower learning rate moved the weights less
     assert runs["lr_down"][0][0] == runs["keep"][0][0]
     assert all(a != b for a, b in zip(runs["lr_down"][0][1:], runs["keep"][0][1:], strict=True))
+
+
+def test_gymnasium_make_builds_the_registered_env_and_check_env_passes(make_config, data_cache, tmp_path):
+    import gymnasium
+
+    import sttrl
+
+    overrides = [f"data.cache_dir={data_cache}", f"run.out_dir={tmp_path / 'runs'}", "env.steps_per_action=1"]
+    env = gymnasium.make(sttrl.GYM_ID, preset="debug", overrides=[*overrides, "env.max_actions=2"])
+    assert isinstance(env.unwrapped, SttEnv) and env.unwrapped.cfg.env.max_actions == 2
+    check_env(env, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    _, reward, term, trunc, info = env.step(env.unwrapped.actions.index("keep"))
+    assert not term and info["action"] == "keep" and isinstance(reward, float)
+    env.close()
+
+
+def test_importing_sttrl_registers_the_env_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys, gymnasium, sttrl; print(sttrl.GYM_ID in gymnasium.registry, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

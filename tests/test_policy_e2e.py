@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -141,6 +142,10 @@ def test_dpo_stage_and_the_graphs_learned_agent(teacher, tiny_lm, capsys):
     assert learn_main([*base, "--stage", "dpo", "--out", str(tmp / "dpo")]) == 0
     meta = json.loads((tmp / "dpo" / META_FILE).read_text())
     assert meta["stage"] == "dpo" and all("margin" in s for s in meta["log"])
+    # TRL's DPOTrainer on the controller's tokens: the first step starts at the reference, so the loss is log 2
+    first = meta["log"][0]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-4) and first["margin"] == pytest.approx(0.0, abs=1e-4)
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies"} <= set(first)
 
     from graph.agents import AgentConfigError, make_agent
 

@@ -1,8 +1,9 @@
 """One typed config tree (:mod:`sttrl.config.schema`), read from presets, files and ``--set`` overrides
 (:mod:`sttrl.config.load`); the sections that have a module of their own: the controllers' sections (agent,
-lookahead, bench), instance sets, the policy section and what a sink URL may hold. Secrets never enter a config
-(:func:`secret` reads them)."""
+lookahead, bench), instance sets, the policy section, the block cache and what a sink URL may hold. Secrets never
+enter a config (:func:`secret` reads them)."""
 
+from sttrl.config.cache import CacheConfig
 from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
@@ -31,6 +32,7 @@ __all__ = [
     "PRESET_DIR",
     "AgentConfig",
     "BenchConfig",
+    "CacheConfig",
     "Config",
     "DataConfig",
     "EnvConfig",

@@ -16,12 +16,13 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    stage: Literal["sft", "rloo", "dpo", "episodes"] = Field(
+    stage: Literal["sft", "rloo", "dpo", "episodes", "grpo"] = Field(
         "sft",
         description="sft: the teacher's best decision per state, loss on the decision tokens only; rloo: policy "
         "gradient with a leave-one-out baseline over k sampled decisions per state, rewards from measured outcomes; "
         "dpo: pairs (better, worse action at the same state) from the teacher data; episodes: RLOO over k whole "
-        "episodes per instance in the environment, rewards = their returns.",
+        "episodes per instance in the environment, rewards = their returns; grpo: TRL's GRPOTrainer on live "
+        "episodes, one tool per action, rewards = the episodes' returns (sttrl.policy.grpo).",
     )
     lr: float = Field(1e-5, gt=0.0, le=1.0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
@@ -100,6 +101,14 @@ class PolicyConfig(BaseModel):
         "episodes of the episodes stage end after this many decisions.",
     )
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount of episode returns-to-go (episode rows' outcome).")
+    # grpo
+    max_completion_tokens: int = Field(
+        1024,
+        ge=16,
+        le=65_536,
+        description="grpo: tokens of a rollout's whole completion (tool calls, tool answers and text); a tool answer "
+        "that would pass it ends the rollout (TRL's max_completion_length).",
+    )
 
 
 def policy_presets() -> list[str]:

@@ -1,5 +1,5 @@
 """One typed config tree for sttrl: model, data, train, env (reward), run, and the sections with a module of their
-own: agent, lookahead and bench (:mod:`sttrl.config.control`), policy, env.instances.
+own: agent, lookahead and bench (:mod:`sttrl.config.control`), policy, env.instances, cache.
 
 Presets live in ``sttrl/presets/<name>.yaml`` as partial overrides of the defaults below.
 ``load_config`` merges, in order: defaults, a preset, a YAML/JSON file, dotted ``key=value``
@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 
 from sttrl.config.base import Strict
+from sttrl.config.cache import CacheConfig
 from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.policy import PolicyConfig
@@ -388,6 +389,7 @@ class Config(Strict):
     bench: BenchConfig = Field(default_factory=BenchConfig)
     lookahead: LookaheadConfig = Field(default_factory=LookaheadConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _check_instances(self) -> Config:

@@ -3,7 +3,8 @@ LangChain messages, ``graph.agents.build_messages``), the local model and the le
 (``sttrl.policy``), so a policy is trained on exactly the text it later decides from.
 
 Prompts are files in ``prompts/`` (``system.md``, ``step.md``, ``actions.yaml``, ``rewards.yaml``,
-``budget.yaml``, ``facts.yaml``, ``local_json.md``). Only validation-side facts are shown, never the hidden split.
+``budget.yaml``, ``answers.yaml``, ``facts.yaml``, ``local_json.md``; ``tools.yaml`` for GRPO's tool results). Only
+validation-side facts are shown, never the hidden split.
 """
 
 from __future__ import annotations
@@ -88,9 +89,14 @@ def render_history(history: Sequence[dict[str, Any]], window: int) -> str:
 
 
 def prompt_turns(
-    observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8
+    observation: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    cfg: Config,
+    window: int = 8,
+    answer: str = "decision",
 ) -> list[dict[str, str]]:
-    """The system and step turns (``{"role", "content"}``) from the prompt files."""
+    """The system and step turns (``{"role", "content"}``) from the prompt files; ``answer`` picks how the system
+    turn says to answer (``prompts/answers.yaml``: ``decision`` or ``tools``)."""
 
     t, e = cfg.train, cfg.env
     menu_src = load_menu()
@@ -102,6 +108,9 @@ def prompt_turns(
     rules = yaml.safe_load(load_prompt("rewards.yaml"))
     if e.reward.kind not in rules:
         raise ConfigError(f"{PROMPT_DIR / 'rewards.yaml'} has no line for env.reward.kind={e.reward.kind!r}")
+    answers = yaml.safe_load(load_prompt("answers.yaml"))
+    if answer not in answers:
+        raise ConfigError(f"{PROMPT_DIR / 'answers.yaml'} has no answer rule {answer!r}")
     block_size = str(yaml.safe_load(load_prompt("budget.yaml"))[e.budget_unit]).format(
         steps_per_action=e.steps_per_action, samples_per_action=e.samples_per_action
     )
@@ -117,6 +126,7 @@ def prompt_turns(
         lr_max=t.lr_max,
         batch_min=t.batch_min,
         batch_max=t.batch_max,
+        answer_rule=answers[answer],
     )
     step = int(observation.get("step", 0)) + 1
     human = load_prompt("step").format(
@@ -160,3 +170,29 @@ def decision_turns(
 
     window = cfg.agent.history_window if window is None else window
     return [*prompt_turns(observation, history, cfg, window), json_hint_turn(Decision.model_json_schema())]
+
+
+def tool_result(history: Sequence[dict[str, Any]], cfg: Config) -> str:
+    """What a GRPO rollout's tool call answers after the last record of ``history`` (``prompts/tools.yaml``): the
+    block's status and reward, then the next step's state, or the end of the episode with its return."""
+    texts = yaml.safe_load(load_prompt("tools.yaml"))
+    last, max_actions = history[-1], cfg.env.max_actions
+    parts = []
+    if last["action"] != "stop":
+        parts.append(texts["block"].format(step=last["step"], status=last["status"], reward=_fmt(last["reward"])))
+    if last["action"] == "stop" or last["step"] >= max_actions:
+        reason = "stop" if last["action"] == "stop" else "budget"
+        total = _fmt(float(sum(r["reward"] for r in history)))
+        parts.append(texts["ended"].format(reason=reason, step=last["step"], total=total))
+    else:
+        obs, step = last["observation"], int(last["step"]) + 1
+        parts.append(
+            texts["next"].format(
+                step=step,
+                max_actions=max_actions,
+                steps_left=max_actions - step + 1,
+                observation=render_observation(obs),
+                facts=render_facts(obs, history, cfg),
+            )
+        )
+    return "\n".join(parts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sttrl.env.episode import Episode
 from sttrl.env.instances import apply as apply_instance
 from sttrl.env.phases import Progress
 from sttrl.env.runtime import EpisodeRuntime
+from sttrl.errors import ConfigError
 from sttrl.outward.trajectory import Trajectory
 from sttrl.rundir import TRAJECTORY, new_run_id
 from sttrl.train.blocks import STATUSES
@@ -76,8 +78,11 @@ class SttEnv(gym.Env):
         progress: bool = False,
         source: str = "policy",
         hf_token: str | None = None,
+        data: SpeechData | None = None,
     ) -> None:
-        """``hf_token``: resolved by the caller (an entry point) for hub models and data; never stored on disk."""
+        """``hf_token``: resolved by the caller (an entry point) for hub models and data; never stored on disk.
+        ``data``: the train and validation utterances of ``config.data``, when the caller already built them (many
+        environments in one process share them); otherwise built at the first reset."""
         self.cfg = load_config(config) if isinstance(config, str) else config
         self._run_dir = Path(run_dir) if run_dir else None
         self.progress = progress
@@ -105,7 +110,8 @@ class SttEnv(gym.Env):
             }
         )
         self._hf_token = hf_token
-        self._data: SpeechData | None = None
+        self._data: SpeechData | None = data
+        self._data_cfg = self.cfg.data if data is not None else None
         self.runtime: EpisodeRuntime | None = None
         self.episode: Episode | None = None
         self._done = False
@@ -160,6 +166,9 @@ class SttEnv(gym.Env):
 
     # ----- Gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        """Start an episode. ``options``: ``instance`` (an ``env.instances`` seed other than the run seed),
+        ``run_id``/``run_dir`` (where it runs), ``start_from`` (a training checkpoint of another run: the episode
+        starts from its weights, optimizer, data cursor and step, :meth:`~sttrl.env.runtime.EpisodeRuntime.adopt`)."""
         super().reset(seed=seed)
         options = options or {}
         cfg = self.cfg
@@ -178,6 +187,8 @@ class SttEnv(gym.Env):
             cfg, run_dir, progress=self.progress, data=self._data, run_id=run_id, hf_token=self._hf_token
         )
         rt = self.runtime
+        if options.get("start_from"):  # a fork: this episode's block 0 is another run's training checkpoint
+            rt.adopt(Path(options["start_from"]))
         self._last_run_dir = rt.run_dir
         self.trajectory = Trajectory(rt.run_dir / TRAJECTORY)
         self.episode = Episode(rt)
@@ -233,6 +244,16 @@ class SttEnv(gym.Env):
         return self._obs(), float(rec.reward), out.terminated, out.truncated, info
 
 
-def make_env(preset_or_config: str | Config = "cpu", **kwargs: Any) -> SttEnv:
-    """Build an SttEnv from a preset name or a Config."""
-    return SttEnv(preset_or_config, **kwargs)
+def make_env(
+    preset: str | Config = "cpu",
+    overrides: Sequence[str] = (),
+    config_file: str | Path | None = None,
+    **kwargs: Any,
+) -> SttEnv:
+    """An SttEnv from a preset name (or a Config), an optional YAML/JSON file and dotted ``key=value`` overrides; the
+    entry point of ``gymnasium.make("sttrl/Whisper-v0", preset=..., overrides=[...])``. ``kwargs`` go to SttEnv."""
+    if isinstance(preset, Config):
+        if overrides or config_file:
+            raise ConfigError("make_env: give overrides and config_file with a preset name, not with a Config")
+        return SttEnv(preset, **kwargs)
+    return SttEnv(load_config(preset, config_file, list(overrides)), **kwargs)

@@ -27,6 +27,7 @@ import torch
 
 from sttrl.config import Config, config_from_dict
 from sttrl.data import SpeechData, build_speech_data
+from sttrl.env.blockcache import RunCache, restore_rng, starts_block
 from sttrl.errors import CheckpointError, ConfigError
 from sttrl.eval.engines import engine_label, evaluate_with
 from sttrl.eval.loss import LossResult, validation_loss
@@ -93,6 +94,7 @@ class EpisodeRuntime:
             self.trainer.horizon_steps = cfg.env.max_actions * self.steps_for(self.initial_hp())
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.eval_dir = self.run_dir / "evals"
+        self.cache = RunCache.for_run(cfg, self.device.type, self.ckpt_dir)  # cache.enabled (sttrl.env.blockcache)
         self.block = 0  # blocks whose checkpoint is loaded in the trainer
         if record:
             self.record = record
@@ -105,9 +107,8 @@ class EpisodeRuntime:
     def _start_record(self) -> None:
         self.cfg.save(self.run_dir / CONFIG_FILE)
         self.loaded.processor.save_pretrained(self.run_dir / "processor")
-        self.trainer.state.reference_loss = (
-            self.probe_loss()
-        )  # a first block's divergence reference (sttrl.train.trainer)
+        # a first block's divergence reference (sttrl.train.trainer)
+        self.trainer.state.reference_loss = self.probe_loss()
         path = self._save_block_checkpoint(0, {"hp": self.initial_hp().to_dict(), "result": None})
         self.record = {
             "run_id": self.run_id,
@@ -136,12 +137,16 @@ class EpisodeRuntime:
     # ----- checkpoints ------------------------------------------------------------------------
     def _save_block_checkpoint(self, block: int, meta: dict) -> Path:
         path = self.trainer.save_checkpoint(self.ckpt_dir / block_name(block), {"block": block, **meta})
+        self._prune_blocks()
+        return path
+
+    def _prune_blocks(self) -> None:
+        """Drop a cut-off block's partial checkpoint and the blocks ``env.keep_checkpoints`` does not keep."""
         shutil.rmtree(self.ckpt_dir / "partial", ignore_errors=True)
         keep = self.cfg.env.keep_checkpoints
         blocks = sorted(self.completed_blocks())
         for old in blocks[:-keep] if keep else []:  # 0 keeps every block (forkable at any step)
             shutil.rmtree(self.ckpt_dir / block_name(old), ignore_errors=True)
-        return path
 
     @torch_thread
     def adopt(self, checkpoint: str | Path) -> None:
@@ -226,7 +231,8 @@ class EpisodeRuntime:
         continue_from: Path | None = None,
     ) -> BlockResult:
         """Train block ``block`` (1-based) with ``hp``; idempotent (see module docstring). ``continue_from``: a probe's
-        checkpoint (:meth:`probe`) of this block with these hyperparameters; its steps are not trained again."""
+        checkpoint (:meth:`probe`) of this block with these hyperparameters; its steps are not trained again. With
+        ``cache.enabled`` a block already trained from the same state is taken from the block cache."""
         steps = steps or self.steps_for(hp)
         if block < 1:
             raise ValueError("blocks are numbered from 1")
@@ -240,17 +246,23 @@ class EpisodeRuntime:
                 if later >= block:
                     shutil.rmtree(self.ckpt_dir / block_name(later), ignore_errors=True)
                     (self.eval_dir / f"{block_name(later)}.json").unlink(missing_ok=True)
-        if self.block != block - 1:
-            self.load_block(block - 1)
-        done_losses: list[float] = []
         partial = self.ckpt_dir / "partial"
-        for start in (partial, continue_from):  # a block cut off mid-way, else the probe it continues
-            if start is None or not (Path(start) / "state.json").is_file():
-                continue
-            meta = read_checkpoint_record(Path(start))["meta"]
-            if meta.get("block") == block and meta.get("hp") == hp.to_dict():
-                self.trainer.load_checkpoint(Path(start))
-                done_losses = list(meta["losses"])
+        via = Path(continue_from) if continue_from and starts_block(Path(continue_from), block, hp) else None
+        parent, addr, entry = self.ckpt_dir / block_name(block - 1), None, None
+        if self.cache is not None:
+            dest, meta = self.ckpt_dir / block_name(block), {"block": block, "hp": hp.to_dict()}
+            hit, addr, entry = self.cache.cached(parent, hp, steps, self.trainer.horizon_steps, dest, meta, via=via)
+            if hit is not None:
+                self._prune_blocks()
+                self.block = -1  # the trainer does not hold the block: the next block or evaluation loads it
+                return hit
+        self._start_from(block - 1)
+        done_losses: list[float] = []
+        used = None
+        for start in (partial, via):  # a block cut off mid-way, else the probe it continues
+            if start is not None and starts_block(start, block, hp):
+                self.trainer.load_checkpoint(start)
+                done_losses, used = list(read_checkpoint_record(start)["meta"]["losses"]), start
                 break
 
         def rollback() -> None:  # the block's start is on disk: no in-memory copy of model and optimizer
@@ -268,22 +280,45 @@ class EpisodeRuntime:
             on_checkpoint=on_checkpoint,
             checkpoint_every=self.cfg.env.checkpoint_every,
         )
-        self._save_block_checkpoint(block, {"hp": hp.to_dict(), "result": result.to_dict()})
+        path = self._save_block_checkpoint(block, {"hp": hp.to_dict(), "result": result.to_dict()})
         self.block = block
+        if self.cache is not None and addr is not None and used in (None, via):  # not a resumed partial block
+            self.cache.record(addr, hp, steps, result, path, entry)
         return result
+
+    def _start_from(self, block: int) -> None:
+        """Put block ``block``'s state in the trainer: its checkpoint, or (already loaded) its RNG state, so a block
+        starts from what its parent checkpoint records whatever ran in the process since (a cache key's promise)."""
+        if self.block != block:
+            self.load_block(block)
+        else:
+            restore_rng(self.ckpt_dir / block_name(block), self.device)
 
     @torch_thread
     def probe(self, from_block: int, hp: Hyperparams, steps: int, save_to: Path | None = None) -> BlockResult:
         """Train ``steps`` optimizer steps with ``hp`` from block ``from_block``'s checkpoint without making a block of
         them (a lookahead probe); a fault rolls back to that checkpoint. ``save_to`` keeps a successful probe's end as
-        a checkpoint that ``train_block(from_block + 1, hp, continue_from=save_to)`` continues."""
+        a checkpoint that ``train_block(from_block + 1, hp, continue_from=save_to)`` continues; the trainer holds it.
+        With ``cache.enabled`` a probe already trained from the same state is taken from the block cache."""
+        parent, addr, entry = self.ckpt_dir / block_name(from_block), None, None
+        if self.cache is not None:
+            dest, meta = Path(save_to) if save_to else None, {"block": from_block + 1, "hp": hp.to_dict()}
+            hit, addr, entry = self.cache.cached(parent, hp, steps, self.trainer.horizon_steps, dest, meta, probe=True)
+            if hit is not None:
+                if hit.status == "ok":  # as after training: the trainer holds the probe's end
+                    self.trainer.load_checkpoint(Path(save_to))
+                self.block = -1
+                return hit
         self.load_block(from_block)
         result = self.trainer.train_block(hp, steps, rollback=lambda: self.load_block(from_block))
         self.block = -1  # the trainer holds a probe's weights, no block: the next block or evaluation reloads
+        saved = None
         if save_to is not None and result.status == "ok":
-            self.trainer.save_checkpoint(
+            saved = self.trainer.save_checkpoint(
                 Path(save_to), {"block": from_block + 1, "hp": hp.to_dict(), "losses": list(result.losses)}
             )
+        if self.cache is not None and addr is not None and (saved is not None or result.status != "ok"):
+            self.cache.record(addr, hp, steps, result, saved, entry)
         return result
 
     # ----- evaluation -------------------------------------------------------------------------
@@ -294,13 +329,20 @@ class EpisodeRuntime:
     @torch_thread
     def evaluate(self, block: int | None = None, wer: bool = True) -> EvalResult:
         """Validation WER/CER and teacher-forced loss of the model after ``block`` (default: the current one); cached
-        on disk per block. ``wer=False`` measures the loss only and carries the WER of the evaluation before
-        (``EvalResult.wer_block`` names the block it was measured after; see ``env.eval_every``)."""
+        on disk per block (and in the block cache by the weights' sha256 when it is on). ``wer=False`` measures the
+        loss only and carries the WER of the evaluation before (``EvalResult.wer_block`` names the block it was
+        measured after; see ``env.eval_every``)."""
         block = self.block if block is None else block
         path = self.eval_dir / f"{block_name(block)}.json"
         cached = self._read_eval(block)
         if cached is not None and (not wer or cached.wer_block is None):
             return cached
+        ckpt, t0 = self.ckpt_dir / block_name(block), time.perf_counter()
+        hit = self.cache.evaluation(ckpt) if self.cache is not None and wer else None
+        if hit is not None and hit.get("val_loss") is not None:  # these weights were scored before
+            res = EvalResult(**{**hit, "seconds": time.perf_counter() - t0})
+            atomic_write_json(path, res.to_dict())
+            return res
         if block != self.block:
             self.load_block(block)
         previous = self._read_eval(block - 1)
@@ -312,6 +354,7 @@ class EpisodeRuntime:
         loss = self.validation_loss()
         if wer or previous is None:
             res = evaluate_with(self.cfg, self.val_store, self.device)  # engine: train.eval_engine
+            release_memory()  # generation buffers go back to the OS
         else:
             res = replace(
                 previous,
@@ -321,8 +364,9 @@ class EpisodeRuntime:
                 wer_block=previous.wer_measured_after(block - 1),
             )
         res = replace(res, val_loss=loss.loss, loss_seconds=loss.seconds)
+        if self.cache is not None and res.wer_block is None:
+            self.cache.put_evaluation(ckpt, res.to_dict())
         atomic_write_json(path, res.to_dict())
-        release_memory()  # generation buffers go back to the OS
         return res
 
     @torch_thread
@@ -359,7 +403,11 @@ class EpisodeRuntime:
     # ----- the end ----------------------------------------------------------------------------
     @torch_thread
     def save_final(self) -> dict:
-        """Save the current model for the judge and record its hash in run.json."""
+        """Save the episode's last block (loaded first when the trainer holds another state) for the judge and record
+        its hash in run.json."""
+        head = self.completed_blocks()[-1]
+        if self.block != head:
+            self.load_block(head)
         final = self.run_dir / "final"
         tmp = self.run_dir / ".final.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -150,6 +150,16 @@ def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
         return loaded
 
 
+def serializable(model: Any) -> Any:
+    """A model loaded from GGUF holds de-quantized float32 weights but keeps transformers' GGUF marker, which
+    refuses ``save_pretrained``: drop the marker (the weights are saved as they are, in safetensors)."""
+    if type(getattr(model, "hf_quantizer", None)).__name__ == "GgufHfQuantizer":
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model
+
+
 def clear_cache() -> None:
     """Forget every loaded model (tests; frees memory)."""
     with _LOCK:

@@ -10,7 +10,9 @@ the episodes stage trains on: per decision, the prompt, the rationale and the ac
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sttrl.control.spec import ControllerSpec, register
@@ -64,7 +66,17 @@ def _learned(cfg: Any, seed: int = 0, model: str | None = None, **_: Any) -> Lea
         loaded = load_learned(model)
     except SttrlError as exc:
         raise ConfigError(str(exc)) from None
+    if stage_of(model) == "grpo":  # a tool-calling policy: it decides through its tools (sttrl.policy.tools)
+        from sttrl.policy.tools import ToolController  # the registry stays light: sessions and data load for grpo only
+
+        return ToolController(cfg, loaded)
     return LearnedController(cfg, loaded, seed=seed)
+
+
+def stage_of(model: str) -> str | None:
+    """The stage recorded in a model directory written by ``python -m sttrl.learn`` (None for any other model)."""
+    meta = Path(model) / META_FILE
+    return json.loads(meta.read_text()).get("stage") if meta.is_file() else None
 
 
 register(

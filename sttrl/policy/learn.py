@@ -3,11 +3,13 @@
     python -m sttrl.learn --stage sft  --data teacher.jsonl --model local:smollm2-135m --out runs/policy-sft
     python -m sttrl.learn --stage rloo --data teacher.jsonl --model runs/policy-sft --out runs/policy-rloo
     python -m sttrl.learn --stage episodes --model runs/policy-rloo --out runs/policy-episodes
+    python -m sttrl.learn --stage grpo --model local:smollm2-135m --out runs/policy-grpo   (TRL, the trl extra)
 
 ``--data`` (repeatable): teacher files (python -m sttrl.teacher), episode trajectories or run directories (the
-``episodes`` stage runs its own episodes in the environment instead). Teacher states of ``policy.holdout_fraction``
-of the instances are held out of training: before and after the stage it prints the action accuracy and the action
-distribution on them against the majority-class baseline, and the decision latency (sttrl.policy.heldout).
+``episodes`` and ``grpo`` stages run their own episodes in the environment instead). Teacher states of
+``policy.holdout_fraction`` of the instances are held out of training: before and after the stage it prints the
+action accuracy and the action distribution on them against the majority-class baseline, and the decision latency
+(sttrl.policy.heldout).
 ``--model``: ``local:NAME`` or a bare name/directory (sttrl.llm.local: smollm2-135m, a model directory, a .gguf).
 The config (``--preset``, ``--policy-preset``, ``--config``, ``--set policy.x=y``) must match the episodes the
 controller will decide (the prompt shows env and train settings). The directory is written under a temporary
@@ -18,6 +20,7 @@ log). Bad input is one line naming the field or file, exit 2. Then: ``python -m 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -27,7 +30,7 @@ from typing import Any
 
 from sttrl.config import add_config_arguments, load_config
 from sttrl.errors import ConfigError, SttrlError
-from sttrl.llm.local import load_model, resolve_model
+from sttrl.llm.local import load_model, resolve_model, serializable
 from sttrl.policy.controller import META_FILE
 from sttrl.policy.settings import policy_presets
 
@@ -35,18 +38,18 @@ from sttrl.policy.settings import policy_presets
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sttrl.learn",
-        description="Train a learned controller's stage (sft | rloo | dpo | episodes) into a model directory.",
+        description="Train a learned controller's stage (sft | rloo | dpo | episodes | grpo) into a model directory.",
     )
     add_config_arguments(p)
     p.add_argument("--policy-preset", choices=policy_presets(), help="policy section preset (sttrl/presets/policy)")
-    p.add_argument("--stage", choices=("sft", "rloo", "dpo", "episodes"), help="policy.stage (default: the config's)")
+    p.add_argument("--stage", choices=ALL_STAGES, help="policy.stage (default: the config's)")
     p.add_argument(
         "--data",
         action="append",
         default=[],
         metavar="PATH",
         help="teacher JSONL, trajectory.jsonl, run directory or folder of them (repeatable; "
-        "the episodes stage runs its own episodes and needs none)",
+        "the episodes and grpo stages run their own episodes and need none)",
     )
     p.add_argument("--model", required=True, metavar="local:NAME|DIR", help="the starting model")
     p.add_argument(
@@ -56,14 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _serializable(model: Any) -> Any:
-    """A model loaded from GGUF holds de-quantized float32 weights but keeps transformers' GGUF marker, which
-    refuses ``save_pretrained``: drop the marker (the weights are saved as they are, in safetensors)."""
-    if type(getattr(model, "hf_quantizer", None)).__name__ == "GgufHfQuantizer":
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    return model
+ALL_STAGES = ("sft", "rloo", "dpo", "episodes", "grpo")
+LIVE_STAGES = ("episodes", "grpo")  # run their own episodes: no --data
+
+
+TRL_STAGES = {"dpo": "sttrl.policy.trl_dpo", "grpo": "sttrl.policy.grpo"}  # TRL's trainers: the trl extra
+
+
+def stage_function(stage: str) -> Any:
+    """The training function of ``stage``: ``sft`` and ``rloo`` (sttrl.policy.stages), ``episodes``
+    (sttrl.policy.episodes), ``dpo`` and ``grpo`` through TRL (sttrl.policy.trl_dpo, sttrl.policy.grpo)."""
+    from sttrl.policy.stages import STAGES  # torch: loaded once the command line is valid
+
+    if stage in STAGES:
+        return STAGES[stage]
+    if stage == "episodes":
+        from sttrl.policy.episodes import train_episodes  # torch, as above
+
+        return train_episodes
+    try:
+        module = importlib.import_module(TRL_STAGES[stage])
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the {stage} stage trains with TRL and needs {exc.name}: pip install 'sttrl[trl]'") from None
+    return getattr(module, f"train_{stage}")
 
 
 def learn(
@@ -76,19 +94,19 @@ def learn(
     from sttrl.policy import heldout
     from sttrl.policy.core import train_top_layers
     from sttrl.policy.data import load_rows
-    from sttrl.policy.episodes import train_episodes
-    from sttrl.policy.stages import STAGES, Learner, stage_items
+    from sttrl.policy.stages import Learner, stage_items
 
     stage = cfg.policy.stage
     if out.exists():
         raise ConfigError(f"--out {out} already exists: choose a new directory")
     ds, held = None, None
-    if stage != "episodes":
+    if stage not in LIVE_STAGES:
         if not data:
             raise ConfigError(f"stage {stage} needs --data (teacher files, trajectories or run directories)")
         held = heldout.split(load_rows(data, cfg), cfg)
         ds = held.train
         stage_items(stage, ds, cfg)  # nothing to train on: say so before loading any model
+    train = stage_function(stage)  # a missing extra is one line before the model loads
     name = model.removeprefix("local:")
     torch.manual_seed(cfg.policy.seed)
     loaded = load_model(resolve_model(name), cache=False)  # a private copy: training changes it
@@ -103,9 +121,7 @@ def learn(
     learner = Learner(loaded, cfg)
     checks = {"before": heldout.check(learner, held, ds, "start model", on_check)} if held else {}
     t0 = time.perf_counter()
-    (train_episodes if stage == "episodes" else STAGES[stage])(
-        learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items()))
-    )
+    train(learner, ds, on_step=lambda s: on_line(" ".join(f"{k} {v:.4g}" for k, v in s.items())))
     seconds = round(time.perf_counter() - t0, 2)
     if held and held.heldout:
         checks["after"] = heldout.check(learner, held, ds, f"after {stage}", on_check)
@@ -129,7 +145,7 @@ def _save(loaded: Any, meta: dict[str, Any], out: Path) -> None:
     tmp = out.parent / f".{out.name}.learn-tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _serializable(loaded.model.to("cpu")).save_pretrained(tmp)
+        serializable(loaded.model.to("cpu")).save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
         out.parent.mkdir(parents=True, exist_ok=True)

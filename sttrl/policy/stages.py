@@ -8,11 +8,13 @@
   state's worst). Loss: ``-mean(A * log pi(a|s)) + kl_coef * mean KL(pi || ref) - entropy_coef * H(pi)``, A the
   leave-one-out advantage (normalized), pi the categorical policy over the enabled actions, KL and entropy exact over
   those actions, kl_coef moved by the adaptive controller, the reference frozen, periodically copied or an EMA.
-- ``dpo``: pairs (better, worse action at one state) from the teacher rows, the starting model as the reference, on
-  the same token mask as sft.
+- ``dpo``: pairs (better, worse action at one state) from the teacher rows, the starting model as the reference,
+  trained by TRL's DPOTrainer on the controller's tokens (sttrl.policy.trl_dpo; :func:`stage_items` gives the pairs).
 - ``episodes``: RLOO over whole episodes in the environment, multi-step returns (sttrl.policy.episodes).
+- ``grpo``: TRL's GRPOTrainer on live episodes, one tool per action (sttrl.policy.grpo).
 
-The losses are written here (sttrl.policy.core) rather than taken from TRL's trainers: see docs/policy-learning.md.
+The sft and rloo losses are written here (sttrl.policy.core) rather than taken from TRL's trainers: see
+docs/train-an-llm.md for why they do not fit.
 """
 
 from __future__ import annotations
@@ -237,35 +239,6 @@ def train_rloo(
     return lr.log
 
 
-def train_dpo(
-    lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
-) -> list[dict[str, float]]:
-    """DPO on teacher pairs (see the module docstring)."""
-    p = lr.cfg.policy
-    pairs = stage_items("dpo", ds, lr.cfg)
-    ref = core.make_reference(lr.model)
-    opt = lr.optimizer()
-    lr.model.train()
-    for n, chunk in enumerate(_batches(pairs, p.batch_size, p.steps, p.seed), 1):
-        b = lr.batch([a for a, _ in chunk] + [w for _, w in chunk])
-        logp = core.decision_logprobs(core.forward_logits(lr.model, b), b)
-        with torch.no_grad():
-            ref_logp = core.decision_logprobs(core.forward_logits(ref, b), b)
-        m = len(chunk)
-        loss = core.dpo_loss(logp[:m], logp[m:], ref_logp[:m], ref_logp[m:], p.dpo_beta)
-        norm = lr.step(opt, loss)
-        stats = {
-            "step": n,
-            "loss": float(loss.detach()),
-            "grad_norm": norm,
-            "margin": float(((logp[:m] - ref_logp[:m]) - (logp[m:] - ref_logp[m:])).detach().mean()),
-        }
-        lr.log.append(stats)
-        if on_step:
-            on_step(stats)
-    lr.model.eval()
-    return lr.log
-
-
-STAGES: dict[str, Callable[..., list[dict[str, float]]]] = {"sft": train_sft, "rloo": train_rloo, "dpo": train_dpo}
-"""The stages trained from a dataset; ``episodes`` (:mod:`sttrl.policy.episodes`) runs the environment instead."""
+STAGES: dict[str, Callable[..., list[dict[str, float]]]] = {"sft": train_sft, "rloo": train_rloo}
+"""The stages trained here from a dataset; ``dpo`` trains through TRL (:mod:`sttrl.policy.trl_dpo`), ``episodes``
+(:mod:`sttrl.policy.episodes`) and ``grpo`` (:mod:`sttrl.policy.grpo`, TRL) run the environment instead."""
