@@ -24,7 +24,7 @@ from sttrl.config import config_from_dict
 from sttrl.data import load_hidden_split
 from sttrl.data.hidden import judge_access
 from sttrl.eval.decode import error_rates, max_new_tokens, transcribe
-from sttrl.eval.engines import load_ct2
+from sttrl.eval.engines.ct2 import load_ct2
 from sttrl.rundir import RUN_RECORD
 from sttrl.train.device import resolve_device
 from sttrl.train.features import FeatureStore, feature_cache_dir

@@ -64,7 +64,7 @@ def test_call_sites_name_their_extra(monkeypatch):
     """Every routed call site says which extra installs what it needs."""
     from bench import executors, stats
     from sttrl.control import registry
-    from sttrl.eval.engines import import_ctranslate2
+    from sttrl.eval.engines.ct2 import import_ctranslate2
     from sttrl.outward.sinks import Sink
 
     monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)

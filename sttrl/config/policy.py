@@ -89,6 +89,15 @@ class PolicyConfig(BaseModel):
         1.0, gt=0.0, le=5.0, description="Temperature of the softmax the outcome stages sample actions from."
     )
     max_rationale_chars: int = Field(80, ge=1, le=2000, description="Longest rationale (the state's numbers).")
+    # grpo (TRL's generation loop samples tool calls as text)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="grpo: nucleus sampling of the rollouts' completions.")
+    top_k: int | None = Field(None, ge=1, description="grpo: top-k sampling of the rollouts' completions (null: off).")
+    invalid_json_penalty: float = Field(
+        1.0,
+        ge=0.0,
+        description="grpo: subtracted from a rollout's return when the model stopped calling tools (text that is no "
+        "tool call) before its episode ended.",
+    )
     # dpo
     dpo_beta: float = Field(0.1, gt=0.0, le=100.0, description="DPO temperature beta.")
     dpo_min_gap: float = Field(0.0, ge=0.0, description="Pairs need outcomes at least this far apart.")
