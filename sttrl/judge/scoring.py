@@ -6,7 +6,9 @@ it against the run record, and writes ``RUN_DIR/judge.json``:
 ``score = 100 * (1 - WER)`` clipped to [0, 100]. ``scored`` is true only when every check passed; the exit
 status is 0 then, 1 when any check failed, 2 on an error. Checks: the run record's signature (or the
 graph state's hashes), the final weights and config against it, weights changed, splits disjoint, the
-hidden split untouched (the access log outside the run directory), every reward recomputed.
+hidden split untouched (the access log outside the run directory), every reward recomputed, and the number of
+steps against the signed record's final block. The report holds no hidden text (no example transcripts): a later run
+could read it from the run directory without a log entry.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 
 from sttrl.config import config_from_dict
 from sttrl.data import load_hidden_split
+from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import judge_access
 from sttrl.errors import IntegrityError, SttrlError
 from sttrl.eval.engines import ENGINES, evaluate_with
 from sttrl.io import atomic_write_json
-from sttrl.judge.integrity import check_trajectory, hidden_access_check
+from sttrl.judge.integrity import check_step_count, check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
 from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY, final_file_hashes
 from sttrl.train.device import resolve_device
@@ -106,7 +109,8 @@ def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, An
         not bad,
         f"{', '.join(sorted(recorded))} match the recorded sha256"
         if not bad
-        else f"{', '.join(bad)} differ from the recorded sha256 ({actual.get(bad[0], 'missing')[:16]}… vs {recorded[bad[0]][:16]}…)",
+        else f"{', '.join(bad)} differ from the recorded sha256 "
+        f"({actual.get(bad[0], 'missing')[:16]}… vs {recorded[bad[0]][:16]}…)",
     )
     initial = {record.get("initial_weights_sha256")}
     if expected is not None:
@@ -165,9 +169,11 @@ def judge(
         checks["trajectory_consistent"] = _check(False, "evals/block-0000.json (the starting WER) is missing")
     else:
         traj = _trajectory(run_dir / TRAJECTORY)
-        checks["trajectory_consistent"] = _check(
-            *check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
-        )
+        ok, why = check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
+        if ok:  # every step adds up; now the count against what the judge key signed
+            ok, counted = check_step_count(traj, record.get("final"))
+            why = why if ok else counted
+        checks["trajectory_consistent"] = _check(ok, why)
     report: dict[str, Any] = {
         "run_id": record["run_id"],
         "hidden_domain": cfg.data.hidden_domain,
@@ -190,7 +196,7 @@ def judge(
         final_dir = run_dir / record["final"]["path"]
         device = resolve_device(cfg.run.device)
         loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
-        with judge_access(record["run_id"]):
+        with judge_access(record, data_fingerprint(cfg.data)):
             hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token, split=split)
         if cfg.data.max_hidden_utterances:
             hidden = hidden[: cfg.data.max_hidden_utterances]
@@ -204,8 +210,7 @@ def judge(
             score=float(min(100.0, max(0.0, 100.0 * (1.0 - res.wer)))) if passed_all else 0.0,
             n_utterances=res.n,
             seconds=time.perf_counter() - t0,
-            examples=res.examples,
-            engine=res.engine,
+            engine=res.engine,  # no example transcripts: hidden text would outlive the judge in the run directory
         )
     report["split"] = split
     report["passed_all_checks"] = passed_all
@@ -242,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {name}: {c['reason']}")
     if report["scored"]:
         print(
-            f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  score {report['score']:.1f}"
+            f"hidden {report['hidden_domain']}: WER {report['wer']:.3f}  CER {report['cer']:.3f}  "
+            f"score {report['score']:.1f}"
             f"  ({report['n_utterances']} utterances in {report['seconds']:.1f} s, {report['engine']})"
         )
         return 0
