@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.sqlite import SqliteSaver
+
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -28,14 +30,13 @@ def describe(target: str) -> str:
 def open_checkpointer(target: str) -> Iterator[Any]:
     """A ready checkpointer for ``target`` (a SQLite file path or a Postgres URL); closed on exit."""
     if is_postgres(target):
+        # Postgres driver and saver: loaded only for a postgresql:// URL
         from langgraph.checkpoint.postgres import PostgresSaver
 
         with PostgresSaver.from_conn_string(target) as saver:
             saver.setup()
             yield saver
     else:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with SqliteSaver.from_conn_string(str(path)) as saver:

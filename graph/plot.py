@@ -11,6 +11,7 @@ from sttrl.io import atomic_writer
 
 def save_figure(fig, path: str | Path) -> Path:
     """Write a matplotlib figure as PNG atomically (temp file + rename) and close it."""
+    # matplotlib: loaded when a plot is drawn, not when Studio imports the graph
     import matplotlib.pyplot as plt
 
     try:
@@ -26,10 +27,11 @@ FAULT_COLOR = "#d62728"
 
 def write_plot(path: str | Path, records: list[dict[str, Any]], start: dict[str, Any] | None = None) -> Path:
     """Draw ``records`` (trajectory records) into ``path`` atomically; ``start`` adds step 0 (WER, loss)."""
+    # matplotlib: loaded when a plot is drawn, not when Studio imports the graph
     import matplotlib
 
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
