@@ -109,7 +109,8 @@ def check_agent_model(agent: str, model: str | None) -> None:
         check_path("model", model)
     elif model.startswith("local:"):
         name = model.split(":", 1)[1].split("?", 1)[0]
-        looks_like_path = name.startswith(("/", ".", "~")) or name.endswith(".gguf") or "/" in name
+        # sttrl.llm.local.resolve_model's reading: a hub id (org/name) is not a path
+        looks_like_path = name.startswith(("/", ".", "~")) or name.endswith(".gguf") or name.count("/") > 1
         if looks_like_path or Path(name).expanduser().exists():
             check_path("model", name)
 
