@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sttrl.config import config_from_dict
+from sttrl.config import RewardConfig, config_from_dict
 from sttrl.data import load_hidden_split
 from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import judge_access
@@ -122,6 +122,29 @@ def _weight_checks(run_dir: Path, record: dict[str, Any], expected: dict[str, An
     return checks
 
 
+def _trajectory_check(
+    run_dir: Path, record: dict[str, Any], reward_cfg: RewardConfig, expected: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Every reward recomputed, the graph state's records matched, and the step count against the signed record."""
+    start = _evals(run_dir).get(0)
+    theirs = expected.get("records") if expected is not None else None
+    if not (run_dir / TRAJECTORY).is_file():  # not an episode (a search trial): no rewards to verify
+        return _check(
+            not theirs,
+            "no trajectory.jsonl: the run has no step rewards (e.g. a search trial)"
+            if not theirs
+            else f"trajectory.jsonl is missing but the graph state holds {len(theirs)} step records",
+        )
+    if start is None:
+        return _check(False, "evals/block-0000.json (the starting WER) is missing")
+    traj = _trajectory(run_dir / TRAJECTORY)
+    ok, why = check_trajectory(traj, start, reward_cfg, _evals(run_dir), theirs)
+    if ok:  # every step adds up; now the count against what the judge key signed
+        ok, counted = check_step_count(traj, record.get("final"))
+        why = why if ok else counted
+    return _check(ok, why)
+
+
 @torch_thread  # the thread an episode trained on (see sttrl.train.memory)
 def judge(
     run_dir: str | Path,
@@ -156,24 +179,7 @@ def judge(
     checks = _weight_checks(run_dir, record, expected)
     checks["splits_disjoint"] = _manifest_checks(Path(record["data_manifest"]), cfg.data.hidden_domain)
     checks["hidden_split_untouched"] = hidden_access_check(record, cfg.data)
-    start = _evals(run_dir).get(0)
-    theirs = expected.get("records") if expected is not None else None
-    if not (run_dir / TRAJECTORY).is_file():  # not an episode (a search trial): no rewards to verify
-        checks["trajectory_consistent"] = _check(
-            not theirs,
-            "no trajectory.jsonl: the run has no step rewards (e.g. a search trial)"
-            if not theirs
-            else f"trajectory.jsonl is missing but the graph state holds {len(theirs)} step records",
-        )
-    elif start is None:
-        checks["trajectory_consistent"] = _check(False, "evals/block-0000.json (the starting WER) is missing")
-    else:
-        traj = _trajectory(run_dir / TRAJECTORY)
-        ok, why = check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
-        if ok:  # every step adds up; now the count against what the judge key signed
-            ok, counted = check_step_count(traj, record.get("final"))
-            why = why if ok else counted
-        checks["trajectory_consistent"] = _check(ok, why)
+    checks["trajectory_consistent"] = _trajectory_check(run_dir, record, cfg.env.reward, expected)
     report: dict[str, Any] = {
         "run_id": record["run_id"],
         "hidden_domain": cfg.data.hidden_domain,
