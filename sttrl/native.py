@@ -25,6 +25,7 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Iterable
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
@@ -105,11 +106,19 @@ class _Watchdog:
         os._exit(0)
 
     def close(self, word: bytes) -> None:
-        if self.pid:
-            os.write(self.fd, word)
-            os.close(self.fd)
+        """Tell the watchdog how the load ended and reap it (stopped if it has not exited within a second)."""
+        if not self.pid:
+            return
+        os.write(self.fd, word)
+        os.close(self.fd)
+        for _ in range(100):
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
-            self.pid = 0
+        self.pid = 0
 
 
 def load_guarded(modules: Iterable[str], resume: str, what: str | None = None) -> None:
