@@ -49,7 +49,7 @@ if str(REPO) not in sys.path:  # run as `python benchmarks/kill_anywhere.py` fro
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY
+from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY  # noqa: E402 - after the sys.path line above
 
 
 def build_parser() -> argparse.ArgumentParser:
