@@ -7,8 +7,10 @@ former name ``STTRL_COLLECT_API_KEY`` is read when it is unset), sent as ``Autho
 
 - With a key set, every request without it gets 401.
 - Without a key, the server answers loopback clients only (127.0.0.1 / ::1, a loopback ``Host`` header, no
-  forwarding header such as ``X-Forwarded-For``, which a tunnel or proxy adds); anything else gets 403. That is
-  ``langgraph dev``'s default of binding 127.0.0.1, kept when someone adds ``--host 0.0.0.0`` or ``--tunnel``.
+  forwarding header such as ``X-Forwarded-For``, which a tunnel or proxy adds, and a browser ``Origin`` that is
+  loopback or Studio's own, so another web page cannot drive the server through the developer's browser); anything
+  else gets 403. That is ``langgraph dev``'s default of binding 127.0.0.1, kept when someone adds
+  ``--host 0.0.0.0`` or ``--tunnel``.
 - A new run's input is checked before the run exists (:mod:`graph.inputs`): a path outside the server's roots or a
   config file it does not serve is a 403 naming the field, never a file's content.
 
@@ -22,6 +24,8 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +37,7 @@ KEY_VARIABLE = "STTRL_API_KEY"
 LEGACY_KEY_VARIABLE = "STTRL_COLLECT_API_KEY"
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "cf-connecting-ip")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+STUDIO_ORIGIN = re.compile(r"https://([a-z0-9-]+\.)?smith\.langchain\.com")  # LangSmith Studio's web page
 
 auth = Auth()
 
@@ -63,13 +68,26 @@ def _loopback_address(host: str) -> bool:
 
 
 def is_local(client_host: str | None, headers: Mapping[str, str]) -> bool:
-    """A request from this machine itself: a loopback peer, a loopback ``Host`` header (no DNS rebinding), and no
-    forwarding header (a tunnel or reverse proxy connects from loopback on behalf of someone else)."""
+    """A request from this machine itself: a loopback peer, a loopback ``Host`` header (no DNS rebinding), no
+    forwarding header (a tunnel or reverse proxy connects from loopback on behalf of someone else), and no foreign
+    browser ``Origin`` (a web page posting to 127.0.0.1 from the developer's browser)."""
     if not client_host or not _loopback_address(client_host):
         return False
     if any(h in headers for h in FORWARDING_HEADERS):
         return False
-    host = (headers.get("host") or "").lower()
+    if not _loopback_name(headers.get("host") or ""):
+        return False
+    origin = (headers.get("origin") or "").lower()
+    return not origin or STUDIO_ORIGIN.fullmatch(origin) is not None or _loopback_name(_netloc(origin))
+
+
+def _netloc(origin: str) -> str:
+    return urllib.parse.urlsplit(origin).netloc
+
+
+def _loopback_name(host: str) -> bool:
+    """A ``Host`` value (name or address, with or without a port) that names this machine."""
+    host = host.lower()
     name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     return name in LOOPBACK_HOSTS or _loopback_address(name)
 

@@ -61,3 +61,17 @@ def test_without_a_config_directory_no_config_file_is_read(roots, monkeypatch):
     monkeypatch.delenv(inputs.CONFIG_DIR_VARIABLE)
     with pytest.raises(inputs.ServerInputError, match="not served here"):
         inputs.check_raw_input({"preset": "debug", "config_file": "a.yaml"})
+
+
+def test_what_counts_as_a_request_from_this_machine():
+    from graph.auth import is_local
+
+    here = {"host": "127.0.0.1:8123"}
+    assert is_local("127.0.0.1", here) and is_local("::1", {"host": "[::1]:8123"})
+    assert not is_local("127.0.0.1", {})  # no Host header: refused
+    assert is_local("127.0.0.1", {**here, "origin": "https://smith.langchain.com"})
+    assert is_local("127.0.0.1", {**here, "origin": "https://eu.smith.langchain.com"})
+    assert not is_local("10.0.0.2", here) and not is_local(None, here)
+    assert not is_local("127.0.0.1", {**here, "x-forwarded-for": "203.0.113.7"})
+    assert not is_local("127.0.0.1", {"host": "evil.test:8123"})
+    assert not is_local("127.0.0.1", {**here, "origin": "https://smith.langchain.com.evil.test"})

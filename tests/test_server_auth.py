@@ -112,7 +112,15 @@ def test_a_config_file_from_the_config_directory_fails_in_one_line_without_its_c
 def test_without_a_key_the_server_answers_loopback_only(tmp_path, data_cache):
     with langgraph_dev(tmp_path, cache=data_cache) as url, httpx.Client(base_url=url, timeout=30) as c:
         assert c.post("/threads", json={}).status_code == 200  # loopback, as langgraph dev binds it
-        for header in ({"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"}, {"Host": "evil.test"}):
+        foreign = (
+            {"X-Forwarded-For": "203.0.113.7"},
+            {"Forwarded": "for=203.0.113.7"},
+            {"Host": "evil.test"},  # DNS rebinding
+            {"Origin": "https://evil.test"},  # another web page, through the developer's browser
+        )
+        for header in foreign:
             r = c.post("/threads", json={}, headers=header)
             assert r.status_code == 403 and "STTRL_API_KEY" in r.text, (header, r.text)
+        for origin in ("https://smith.langchain.com", "http://127.0.0.1:5173", "http://localhost:3000"):
+            assert c.post("/threads", json={}, headers={"Origin": origin}).status_code == 200, origin
         assert c.get("/rl/episodes").status_code == 503  # the collect routes need the key set
