@@ -200,7 +200,7 @@ def thread_at(state: dict[str, Any], run_dir: Path) -> str:
 # the last event line a process printed -> what it was doing when it was killed
 LINE_PHASES: tuple[tuple[str, str], ...] = (
     (r"^thread \S+ \(new episode", "setup"),
-    (r"^thread \S+ \(its setup never finished", "setup"),
+    (r"^thread \S+ resumes at setup, which never finished", "setup"),
     (r"^thread \S+ resumes at (train|evaluate|judge)\b", r"\1 (restoring the runtime)"),
     (r"^thread \S+ resumes at (\w+)", r"\1"),
     (r"^thread \S+ is finished", "summary"),
@@ -240,8 +240,8 @@ def expected_first_line(thread: str, state: dict[str, Any]) -> str:
         return f"thread {thread} (new episode"
     if state["finished"]:
         return f"thread {thread} is finished"
-    if not state.get("setup_done", True):  # killed before setup's end: it starts again (graph.run)
-        return f"thread {thread} (its setup never finished"
+    if not state.get("setup_done", True):  # killed before setup's end: setup runs again with the recorded config
+        return f"thread {thread} resumes at setup, which never finished"
     where = ", ".join(state["next"]) or "its last saved writes"
     return f"thread {thread} resumes at {where} after step {state['step']} "
 

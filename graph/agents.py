@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_core.messages import HumanMessage, SystemMessage
+
 from graph.answers import (
     Decision,
     _raw_text,
@@ -35,7 +37,7 @@ from sttrl.control import registry as controllers
 from sttrl.control.prompting import PROMPT_DIR, render_history, render_observation  # noqa: F401 - re-exported
 from sttrl.control.spec import ControllerSpec, register
 from sttrl.env.decision import Controller, Decided
-from sttrl.errors import ConfigError
+from sttrl.errors import AgentConfigError, ConfigError
 
 DEFAULT_MODEL = "groq:llama-3.3-70b-versatile"
 
@@ -49,10 +51,6 @@ PROVIDERS: dict[str, tuple[str, str, str | None]] = {
     "ollama": ("langchain_ollama", "langchain-ollama", None),
     "local": ("lmformatenforcer", "lm-format-enforcer", None),  # graph/local_llm.py: offline, no key
 }
-
-
-class AgentConfigError(ConfigError):
-    """The chosen agent cannot be built: unknown name, bad model string, missing package or API key."""
 
 
 Agent = Controller  # an agent is an episode controller (sttrl.control.registry)
@@ -79,8 +77,6 @@ def build_messages(
     observation: dict[str, Any], history: Sequence[dict[str, Any]], cfg: Config, window: int = 8
 ) -> list:
     """System and per-step messages from the prompt files (:func:`sttrl.control.prompting.prompt_turns`)."""
-    from langchain_core.messages import HumanMessage, SystemMessage
-
     try:
         system, human = prompting.prompt_turns(observation, history, cfg, window)
     except ConfigError as exc:
@@ -195,11 +191,13 @@ def build_chat_model(model: str = DEFAULT_MODEL, api_key: str | None = None, cfg
             )
         kwargs["api_key"] = api_key
     if provider == "local":  # a model on this machine (graph/local_llm.py), loaded now
+        # torch and transformers: loaded only for a local model, not when Studio imports the graph
         from graph.local_llm import build_local_chat_model
 
         return build_local_chat_model(model.split(":", 1)[1])
     if provider in ("groq", "openai", "anthropic"):
         kwargs["timeout"] = settings.timeout_s
+    # langchain (extra graph) and the provider's package: loaded only when a hosted model is built
     from langchain.chat_models import init_chat_model
 
     try:

@@ -9,6 +9,7 @@ it sets the flag, waits for the worker to let go of the model, then re-raises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -44,8 +45,6 @@ async def run_cancellable(fn: Callable[..., dict[str, Any]], *args: Any) -> dict
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         stop.set()
-        try:
+        with contextlib.suppress(BaseException):  # the worker's own end (cancelled, or failed): the run is cancelled
             await task
-        except BaseException:
-            pass
         raise

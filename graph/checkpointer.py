@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.sqlite import SqliteSaver
+
 from sttrl import extras
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
@@ -39,8 +41,6 @@ def open_checkpointer(target: str) -> Iterator[Any]:
             saver.setup()
             yield saver
     else:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
         path = Path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with SqliteSaver.from_conn_string(str(path)) as saver:

@@ -1,5 +1,5 @@
 """Terminal output of ``python -m graph.run``: a live rich display of the stream's custom events
-(training steps, evaluations, decisions), then a summary table and the judge result.
+(training steps, evaluations, decisions), then a summary table and the judge result; the table of ``--list``.
 
 On a terminal, each training block is a live progress bar; elsewhere (pipes, logs, tests) every
 event is one plain line, e.g. ``train block 2 step 3/10 loss 2.314 lr 0.001 41.2 samples/s``.
@@ -13,6 +13,10 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from graph.checkpointer import thread_ids
+from sttrl.outward.publish import outward_line
+from sttrl.rundir import CONFIG_FILE, JUDGE_REPORT, PLOT, TRAJECTORY
 
 
 def _f(value: Any, spec: str = ".3f") -> str:
@@ -182,3 +186,48 @@ def judge_lines(report: dict[str, Any] | None) -> list[str]:
         measured = f", WER {_f(report['wer'])} measured but not trustworthy" if report.get("wer") is not None else ""
         lines.append(f"judge: not scored (failed: {', '.join(failed) or 'unknown'}{measured})")
     return lines
+
+
+def print_summary(console: Console, values: dict[str, Any]) -> None:
+    """The summary table, the judge's lines, the run's files and the outward (sink, tracker) outcome."""
+    console.print(summary_table(values))
+    for line in judge_lines(values.get("judge")):
+        console.print(line, highlight=False, markup=False)
+    run_dir = values.get("run_dir")
+    if run_dir:
+        files = ", ".join((TRAJECTORY, JUDGE_REPORT, PLOT, CONFIG_FILE))
+        console.print(f"files: {run_dir}/{files}", highlight=False, markup=False)
+        if line := outward_line(run_dir):  # sink / tracker outcome recorded in run.json
+            console.print(line, highlight=False, markup=False)
+
+
+LIST_COLUMNS = ("thread", "status", "steps", "agent", "preset", "start WER", "last WER", "judge score", "updated")
+
+
+def list_threads(console: Console, compiled: Any, saver: Any, status: Any) -> int:
+    """``--list``: one row per thread of the checkpointer, oldest first (``status(values, next)`` names its state)."""
+    table = Table(title="threads")
+    for col in (*LIST_COLUMNS, "run dir"):
+        table.add_column(col)
+    rows = []
+    for tid in thread_ids(saver):
+        snap = compiled.get_state({"configurable": {"thread_id": tid}})
+        v = snap.values or {}
+        start, obs, jr = v.get("start") or {}, v.get("observation") or {}, v.get("judge") or {}
+        row = [
+            tid,
+            status(v, snap.next),
+            f"{v.get('step', 0)}/{v.get('max_actions', '?')}",
+            v.get("agent", "?"),
+            (v.get("config") or {}).get("preset", v.get("preset", "?")),
+            _f(start.get("wer")),
+            _f(obs.get("wer")),
+            _f(jr.get("score"), ".1f"),
+            (snap.created_at or "")[:19],
+            v.get("run_dir", "-"),
+        ]
+        rows.append((snap.created_at or "", row))
+    for _, row in sorted(rows, key=lambda x: x[0]):
+        table.add_row(*[str(c) for c in row])
+    console.print(table if rows else "no threads yet")
+    return 0

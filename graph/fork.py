@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sttrl.config import config_from_dict
+from sttrl.env import episode
 from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
 from sttrl.errors import ForkError
@@ -37,13 +38,13 @@ def snapshot_after(compiled: Any, thread_id: str, step: int) -> Any:
     done: list[int] = []
     for snap in compiled.get_state_history(_cfg(thread_id)):
         v = snap.values or {}
-        if tuple(snap.next) == ("observe",) and isinstance(v.get("step"), int) and v.get("run_dir"):
-            if len(v.get("records") or []) == v["step"]:
-                done.append(v["step"])
-                if v["step"] == step:
-                    return snap
+        at_step = tuple(snap.next) == ("observe",) and isinstance(v.get("step"), int) and v.get("run_dir")
+        if at_step and len(v.get("records") or []) == v["step"]:
+            done.append(v["step"])
+            if v["step"] == step:
+                return snap
     have = f"0..{max(done)}" if done else "none (its setup never finished)"
-    raise ForkError(f"--at {step} is outside thread {thread_id!r}'s history: the steps it completed are {have}")
+    raise ForkError(f"--at {step} is outside the history of thread {thread_id}: the steps it completed are {have}")
 
 
 def fork(
@@ -57,7 +58,7 @@ def fork(
 ) -> dict[str, Any]:
     """Create thread ``new_id`` as the fork of ``parent_id`` after step ``step`` (next decision ``action``, or
     the agent's own when None); returns the new thread's state values. Nothing is written on an error."""
-    from sttrl.env import episode
+    # torch: sttrl.env.fork reads the block checkpoint; --list and --tree never load it
     from sttrl.env.fork import fork_run_dir
 
     if compiled.get_state(_cfg(new_id)).values:
@@ -67,7 +68,7 @@ def fork(
     cfg = config_from_dict(values["config"])
     if action is not None and action not in cfg.env.actions:
         raise ForkError(
-            f"--action {action!r} is not in thread {parent_id!r}'s action set: {', '.join(cfg.env.actions)}"
+            f"--action {action!r} is not in the action set of thread {parent_id}: {', '.join(cfg.env.actions)}"
         )
     child_dir = Path(run_dir) if run_dir else Path(cfg.run.out_dir) / new_id
     parent_info = {"thread": parent_id, "checkpoint_id": snap.config["configurable"].get("checkpoint_id")}

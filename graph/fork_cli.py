@@ -8,7 +8,6 @@ branch's validation WER against training samples into ``<THREAD's run dir>/fork-
 
 from __future__ import annotations
 
-import argparse
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,34 +15,23 @@ from typing import Any
 from rich.console import Console
 from rich.tree import Tree
 
-from sttrl.config import Config
-from sttrl.errors import ForkError, SttrlError
+from graph.checkpointer import thread_ids
+from graph.fork import fork
+from graph.lease import thread_lease
+from graph.plot import save_figure
+from graph.thread import Command, run_thread
+from sttrl.errors import ForkError
 
 
-def fork_main(
-    console: Console,
-    compiled: Any,
-    saver: Any,
-    stack: ExitStack,
-    target: str,
-    args: argparse.Namespace,
-    cfg: Config | None,
-    cfg_error: SttrlError | None,
-    thread_id: str,
-    agent: Any,
-    argv: list[str],
-) -> int:
+def fork_main(cmd: Command, stack: ExitStack, target: str) -> int:
     """Dispatch ``--tree`` or ``--fork`` (the checkpointer is open; the new thread's lease is taken here)."""
+    args, console, thread_id = cmd.args, cmd.console, cmd.thread_id
     if args.tree:
-        return print_tree(console, compiled, saver, args.tree)
-    from graph.fork import fork
-    from graph.lease import thread_lease
-    from graph.run import run_thread
-
+        return print_tree(console, cmd.compiled, cmd.saver, args.tree)
     if args.fork == thread_id:
         raise ForkError("--thread-id of a fork must differ from the thread it forks")
     stack.enter_context(thread_lease(target, thread_id))
-    values = fork(compiled, args.fork, args.at, thread_id, action=args.action, run_dir=args.run_dir)
+    values = fork(cmd.compiled, args.fork, args.at, thread_id, action=args.action, run_dir=args.run_dir)
     p = values["parent"]
     console.print(
         f"thread {thread_id} forked from {p['thread']} after step {p['step']} (checkpoint "
@@ -52,13 +40,11 @@ def fork_main(
         highlight=False,
         markup=False,
     )
-    return run_thread(console, compiled, saver, args, cfg, cfg_error, thread_id, agent, argv)
+    return run_thread(cmd)
 
 
 def branches(compiled: Any, saver: Any, root: str) -> dict[str, dict[str, Any]]:
     """``root`` and every thread descending from it by forks: thread id -> state values."""
-    from graph.checkpointer import thread_ids
-
     values = {tid: compiled.get_state({"configurable": {"thread_id": tid}}).values or {} for tid in thread_ids(saver)}
     if not values.get(root):
         raise ForkError(f"unknown thread {root!r}: it is not in this checkpointer (see --list)")
@@ -121,7 +107,7 @@ def curve(v: dict[str, Any]) -> tuple[list[float], list[float]]:
 
 def write_tree_plot(path: Path, found: dict[str, dict[str, Any]]) -> Path:
     """Every branch's validation WER against training samples, one line each, into ``path`` (PNG, atomic)."""
-    from graph.plot import pyplot, save_figure  # matplotlib loads only when a tree is drawn
+    from graph.plot import pyplot  # matplotlib loads only when a tree is drawn
 
     plt = pyplot()
 

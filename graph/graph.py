@@ -20,10 +20,11 @@ GRAPH_NAME = "sttrl-episode"
 
 
 def build_graph() -> StateGraph:
-    """setup → observe → decide → train → evaluate → reward → observe …; stop or spent budget → judge → END."""
+    """configure → setup → observe → decide → train → evaluate → reward → observe …; stop or spent budget → judge."""
     builder = StateGraph(
         EpisodeState, context_schema=EpisodeContext, input_schema=EpisodeInput, output_schema=EpisodeOutput
     )
+    builder.add_node("configure", nodes.configure)
     builder.add_node("setup", nodes.setup)
     builder.add_node("observe", nodes.observe)
     builder.add_node("decide", nodes.decide)
@@ -32,7 +33,8 @@ def build_graph() -> StateGraph:
     builder.add_node("evaluate", nodes.evaluate)
     builder.add_node("reward", nodes.reward)
     builder.add_node("judge", nodes.judge)
-    builder.add_edge(START, "setup")
+    builder.add_edge(START, "configure")
+    builder.add_edge("configure", "setup")
     builder.add_conditional_edges("setup", nodes.route_after_setup)
     builder.add_conditional_edges("observe", nodes.route_after_observe)
     builder.add_conditional_edges("decide", nodes.route_after_decide)

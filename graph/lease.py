@@ -1,7 +1,8 @@
 """One process per thread: a lease taken before a thread runs and released when the process ends.
 
 - SQLite checkpointer: an exclusive ``flock`` on ``<db>.leases/<thread>.lock`` beside the database file.
-  The kernel drops it when the holder dies (also on SIGKILL), so a dead holder's lease is taken over.
+  The kernel drops it when the holder dies (also on SIGKILL), so a dead holder's lease is taken over; a holder
+  that lets go removes the file.
 - Postgres checkpointer: a session-level advisory lock (``pg_try_advisory_lock``) keyed by the thread id,
   held on its own connection; the server drops it when that connection (its process) goes away.
 
@@ -10,6 +11,7 @@ A second process on the same thread gets :class:`ThreadBusyError` naming the thr
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -45,11 +47,11 @@ def _busy(thread_id: str, holder: dict[str, object] | None) -> ThreadBusyError:
     )
 
 
-@contextmanager
-def _file_lease(path: Path, thread_id: str) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _lock(path: Path, thread_id: str) -> int:
+    """An open descriptor of ``path`` holding its ``flock``. A holder removes the file when it lets go: if that
+    happened between this process's open and its lock, the locked file is no longer ``path``, so open it again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -57,11 +59,28 @@ def _file_lease(path: Path, thread_id: str) -> Iterator[None]:
                 holder = json.loads(os.pread(fd, 4096, 0).decode() or "null")
             except ValueError:
                 holder = None
+            os.close(fd)
             raise _busy(thread_id, holder) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def _file_lease(path: Path, thread_id: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(path, thread_id)
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_holder()).encode(), 0)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):  # removed while still held: no lease file outlives its holder
+            path.unlink()
         os.close(fd)  # closing drops the flock
 
 

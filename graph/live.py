@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from graph.agents import api_key_name, make_agent
 from sttrl.config import config_from_dict, secret
 from sttrl.env.decision import Controller
 
@@ -50,6 +51,7 @@ def episode_runtime(
     thread_id: str, config: dict[str, Any], run_dir: str | Path, progress: bool = False
 ) -> EpisodeRuntime:
     """The live ``EpisodeRuntime`` of ``thread_id``, built (or restored from ``run_dir``) on first use."""
+    # torch: loaded with the first runtime, not when Studio imports the graph
     from sttrl.env.runtime import EpisodeRuntime
 
     with _LOCK:
@@ -71,8 +73,6 @@ def drop_episode_runtime(thread_id: str) -> None:
 
 def controller(thread_id: str, name: str, cfg: Any, model: str | None) -> Controller:
     """The controller ``name`` of ``thread_id``, built once per process (an LLM's key is resolved then)."""
-    from graph.agents import api_key_name, make_agent
-
     key = (name, model or "")
     with _LOCK:
         cached = _CONTROLLERS.get(thread_id)

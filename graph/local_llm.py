@@ -25,9 +25,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from graph.agents import AgentConfigError
 from sttrl.control.prompting import json_hint_turn, json_skeleton  # noqa: F401 - json_skeleton re-exported
-from sttrl.errors import SttrlError
+from sttrl.errors import AgentConfigError, SttrlError
 from sttrl.llm.constrained import chat_prompt_ids, generate
 from sttrl.llm.local import LoadedModel, load_model, resolve_model
 

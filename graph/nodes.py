@@ -3,10 +3,11 @@
 its typed result back to a partial state; it also reports progress through LangGraph's stream writer as
 ``{"type": ...}`` dicts (custom stream mode). Routers return a ``Literal`` and raise on anything unexpected.
 
-``setup → observe → decide → train → evaluate → reward → observe …``; ``observe`` routes to ``judge`` when the
-budget is spent, ``decide`` routes to ``judge`` on ``stop``. Every node is safe to re-run from its start after a
-crash: training and evaluation are idempotent per block, trajectory appends are idempotent per step, and the final
-save and the judge overwrite their files atomically.
+``configure → setup → observe → decide → train → evaluate → reward → observe …``; ``observe`` routes to ``judge``
+when the budget is spent, ``decide`` routes to ``judge`` on ``stop``. Every node is safe to re-run from its start
+after a crash: training and evaluation are idempotent per block, trajectory appends are idempotent per step, and the
+final save and the judge overwrite their files atomically. ``configure`` records the thread's resolved config before
+``setup`` builds anything, so a thread cut off in setup resumes with it.
 
 Names: ``runtime`` is LangGraph's ``Runtime[EpisodeContext]``; sttrl's ``EpisodeRuntime`` of the thread is ``rt``.
 """
@@ -17,13 +18,13 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime, get_runtime
 
-from graph import cancel, live
+from graph import cancel, inputs, live
 from graph.agents import DEFAULT_MODEL
 from graph.plot import write_plot
 from graph.state import EpisodeContext, EpisodeState
@@ -37,12 +38,10 @@ from sttrl.eval.result import EvalResult
 from sttrl.judge.integrity import expected_from_state
 from sttrl.outward.publish import publish_run, summary_line
 from sttrl.rundir import PLOT, RUN_RECORD, new_run_id
+from sttrl.train.blocks import BlockResult, StepInfo
 from sttrl.train.memory import release_memory
 from tools import evaluate as evaluate_tool
 from tools import train_block as train_block_tool
-
-if TYPE_CHECKING:  # torch loads with the first runtime, not when Studio imports the graph
-    from sttrl.train.blocks import StepInfo
 
 JUDGE_SUMMARY_KEYS = (
     "run_id",
@@ -73,6 +72,7 @@ def _cfg(state: EpisodeState) -> Config:
 
 def _episode(state: EpisodeState, runtime: Runtime[EpisodeContext] | None) -> episode.Episode:
     """The thread's episode over its live runtime (rebuilt from the run directory after a restart)."""
+    _guard(state)
     rt = live.episode_runtime(state["thread_id"], state["config"], state["run_dir"], progress=_ctx(runtime).progress)
     return episode.Episode(rt, episode.Progress.from_state(state) if state.get("step") is not None else None)
 
@@ -82,7 +82,10 @@ def _emit(event: dict[str, Any]) -> None:
 
 
 def resolve_config(state: EpisodeState) -> Config:
-    """The episode's config from the input: a resolved ``config`` dict, else preset + file + overrides."""
+    """The episode's config from the input: a resolved ``config`` dict, else preset + file + overrides. On the server,
+    a config file comes only from its config directory and every path must lie inside its roots (graph.inputs)."""
+    if inputs.on_server():
+        return inputs.resolve_input(state)
     if state.get("config"):
         return config_from_dict(state["config"])
     return load_config(
@@ -90,10 +93,17 @@ def resolve_config(state: EpisodeState) -> Config:
     )
 
 
+def _guard(state: EpisodeState) -> None:
+    """On the server, refuse a state whose paths leave its roots (a state written through ``update_state``)."""
+    if inputs.on_server():
+        inputs.check_state(state)
+
+
 def _controller(state: EpisodeState, cfg: Config, runtime: Runtime[EpisodeContext] | None) -> Controller:
     injected = _ctx(runtime).agent
     if injected is not None:
         return injected
+    _guard(state)
     return live.controller(state["thread_id"], state.get("agent") or "rule", cfg, state.get("model") or None)
 
 
@@ -105,32 +115,40 @@ def _plot(state: EpisodeState, records: list[dict[str, Any]]) -> None:
 
 
 # ----- nodes -----------------------------------------------------------------------------------
-def setup(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
-    """Resolve the config, check the agent (API key) before any training, build or restore the runtime, and run the
-    episode's start phase (the starting WER of block 0 and the loss on the next batch)."""
+def _has_progress(state: EpisodeState) -> bool:
+    return bool(state.get("run_id")) and state.get("step") is not None
+
+
+def configure(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+    """Resolve and record the thread's config, agent, model and run directory before any data or model is built (a
+    thread whose setup is cut off resumes with them), and check the agent (its API key) first. An input sent again on
+    a thread with progress keeps the config the run started with."""
     thread_id = (config.get("configurable") or {}).get("thread_id") or state.get("thread_id") or new_run_id()
-    if state.get("run_id") and state.get("step") is not None:  # input sent again on a thread with progress
-        _emit(
-            {
-                "type": "setup",
-                "phase": "resumed",
-                "thread_id": thread_id,
-                "run_dir": state.get("run_dir"),
-                "step": state["step"],
-                "finished": bool(state.get("judge")),
-            }
-        )
+    if _has_progress(state):
+        _guard(state)
         record = Path(state["run_dir"]) / RUN_RECORD  # the config the run started with wins over a new input's
-        kept = {"config": json.loads(record.read_text())["config"]} if record.is_file() else {}
-        return {**kept, "decision": None, "train": None, "eval": None}
+        return {"config": json.loads(record.read_text())["config"]} if record.is_file() else {}
     agent = state.get("agent") or "rule"
     cfg = episode_config(resolve_config(state), agent, state.get("instance"))
     model = state.get("model") or (DEFAULT_MODEL if agent == "llm" else "")
-    _controller({**state, "thread_id": thread_id, "agent": agent, "model": model}, cfg, runtime)  # checks the key
     run_dir = str(state.get("run_dir") or Path(cfg.run.out_dir) / thread_id)
+    chosen: EpisodeState = {"thread_id": thread_id, "config": cfg.to_dict(), "agent": agent, "model": model}
+    _controller({**chosen, "run_dir": run_dir}, cfg, runtime)  # checks the key (and, on the server, the paths)
+    return {**chosen, "run_dir": run_dir}
+
+
+def setup(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str, Any]:
+    """Build or restore the runtime and run the episode's start phase (the starting WER of block 0 and the loss on
+    the next batch)."""
+    thread_id, run_dir = state["thread_id"], state["run_dir"]
+    if _has_progress(state):  # input sent again on a thread with progress
+        done = {"step": state["step"], "finished": bool(state.get("judge"))}
+        _emit({"type": "setup", "phase": "resumed", "thread_id": thread_id, "run_dir": run_dir, **done})
+        return {"decision": None, "train": None, "eval": None}
+    cfg = _cfg(state)
     _emit({"type": "setup", "phase": "start", "thread_id": thread_id, "run_dir": run_dir, "preset": cfg.preset})
     t0 = time.perf_counter()
-    ep = _episode({"thread_id": thread_id, "config": cfg.to_dict(), "run_dir": run_dir}, runtime)
+    ep = _episode(state, runtime)
     if ep.rt.block != 0 or ep.rt.completed_blocks() != [0]:
         raise CheckpointError(
             f"run directory {run_dir} already holds trained blocks {ep.rt.completed_blocks()}: "
@@ -152,12 +170,8 @@ def setup(state: EpisodeState, config: RunnableConfig, runtime: Runtime[EpisodeC
         }
     )
     return {
-        "thread_id": thread_id,
         "run_id": ep.rt.run_id,
-        "run_dir": run_dir,
         "config": ep.cfg.to_dict(),
-        "agent": agent,
-        "model": model,
         **started.progress.to_state(),
         "start": started.start,
         "decision": None,
@@ -270,8 +284,7 @@ def evaluate(state: EpisodeState, runtime: Runtime[EpisodeContext]) -> dict[str,
 
 def reward(state: EpisodeState) -> dict[str, Any]:
     """The reward and append phases: the new observation and the step's record, appended once (also after a re-run)."""
-    from sttrl.train.blocks import BlockResult
-
+    _guard(state)
     rewarded = episode.conclude(
         episode.Progress.from_state(state),
         episode.Pending.from_dict(state["decision"]),

@@ -21,8 +21,9 @@ class EpisodeInput(TypedDict, total=False):
 
     Either ``config`` (a resolved config as a dict) or ``preset`` + ``config_file`` + ``overrides``
     (dotted ``key=value`` strings, as with ``--set``). ``agent`` is a registered episode controller
-    (``rule`` by default; ``random``, ``static``, ``llm``…); ``model`` is the LLM's ``provider:model`` string. ``run_dir`` defaults to
-    ``run.out_dir/<thread id>``. ``instance`` (a seed) draws the starting conditions from ``env.instances``.
+    (``rule`` by default; ``random``, ``static``, ``llm``…); ``model`` is the LLM's ``provider:model`` string.
+    ``run_dir`` defaults to ``run.out_dir/<thread id>``. ``instance`` (a seed) draws the starting conditions from
+    ``env.instances``.
     """
 
     preset: str

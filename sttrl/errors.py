@@ -16,6 +16,10 @@ class ConfigError(SttrlError):
     """A config file, preset or override is invalid; the message names the field and what is valid."""
 
 
+class AgentConfigError(ConfigError):
+    """The chosen agent cannot be built: unknown name, bad model string, missing package or API key."""
+
+
 class DataError(SttrlError):
     """A corpus, audio file, manifest or hub dataset is missing or malformed."""
 

@@ -62,13 +62,24 @@ def background_server(
         log.close()
 
 
+SERVER_VARIABLES = ("STTRL_API_KEY", "STTRL_COLLECT_API_KEY", "STTRL_SERVER_CONFIG_DIR")
+
+
 @contextmanager
-def langgraph_dev(tmp: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """``langgraph dev`` over this repository's langgraph.json; yields its URL."""
+def langgraph_dev(
+    tmp: Path, extra_env: Mapping[str, str] | None = None, *, root: Path | None = None, cache: Path | None = None
+) -> Iterator[str]:
+    """``langgraph dev`` over this repository's langgraph.json; yields its URL. Its run root is ``root`` (default
+    ``tmp``) and its data cache root ``cache`` (default ``root``): server inputs may name paths inside them only."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "LANGSMITH_API_KEY")}
+    drop = ("GROQ_API_KEY", "LANGSMITH_API_KEY", *SERVER_VARIABLES)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
-        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""), LANGSMITH_TRACING="false", **(extra_env or {})
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        LANGSMITH_TRACING="false",
+        STTRL_SERVER_ROOT=str(root or tmp),
+        STTRL_SERVER_CACHE=str(cache or root or tmp),
+        **(extra_env or {}),
     )
     cli = Path(sys.executable).parent / "langgraph"
     url = f"http://127.0.0.1:{port}"

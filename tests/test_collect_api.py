@@ -1,6 +1,8 @@
 """The LangGraph server with sttrl's custom routes (``langgraph dev`` on a free loopback port, ``langgraph.json``'s
-``http.app``): the collect API (valid, invalid, duplicate, conflicting, unauthenticated, oversized) and the server's
-own assistants/threads/runs API as the job API (start, poll, cancel, resume, read the trajectory)."""
+``http.app``): the collect API (valid, invalid, duplicate, conflicting, unauthenticated, oversized; issue 24 item 2:
+append-only metadata, judge results only from a judge run, exact run ids, finite numbers, steps within the budget)
+and the server's own assistants/threads/runs API as the job API (start, poll, cancel, resume, read the trajectory),
+all behind the one server key (STTRL_API_KEY)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ KEY = "test-collect-key-123"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, data_cache):
     tmp = tmp_path_factory.mktemp("collect")
     store = tmp / "store"
-    extra = {"STTRL_COLLECT_API_KEY": KEY, "STTRL_COLLECT_SINK": store.as_uri(), "STTRL_COLLECT_MAX_BYTES": "65536"}
-    with langgraph_dev(tmp, extra) as url:
+    extra = {"STTRL_API_KEY": KEY, "STTRL_COLLECT_SINK": store.as_uri(), "STTRL_COLLECT_MAX_BYTES": "65536"}
+    with langgraph_dev(tmp, extra, cache=data_cache) as url:
         yield {"url": url, "store": store, "tmp": tmp}
 
 
@@ -86,11 +88,59 @@ def test_collect_api(server):
         # listing and reading back
         eps = c.get("/rl/episodes", headers=h).json()["episodes"]
         one = next(e for e in eps if e["run_id"] == "ext-1")
-        assert one["steps"] == 2 and one["metadata"]["controller"] == "my-tuner" and one["judge"]["wer"] == 0.5
+        assert one["steps"] == 2 and one["metadata"]["controller"] == "my-tuner"
+        assert one["judge"] is None and one["claimed_judge"]["wer"] == 0.5  # no judge ran: the client's claim
         got = c.get("/rl/episodes/ext-1", headers=h).json()
         assert [s["step"] for s in got["records"]] == [1, 2] and got["records"][1]["action"] == "batch_up"
         assert c.get("/rl/episodes/nothing", headers=h).status_code == 404
     assert sorted(p.name for p in (server["store"] / "ext-1" / "steps").iterdir()) == ["000001.json", "000002.json"]
+
+
+def test_the_store_is_append_only_and_hard_to_fool(server):
+    """Issue 24 item 2: each case was accepted before (metadata replaced with a forged judge, a run id with a trailing
+    newline, a NaN reward stored as non-standard JSON, step 10**12 breaking last_step)."""
+    h = {"X-API-Key": KEY}
+    with httpx.Client(base_url=server["url"], timeout=30) as c:
+        ep = {"run_id": "meta-1", "steps": [_step("meta-1", 1)], "metadata": {"controller": "mine", "seed": 1}}
+        assert c.post("/rl/collect", json=ep, headers=h).status_code == 201
+        forged = {**ep, "metadata": {"controller": "mine", "seed": 1, "judge": {"scored": True, "score": 99}}}
+        r = c.post("/rl/collect", json=forged, headers=h)  # a new key is appended; the judge stays a claim
+        assert r.status_code == 201 and r.json()["unchanged"] == [1], r.text
+        got = c.get("/rl/episodes/meta-1", headers=h).json()
+        assert got["judge"] is None and got["claimed_judge"] == {"scored": True, "score": 99}
+        changed = {**ep, "metadata": {"controller": "someone-else"}}
+        r = c.post("/rl/collect", json=changed, headers=h)
+        assert r.status_code == 409 and "controller" in r.json()["detail"], r.text
+        assert c.get("/rl/episodes/meta-1", headers=h).json()["metadata"]["controller"] == "mine"
+        assert c.post("/rl/collect", json=_step("nl-run\n", 1), headers=h).status_code == 422
+        for bad in (b"NaN", b"Infinity", b"-Infinity", b"1e999"):
+            body = json.dumps(_step("nan-run", 1, reward=0.5)).replace("0.5", "@").encode().replace(b"@", bad)
+            r = c.post("/rl/collect", content=body, headers={**h, "Content-Type": "application/json"})
+            assert r.status_code == 422 and "finite" in r.text, (bad, r.text)
+        r = c.post("/rl/collect", json=_step("big-run", 10**12), headers=h)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == "steps.0.step", r.text
+        # a stated budget binds: metadata.max_actions, or a record's step + steps_left
+        r = c.post("/rl/collect", json={**_episode("budget-1", 4), "metadata": {"max_actions": 3}}, headers=h)
+        assert r.status_code == 422 and "budget of 3" in r.json()["detail"], r.text
+        left = _step("budget-2", 2, observation={"wer": 0.9, "cer": 0.5, "steps_left": 1})
+        assert c.post("/rl/collect", json=left, headers=h).status_code == 201
+        r = c.post("/rl/collect", json=_step("budget-2", 5), headers=h)
+        assert r.status_code == 422 and "budget of 3" in r.json()["detail"], r.text
+        assert c.post("/rl/collect", json=_step("budget-2", 3), headers=h).status_code == 201
+    for path in server["store"].rglob("*.json"):
+        assert not {"NaN", "Infinity"} & set(_constants(path.read_text())), path
+    assert not (server["store"] / "big-run").exists() and not (server["store"] / "nan-run").exists()
+
+
+def _constants(text: str) -> list[str]:
+    """The non-standard constants (NaN, Infinity) a JSON text holds."""
+    found: list[str] = []
+    json.loads(text, parse_constant=lambda c: found.append(c) or 0.0)
+    return found
+
+
+def _episode(run_id: str, n: int) -> dict:
+    return {"run_id": run_id, "steps": [_step(run_id, i) for i in range(1, n + 1)]}
 
 
 def test_jobs_start_poll_cancel_resume_read(server, data_cache):
@@ -98,7 +148,7 @@ def test_jobs_start_poll_cancel_resume_read(server, data_cache):
     episode is also readable through GET /rl/episodes/{run_id}."""
     from langgraph_sdk import get_sync_client
 
-    client = get_sync_client(url=server["url"])
+    client = get_sync_client(url=server["url"], api_key=KEY)
     thread = client.threads.create()
     tid = thread["thread_id"]
     out = server["tmp"] / "runs"
@@ -132,7 +182,7 @@ def test_jobs_start_poll_cancel_resume_read(server, data_cache):
     assert [r["step"] for r in values["records"]] == steps
     got = httpx.get(f"{server['url']}/rl/episodes/{values['run_id']}", headers={"X-API-Key": KEY}, timeout=30).json()
     assert [r["step"] for r in got["records"]] == steps and got["judge"]["scored"]
-    assert got["metadata"]["preset"] == "debug"
+    assert got["metadata"]["preset"] == "debug" and got["judge"]["source"] == "judge run"  # judge.json from the sink
 
 
 def test_cancel_stops_the_training_block_within_steps(server, data_cache):
@@ -143,7 +193,7 @@ def test_cancel_stops_the_training_block_within_steps(server, data_cache):
     from sttrl.rundir import block_name
     from sttrl.train.checkpoint import read_checkpoint_record
 
-    client = get_sync_client(url=server["url"])
+    client = get_sync_client(url=server["url"], api_key=KEY)
     tid = client.threads.create()["thread_id"]
     out = server["tmp"] / "cancel-runs"
     steps = 400

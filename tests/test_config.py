@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -59,3 +60,27 @@ def test_file_round_trip(tmp_path):
         load_config("debug", bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("debug", tmp_path / "missing.yaml")
+
+
+def test_malformed_yaml_is_one_line_with_file_and_line_and_no_content(tmp_path):
+    """Issue 24 items 1 and 6: PyYAML's own message is 8 lines and quotes the file; ours names file, line and column."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("db_password: hunter2\ntrain:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config("debug", bad)
+    text = str(info.value)
+    assert "\n" not in text and str(bad) in text and "line 4, column 1" in text and "hunter2" not in text, text
+    with pytest.raises(ConfigError) as info:
+        load_config("debug", overrides=["train.lr=[0.1"])
+    assert "\n" not in str(info.value) and "line 1" in str(info.value)
+
+
+def test_a_preset_is_a_name_never_a_path(tmp_path):
+    """Issue 24 item 1: ``PRESET_DIR / f"{preset}.yaml"`` read any YAML file a name like ``../../x`` pointed at."""
+    outside = tmp_path / "secret.yaml"
+    outside.write_text("preset: leaked\n")
+    from sttrl.config import PRESET_DIR
+
+    relative = os.path.relpath(outside.with_suffix(""), PRESET_DIR)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(relative)

@@ -1,9 +1,10 @@
-"""Real allocation failures on CPU (an address-space limit on a real episode process) and an unwritable run
-directory."""
+"""Real allocation failures on CPU (an address-space limit on a real episode process, also while its libraries load)
+and an unwritable run directory."""
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sttrl.native import THREAD_VARIABLES
 from sttrl.rundir import TRAJECTORY
 from sttrl.train.faults import is_allocation_failure
 
@@ -136,3 +138,35 @@ def test_unwritable_run_directory_is_one_line(data_cache, tmp_path, where):
         assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr, (cmd[0], lines[-20:])
         error = [line for line in lines if line.startswith("error")]
         assert len(error) == 1 and "not writable" in error[0] and str(run_dir) in error[0], (cmd[0], lines)
+
+
+def test_loading_the_libraries_under_a_memory_limit_is_one_line_never_a_hang(data_cache, tmp_path):
+    """Issue 24 item 4: ``graph.run`` under address-space limits where the native libraries fail while they load.
+    Measured before the fix (debug preset, one action): 600 MiB a traceback (libtorch_cpu.so: failed to map
+    segment), 900 MiB a hang (OpenBLAS's worker spinning in mmap), 1000 MiB a SystemError traceback, 1100 MiB
+    OpenBLAS's own "Memory allocation still failed" and exit 1. Now each limit ends the episode normally or prints one
+    line that says memory ran out and how to resume, with a non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    for mib in (600, 800, 900, 1000, 1100):
+        limit = mib * 2**20
+
+        def cap(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        args = ["--preset", "debug", "--max-actions", "1", "--quiet", "--thread-id", f"mem{mib}"]
+        args += ["--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path}"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "graph.run", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            preexec_fn=cap,
+            timeout=400,  # a hang fails here
+            env=env,
+        )
+        out = proc.stdout + proc.stderr
+        assert "Traceback" not in out, (mib, out[-3000:])
+        if proc.returncode == 0:
+            continue
+        last = [line for line in out.splitlines() if line.strip()][-1]
+        assert "out of memory" in last and "resume with: python -m graph.run" in last, (mib, proc.returncode, last)

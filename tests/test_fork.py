@@ -93,8 +93,8 @@ def test_fork_errors_are_one_line_and_write_nothing(parent, capsys):
     before = sorted(p.name for p in out.iterdir())
     cases = [
         (["--fork", "nope", "--at", "1"], "unknown thread 'nope'"),
-        (["--fork", "p", "--at", "7"], "--at 7 is outside thread 'p''s history: the steps it completed are 0..3"),
-        (["--fork", "p", "--at", "1", "--action", "dance"], "--action 'dance' is not in thread 'p''s action set"),
+        (["--fork", "p", "--at", "7"], "--at 7 is outside the history of thread p: the steps it completed are 0..3"),
+        (["--fork", "p", "--at", "1", "--action", "dance"], "--action 'dance' is not in the action set of thread p"),
         (["--fork", "p", "--at", "1", "--thread-id", "p"], "must differ"),
     ]
     if (out / "same").is_dir():
@@ -105,6 +105,9 @@ def test_fork_errors_are_one_line_and_write_nothing(parent, capsys):
         text = capsys.readouterr().out.strip()
         assert text.startswith("error: ") and message in text and "\n" not in text, text
     assert sorted(p.name for p in out.iterdir()) == before
+    assert "''s" not in text  # issue 24: no doubled quote
+    leases = out / "checkpoints.sqlite.leases"  # issue 24: a refused fork leaves no lease file behind
+    assert not leases.is_dir() or not list(leases.iterdir()), sorted(p.name for p in leases.iterdir())
     with pytest.raises(SystemExit):
         main(["--at", "1", *args])
 

@@ -25,6 +25,7 @@ def test_module_graph_has_the_episode_shape():
     g = graph.get_graph()
     assert set(g.nodes) == {
         "__start__",
+        "configure",
         "setup",
         "observe",
         "decide",
@@ -37,6 +38,7 @@ def test_module_graph_has_the_episode_shape():
     edges = {(e.source, e.target, e.conditional) for e in g.edges}
     assert ("setup", "observe", True) in edges and ("setup", "__end__", True) in edges
     assert ("reward", "observe", False) in edges
+    assert ("__start__", "configure", False) in edges and ("configure", "setup", False) in edges
     assert {
         ("observe", "decide", True),
         ("observe", "judge", True),

@@ -63,6 +63,12 @@ elif mode.startswith("die-after-writes:"):  # exit like SIGKILL right after a no
             print(f"MARK died after the writes of {channel} {at}", flush=True)
             os._exit(137)
     SqliteSaver.put_writes = put_writes
+elif mode == "slow-setup":  # block inside setup, before any data or model is built
+    import sttrl.env.runtime as R
+    def slow_init(self, *args, **kwargs):
+        print("MARK setting up", flush=True)
+        time.sleep(600)
+    R.EpisodeRuntime.__init__ = slow_init
 elif mode == "slow-judge":  # block inside the judge, after the final model is saved
     import sttrl.judge.scoring as J
     def slow_evaluate(*args, **kwargs):
@@ -284,6 +290,25 @@ def test_kill_between_a_nodes_writes_and_the_next_checkpoint_then_resume(data_ca
     same_as_reference(run_dir, reference)
 
 
+def test_a_thread_cut_off_in_setup_resumes_with_the_config_it_started_with(data_cache, tmp_path):
+    """Issue 24 item 5: the resume hint (``--thread-id T`` alone) restarted such a thread on the default preset
+    (cpu: minutes of unintended training); the thread's config is now recorded before setup runs."""
+    out, tid = tmp_path / "runs", "cut-in-setup"
+    args = ["--preset", "debug", "--agent", "static", "--max-actions", "1", "--steps-per-action", "2"]
+    first = Child(
+        "slow-setup",
+        [*args, "--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={out}", "--thread-id", tid],
+        cwd=tmp_path,
+    )
+    first.wait_for(lambda: "MARK setting up" in first.text)
+    first.kill()
+    text = Child("plain", ["--thread-id", tid, "--set", f"run.out_dir={out}", "--quiet"], cwd=tmp_path).finish()
+    assert f"thread {tid} resumes at setup, which never finished (with the config it started with)" in text, text
+    config = json.loads((out / tid / RUN_RECORD).read_text())["config"]
+    assert config["preset"] == "debug" and config["env"]["max_actions"] == 1 and config["env"]["steps_per_action"] == 2
+    assert steps_written(out / tid) == [1] and (out / tid / JUDGE_REPORT).is_file()
+
+
 def test_one_process_per_thread(data_cache, reference, tmp_path):
     """Issue item 3: a second process on a running thread is refused with one line; the first is untouched."""
     out, tid = tmp_path / "runs", "leased"
@@ -430,3 +455,12 @@ def test_rejudge_a_finished_thread_against_its_checkpointed_state(data_cache, tm
     assert "FAILED checks" in capsys.readouterr().out
     assert main([*common, "--thread-id", "nope", "--judge", "test"]) == 2
     assert "has not finished" in capsys.readouterr().out
+    # issue 24 item 3: a check that fails before scoring (tampered weights) prints the failed checks, exits 1, and
+    # gives no "resume with" hint for a finished thread (it crashed formatting a WER that was never measured)
+    weights = out / "rj" / "final" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert main([*common, "--thread-id", "rj", "--judge", "test"]) == 1
+    text = capsys.readouterr().out
+    assert "not measured" in text and "FAIL hash_matches_record" in text and "resume" not in text, text

@@ -65,3 +65,53 @@ def test_hidden_sentences_generated_mid_episode_fail_the_judge(make_config):
     run_dir = env.run_dir
     env.close()
     assert not judge(run_dir, progress=False)["checks"]["hidden_split_untouched"]["passed"]
+
+
+def test_the_private_generator_logs_too_and_a_listing_of_hashes_fails_nothing(make_config):
+    """Issue 24 item 3: ``synthetic._hidden_plan`` yields hidden text, so it logs every call; the manifest's listing of
+    ids and hashes (every episode builds one) is logged as ``hashes`` and fails no run."""
+    cfg = make_config("env.max_actions=1")
+    env = SttEnv(cfg, progress=False)
+    env.reset(seed=0)
+    before = len(accesses())
+    synthetic.hidden_listing(cfg.data, data_fingerprint(cfg.data))
+    assert accesses()[-1]["yields"] == "hashes" and len(accesses()) == before + 1
+    synthetic._hidden_plan(cfg.data, data_fingerprint(cfg.data), "text")  # what in-process code could call
+    assert accesses()[-1]["yields"] == "text" and not accesses()[-1]["judge"]
+    env.step("keep")
+    run_dir = env.run_dir
+    env.close()
+    check = judge(run_dir, progress=False)["checks"]["hidden_split_untouched"]
+    assert not check["passed"] and "hidden sentences generated" in check["reason"]
+
+
+def test_judge_access_is_bound_to_a_finished_signed_run_and_its_data(make_config):
+    """Issue 24 item 3: a live run cannot label its own hidden-split access as the judge's, nor can a forged record;
+    a finished run's record marks as the judge's only an access to that run's data."""
+    import json
+
+    from sttrl.data.hidden import judge_access
+    from sttrl.errors import HiddenSplitAccessError
+    from sttrl.rundir import RUN_RECORD
+
+    cfg = make_config("env.max_actions=1")
+    env = SttEnv(cfg, progress=False)
+    env.reset(seed=0)
+    live = json.loads((env.run_dir / RUN_RECORD).read_text())
+    fingerprint = data_fingerprint(cfg.data)
+    with pytest.raises(HiddenSplitAccessError, match="no saved final model"), judge_access(live, fingerprint):
+        pass
+    forged = {**live, "final": {"sha256": "0" * 64, "block": 1}}  # the signature no longer matches
+    with pytest.raises(HiddenSplitAccessError, match="changed after it was signed"), judge_access(forged, fingerprint):
+        pass
+    env.step("keep")
+    run_dir = env.run_dir
+    env.close()
+    done = json.loads((run_dir / RUN_RECORD).read_text())
+    with judge_access(done, fingerprint):
+        load_hidden_split(cfg.data, progress=False)
+    assert accesses()[-1]["judge"] and accesses()[-1]["judge_run"] == done["run_id"]
+    other = DataConfig(**{**cfg.data.model_dump(), "seed": cfg.data.seed + 1})
+    with judge_access(done, fingerprint):
+        synthetic.plan_hidden(other, data_fingerprint(other))  # another data set: not this judge's access
+    assert not accesses()[-1]["judge"]

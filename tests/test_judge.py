@@ -136,6 +136,25 @@ def test_edited_reward_in_the_trajectory_fails_and_exits_non_zero(run, finished)
     assert not report["scored"] and main([str(run), "--quiet"]) == 1
 
 
+def test_a_trajectory_cut_short_fails_against_the_signed_record(run):
+    """Issue 24 item 3: deleting the last line of trajectory.jsonl leaves a self-consistent file, but the signed run
+    record's final model is after block 2: the standalone judge fails ``trajectory_consistent`` and exits 1."""
+    path = run / TRAJECTORY
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]))
+    report = judge(run, progress=False, write=False)
+    reason = report["checks"]["trajectory_consistent"]["reason"]
+    assert _failed(report) == ["trajectory_consistent"] and "signed run record" in reason and "block 2" in reason
+    assert main([str(run), "--quiet"]) == 1
+
+
+def test_the_judge_report_holds_no_hidden_text(run):
+    """Issue 24 item 3: judge.json stays in the run directory, where a later run could read it: no transcripts."""
+    report = judge(run, progress=False)
+    assert report["scored"] and "examples" not in report
+    assert "examples" not in json.loads((run / "judge.json").read_text())
+
+
 def test_missing_trajectory_fails_when_the_graph_state_has_steps(run):
     (run / TRAJECTORY).unlink()
     report = judge(run, progress=False, write=False, expected=expected_from_state(_state_like_without_file(run)))

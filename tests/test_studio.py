@@ -15,8 +15,8 @@ from sttrl.rundir import JUDGE_REPORT, TRAJECTORY
 
 
 @pytest.fixture
-def server(tmp_path):
-    with langgraph_dev(tmp_path) as url:
+def server(tmp_path, data_cache):
+    with langgraph_dev(tmp_path, cache=data_cache) as url:
         yield url
 
 
@@ -49,7 +49,7 @@ def test_studio_server_runs_a_debug_episode_and_streams_progress(server, data_ca
     steps = [e for e in custom if e["type"] == "train_step"]
     assert steps and all(e["loss"] > 0 and e["samples_per_s"] > 0 and e["block"] >= 1 for e in steps)
     assert "decision" in kinds and "eval" in kinds
-    assert updates[0] == "setup" and updates[-1] == "judge" and "train" in updates
+    assert updates[:2] == ["configure", "setup"] and updates[-1] == "judge" and "train" in updates
 
     state = client.threads.get_state(thread["thread_id"])
     values = state["values"]
@@ -72,10 +72,6 @@ def test_server_clients_see_sttrl_error_messages(server, data_cache, tmp_path):
         "preset": ({"preset": "nope", "overrides": base}, "nope"),
         "lr": ({"preset": "debug", "overrides": [*base, "train.lr=-1"]}, "train.lr"),
         "agent": ({"preset": "debug", "agent": "nope", "overrides": base}, "unknown controller 'nope'"),
-        "config file": (
-            {"preset": "debug", "config_file": str(tmp_path / "missing.yaml"), "overrides": base},
-            "missing.yaml",
-        ),
     }
     for name, (inp, expected) in cases.items():
         thread = client.threads.create()

@@ -26,16 +26,28 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def _where(exc: Exception) -> str:
+    """``line N, column M: problem`` of a YAML or JSON error, one line, without the text it quotes."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"line {exc.lineno}, column {exc.colno}: {exc.msg}"
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem or type(exc).__name__}"
+    return problem or type(exc).__name__
+
+
 def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from exc
+        raise ConfigError(f"config file {path} is not valid {kind}: {_where(exc)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -64,7 +76,7 @@ def parse_override(item: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({_where(exc)})") from None
     out: dict[str, Any] = {parts[-1]: value}
     for part in reversed(parts[:-1]):
         out = {part: out}
@@ -99,15 +111,15 @@ def load_config(
     file and dotted overrides, merged in that order."""
     data: dict[str, Any] = dict(base or {})
     if preset:
-        path = PRESET_DIR / f"{preset}.yaml"
-        if not path.is_file():
+        if preset not in available_presets():  # a name, never a path: "../x" would read another file
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(available_presets())}")
+        path = PRESET_DIR / f"{preset}.yaml"
         data = _merge(data, _read_mapping(path))
         data["preset"] = preset
     if policy_preset:
-        path = POLICY_PRESET_DIR / f"{policy_preset}.yaml"
-        if not path.is_file():
+        if policy_preset not in policy_presets():  # a name, never a path
             raise ConfigError(f"unknown policy preset {policy_preset!r}; valid: {', '.join(policy_presets())}")
+        path = POLICY_PRESET_DIR / f"{policy_preset}.yaml"
         data = _merge(data, _read_mapping(path))
     if file:
         data = _merge(data, _read_mapping(Path(file)))

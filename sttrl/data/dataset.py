@@ -103,7 +103,7 @@ def build_speech_data(cfg: DataConfig, progress: bool = True, token: str | None 
     fingerprint = _fingerprint(cfg)
     stats: dict[str, Any] = {"source": cfg.source, "fingerprint": fingerprint}
     if cfg.source == "synthetic":
-        hidden_plan = synthetic.hidden_listing(cfg)
+        hidden_plan = synthetic.hidden_listing(cfg, fingerprint)
         plan = synthetic.plan_episode(cfg, {lower for _, _, lower in hidden_plan})
         splits: dict[str, list[Utterance]] = {}
         synth_stats = []
@@ -251,7 +251,8 @@ def build_general_data(cfg: DataConfig, n: int, voices: list[str], progress: boo
     """``n`` general-domain utterances (everyday speech) for pretraining a base model; never hidden sentences."""
     if n < 1:
         raise DataError(f"build_general_data: n must be >= 1, got {n}")
-    hidden = {lower for _, _, lower in synthetic.hidden_listing(cfg)} if cfg.source == "synthetic" else set()
+    listing = synthetic.hidden_listing(cfg, _fingerprint(cfg)) if cfg.source == "synthetic" else []
+    hidden = {lower for _, _, lower in listing}
     plan = synthetic.general_sentences(n, cfg.seed, hidden)
     utterances, _ = synthetic.synthesize_planned(plan, cfg, voices, progress, "synthesizing general")
     return utterances

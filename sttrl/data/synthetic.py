@@ -37,8 +37,10 @@ def check_domains(cfg: DataConfig) -> None:
             raise DataError(f"{field}: unknown synthetic domain {domain!r}{hint}; valid: {', '.join(valid)}")
 
 
-def _hidden_plan(cfg: DataConfig) -> list[Planned]:
+def _hidden_plan(cfg: DataConfig, fingerprint: str, yields: str) -> list[Planned]:
+    """The hidden domain's sentences; the one place they are generated, and every call is logged (sttrl.data.hidden)."""
     check_domains(cfg)
+    record_access(fingerprint, "hidden sentences generated" if yields == "text" else "hidden hashes listed", yields)
     n = cfg.hidden_sentences or cfg.sentences_per_domain
     texts = generate_sentences(cfg.hidden_domain, n, cfg.seed, salt=hidden_salt(cfg))
     items = [Planned(utterance_id(cfg.hidden_domain, t), cfg.hidden_domain, t) for t in texts]
@@ -48,14 +50,13 @@ def _hidden_plan(cfg: DataConfig) -> list[Planned]:
 def plan_hidden(cfg: DataConfig, fingerprint: str) -> list[Planned]:
     """The hidden domain's sentences, hash-ordered and capped (text only); the generation is logged
     (sttrl.data.hidden: outside the judge it fails the run's ``hidden_split_untouched``)."""
-    record_access(fingerprint, "hidden sentences generated")
-    return _hidden_plan(cfg)
+    return _hidden_plan(cfg, fingerprint, "text")
 
 
-def hidden_listing(cfg: DataConfig) -> list[tuple[str, str, str]]:
+def hidden_listing(cfg: DataConfig, fingerprint: str) -> list[tuple[str, str, str]]:
     """(id, sha256 of text, sha256 of lower-cased text) of each hidden sentence: what the manifest lists and
-    what training sentences are checked against. No text leaves this function, so it is not logged."""
-    return [(p.uid, sha256_text(p.text), sha256_text(p.text.lower())) for p in _hidden_plan(cfg)]
+    what training sentences are checked against. No text leaves this function: logged as a ``hashes`` access."""
+    return [(p.uid, sha256_text(p.text), sha256_text(p.text.lower())) for p in _hidden_plan(cfg, fingerprint, "hashes")]
 
 
 def plan_episode(cfg: DataConfig, hidden_hashes: set[str]) -> dict[str, list[Planned]]:

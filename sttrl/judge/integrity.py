@@ -85,6 +85,24 @@ def check_trajectory(
     return True, f"{len(records)} steps; every reward recomputes from its WERs and status"
 
 
+def check_step_count(records: Sequence[Mapping[str, Any]], final: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """The trajectory against the signed record's final model: block ``n`` is trained at step ``n``, so the steps
+    that trained must run up to the final block, and only a ``stop`` may follow it (as step final block + 1)."""
+    if not final:
+        return True, "no final model to count against"
+    block = int(final.get("block", 0))
+    trained = [r.get("step") for r in records if r.get("action") != "stop"]
+    stops = [r.get("step") for r in records if r.get("action") == "stop"]
+    if len(trained) != block or (trained and trained[-1] != block):
+        return False, (
+            f"the signed run record's final model is after block {block}, but trajectory.jsonl holds "
+            f"{len(trained)} training steps (a step is missing or was added)"
+        )
+    if stops and stops != [block + 1]:
+        return False, f"a stop is recorded as step {stops}, expected only step {block + 1} after block {block}"
+    return True, f"{len(records)} steps, the last trained block is the signed final block {block}"
+
+
 # ----- the hidden split ------------------------------------------------------------------------------
 def hidden_access_check(record: Mapping[str, Any], cfg: DataConfig) -> dict[str, Any]:
     """The judge's ``hidden_split_untouched`` check for a run record."""
@@ -97,7 +115,10 @@ def hidden_access_check(record: Mapping[str, Any], cfg: DataConfig) -> dict[str,
     outside = [
         a
         for a in accesses()
-        if not a.get("judge") and a.get("data_fingerprint") == fingerprint and start <= float(a.get("time", 0)) <= end
+        if not a.get("judge")
+        and a.get("yields", "text") != "hashes"  # the manifest's listing: ids and hashes, no text
+        and a.get("data_fingerprint") == fingerprint
+        and start <= float(a.get("time", 0)) <= end
     ]
     if outside:
         first = outside[0]

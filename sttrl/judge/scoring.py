@@ -6,7 +6,9 @@ it against the run record, and writes ``RUN_DIR/judge.json``:
 ``score = 100 * (1 - WER)`` clipped to [0, 100]. ``scored`` is true only when every check passed; the exit
 status is 0 then, 1 when any check failed, 2 on an error. Checks: the run record's signature (or the
 graph state's hashes), the final weights and config against it, weights changed, splits disjoint, the
-hidden split untouched (the access log outside the run directory), every reward recomputed.
+hidden split untouched (the access log outside the run directory), every reward recomputed, and the number of
+steps against the signed record's final block. The report holds no hidden text (no example transcripts): a later run
+could read it from the run directory without a log entry.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 
 from sttrl.config import Config, config_from_dict, secret
 from sttrl.data import load_hidden_split
+from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import judge_access
 from sttrl.errors import IntegrityError, SttrlError
 from sttrl.eval.engines import evaluate_with
 from sttrl.eval.engines import names as engine_names
 from sttrl.io import atomic_write_json, read_jsonl
-from sttrl.judge.integrity import check_trajectory, hidden_access_check
+from sttrl.judge.integrity import check_step_count, check_trajectory, hidden_access_check
 from sttrl.keys import verify_record
 from sttrl.quiet import quiet
 from sttrl.rundir import JUDGE_REPORT, JUDGE_UTTERANCES, RUN_RECORD, TRAJECTORY, final_file_hashes
@@ -128,9 +131,11 @@ def _run_checks(
     else:
         # read only, positions kept: a torn line is reported by the check, not repaired here
         traj = read_jsonl(run_dir / TRAJECTORY, torn="empty")
-        checks["trajectory_consistent"] = _check(
-            *check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
-        )
+        ok, why = check_trajectory(traj, start, cfg.env.reward, _evals(run_dir), theirs)
+        if ok:  # every step adds up; now the count against what the judge key signed
+            ok, counted = check_step_count(traj, record.get("final"))
+            why = why if ok else counted
+        checks["trajectory_consistent"] = _check(ok, why)
     return checks
 
 
@@ -147,7 +152,7 @@ def _score(
     final_dir = run_dir / record["final"]["path"]
     device = resolve_device(cfg.run.device)
     loaded = load_for_inference(final_dir, run_dir / "processor", cfg.model, device)
-    with judge_access(record["run_id"]):
+    with judge_access(record, data_fingerprint(cfg.data)):
         hidden = load_hidden_split(cfg.data, progress=progress, token=hf_token, split=split)
     if cfg.data.max_hidden_utterances:
         hidden = hidden[: cfg.data.max_hidden_utterances]
@@ -160,8 +165,7 @@ def _score(
         "cer": res.cer,
         "n_utterances": res.n,
         "seconds": time.perf_counter() - t0,
-        "examples": res.examples,
-        "engine": res.engine,
+        "engine": res.engine,  # no example transcripts: hidden text would outlive the judge in the run directory
     }
 
 
