@@ -5,6 +5,7 @@ enter a config (:func:`secret` reads them)."""
 
 from sttrl.config.cache import CacheConfig
 from sttrl.config.control import AgentConfig, BenchConfig, LookaheadConfig
+from sttrl.config.data import DataConfig, HubDataConfig, ModelConfig
 from sttrl.config.instances import InstancesConfig
 from sttrl.config.load import (
     absolute_paths,
@@ -19,10 +20,7 @@ from sttrl.config.policy import PolicyConfig
 from sttrl.config.schema import (
     PRESET_DIR,
     Config,
-    DataConfig,
     EnvConfig,
-    HubDataConfig,
-    ModelConfig,
     RewardConfig,
     RunConfig,
     TrainConfig,

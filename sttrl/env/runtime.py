@@ -20,7 +20,6 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,10 +27,9 @@ import torch
 from sttrl.config import Config, config_from_dict
 from sttrl.data import SpeechData, build_speech_data
 from sttrl.env.blockcache import RunCache, restore_rng, starts_block
+from sttrl.env.evaluations import Evaluations
 from sttrl.errors import CheckpointError, ConfigError
-from sttrl.eval.engines import engine_label, evaluate_with
-from sttrl.eval.loss import LossResult, validation_loss
-from sttrl.eval.result import EvalResult
+from sttrl.eval.engines import engine_label
 from sttrl.io import atomic_replace_dir, atomic_write_json, sha256_file
 from sttrl.keys import sign_record
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, block_name, final_file_hashes, new_run_id
@@ -40,12 +38,12 @@ from sttrl.train.checkpoint import read_checkpoint_record
 from sttrl.train.device import deterministic, resolve_device, seed_everything
 from sttrl.train.faults import ensure_writable_dir
 from sttrl.train.features import FeatureStore, feature_cache_dir
-from sttrl.train.memory import limit_arenas, release_memory, torch_thread
+from sttrl.train.memory import limit_arenas, torch_thread
 from sttrl.train.model import LoadedModel, load_model
 from sttrl.train.trainer import Trainer
 
 
-class EpisodeRuntime:
+class EpisodeRuntime(Evaluations):
     """Data, model and trainer of one run directory; restores the latest checkpoint when one exists."""
 
     @torch_thread  # all torch work of a process on one thread: see sttrl.train.memory
@@ -320,72 +318,6 @@ class EpisodeRuntime:
         if self.cache is not None and addr is not None and (saved is not None or result.status != "ok"):
             self.cache.record(addr, hp, steps, result, saved, entry)
         return result
-
-    # ----- evaluation -------------------------------------------------------------------------
-    def _read_eval(self, block: int) -> EvalResult | None:
-        path = self.eval_dir / f"{block_name(block)}.json"
-        return EvalResult(**json.loads(path.read_text())) if block >= 0 and path.is_file() else None
-
-    @torch_thread
-    def evaluate(self, block: int | None = None, wer: bool = True) -> EvalResult:
-        """Validation WER/CER and teacher-forced loss of the model after ``block`` (default: the current one); cached
-        on disk per block (and in the block cache by the weights' sha256 when it is on). ``wer=False`` measures the
-        loss only and carries the WER of the evaluation before (``EvalResult.wer_block`` names the block it was
-        measured after; see ``env.eval_every``)."""
-        block = self.block if block is None else block
-        path = self.eval_dir / f"{block_name(block)}.json"
-        cached = self._read_eval(block)
-        if cached is not None and (not wer or cached.wer_block is None):
-            return cached
-        ckpt, t0 = self.ckpt_dir / block_name(block), time.perf_counter()
-        hit = self.cache.evaluation(ckpt) if self.cache is not None and wer else None
-        if hit is not None and hit.get("val_loss") is not None:  # these weights were scored before
-            res = EvalResult(**{**hit, "seconds": time.perf_counter() - t0})
-            atomic_write_json(path, res.to_dict())
-            return res
-        if block != self.block:
-            self.load_block(block)
-        previous = self._read_eval(block - 1)
-        result = self.block_result(block)
-        rolled_back = result is not None and result.status != "ok" and block > 0
-        if previous is not None and rolled_back and (not wer or previous.wer_block is None):
-            atomic_write_json(path, previous.to_dict())  # rolled back: the same weights as before the block
-            return previous
-        loss = self.validation_loss()
-        if wer or previous is None:
-            res = evaluate_with(self.cfg, self.val_store, self.device)  # engine: train.eval_engine
-            release_memory()  # generation buffers go back to the OS
-        else:
-            res = replace(
-                previous,
-                seconds=0.0,
-                utterances_per_s=0.0,
-                convert_seconds=0.0,
-                wer_block=previous.wer_measured_after(block - 1),
-            )
-        res = replace(res, val_loss=loss.loss, loss_seconds=loss.seconds)
-        if self.cache is not None and res.wer_block is None:
-            self.cache.put_evaluation(ckpt, res.to_dict())
-        atomic_write_json(path, res.to_dict())
-        return res
-
-    @torch_thread
-    def validation_loss(self, n_utterances: int | None = None) -> LossResult:
-        """Teacher-forced validation loss of the model as it is in memory on the first ``n_utterances`` validation
-        utterances (all that an evaluation scores by default); not cached (a probe's end is no block)."""
-        return validation_loss(self.val_store, self.device, self.cfg.train.eval_batch_size, n_utterances)
-
-    @torch_thread
-    def score_current(self, n_utterances: int) -> EvalResult:
-        """WER/CER of the model as it is in memory on the first ``n_utterances`` validation utterances (not cached:
-        a probe's end is no block)."""
-        store = FeatureStore(
-            self.loaded,
-            self.val_store.utterances[:n_utterances],
-            self.cfg.model.max_target_tokens,
-            feature_cache_dir(self.cfg),
-        )
-        return evaluate_with(self.cfg, store, self.device)
 
     @torch_thread
     @torch.no_grad()
