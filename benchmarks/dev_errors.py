@@ -22,6 +22,7 @@ from val_noise import corpus_wer, per_utterance
 
 from sttrl.config import config_from_dict
 from sttrl.data import load_hidden_split
+from sttrl.data.dataset import data_fingerprint
 from sttrl.data.hidden import judge_access
 from sttrl.eval.decode import error_rates, max_new_tokens, transcribe
 from sttrl.eval.engines.ct2 import load_ct2
@@ -50,7 +51,7 @@ def score_run(run_dir: str | Path, split: str = "dev") -> dict[str, Any]:
     cfg = config_from_dict(record["config"])
     device = resolve_device(cfg.run.device)
     loaded = load_for_inference(run_dir / record["final"]["path"], run_dir / "processor", cfg.model, device)
-    with judge_access(record["run_id"]):
+    with judge_access(record, data_fingerprint(cfg.data)):
         hidden = load_hidden_split(cfg.data, progress=False, split=split)
     hidden = hidden[: cfg.data.max_hidden_utterances] if cfg.data.max_hidden_utterances else hidden  # as the judge
     store = FeatureStore(loaded, hidden, cfg.model.max_target_tokens, feature_cache_dir(cfg))

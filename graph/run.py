@@ -110,8 +110,6 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide enough for the summary table
         console = Console(width=max(console.width, 140))
-    if args.quiet:  # before anything loads: the agent (a local LLM's GGUF bar) is built before the episode starts
-        quiet_library_bars(everything=True)
     thread_id = args.thread_id or new_thread_id()
     runs = not (args.list or args.tree or args.judge)  # an episode runs: a stop can be resumed
     hint = f"; resume with: python -m graph.run --thread-id {thread_id}" if runs else ""
@@ -120,6 +118,8 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
             # nothing of this thread is recorded yet: the same command again, under the same thread id
             named = [] if args.thread_id else ["--thread-id", thread_id]
             load_guarded(EPISODE_LIBRARIES, shlex.join(["python", "-m", "graph.run", *argv, *named]), "the libraries")
+        if args.quiet:  # after the guarded load (it imports datasets and transformers), before the agent is built
+            quiet_library_bars(everything=True)  # (a local LLM's GGUF bar)
         return _dispatch(console, args, thread_id, agent, argv)
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)

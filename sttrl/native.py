@@ -35,6 +35,7 @@ MEMORY_WORDS = (
     "can't allocate memory",  # torch's CPU allocator
     "could not create a primitive",  # oneDNN's scratchpad under an address-space limit
     "out of memory",
+    "can't start new thread",  # a thread's stack not mapped under an address-space limit (threading.start)
     "memory allocation",
 )
 OUT_OF_MEMORY_EXIT = 3

@@ -9,18 +9,30 @@ library creates directly (a command run with ``--quiet`` calls it).
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 
 def library_bars_off() -> None:
-    """Turn off the bars of transformers, datasets and huggingface_hub through their own switches."""
-    from datasets.utils import logging as ds_logging  # libraries of the core, imported only when asked
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
+    """Turn off the bars of transformers, datasets and huggingface_hub through their own switches. A library not
+    imported yet is not imported here (datasets brings pyarrow: a command under a memory limit loads it, if at all,
+    where a memory failure is caught); its environment variable turns its bars off when it is imported, and
+    transformers follows huggingface_hub's switch when it is imported."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars  # imported already: no load happens here
 
-    hf_logging.disable_progress_bar()
-    ds_logging.disable_progress_bar()
-    disable_progress_bars()
+        disable_progress_bars()
+    if "datasets" in sys.modules:
+        from datasets.utils import logging as ds_logging  # imported already
+
+        ds_logging.disable_progress_bar()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging  # imported already
+
+        hf_logging.disable_progress_bar()
 
 
 def quiet() -> None:
