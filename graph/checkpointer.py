@@ -3,6 +3,7 @@ shared by all threads) or Postgres for a ``postgresql://`` URL, so several worke
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,21 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from sttrl import extras
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+# A Postgres advisory-lock key ("sttrl" in ASCII): the workers of a benchmark open the same database at once, and
+# LangGraph's PostgresSaver.setup() (CREATE TABLE IF NOT EXISTS, then INSERT of each migration) is not safe run
+# concurrently: two first setups collide on the migrations' keys. Setup runs under this lock, one worker at a time.
+SETUP_LOCK = 0x737474726C
+
+
+def _take_setup_lock(conn: Any) -> None:
+    """Take :data:`SETUP_LOCK` (a session lock; the saver's connection is in autocommit). Polled, not waited for:
+    a setup's CREATE INDEX CONCURRENTLY waits for every open transaction, so a worker blocked inside
+    ``pg_advisory_lock`` would deadlock with the one holding the lock."""
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (SETUP_LOCK,)).fetchone()
+        if row["locked"] if isinstance(row, dict) else row[0]:
+            return
+        time.sleep(0.05)
 
 
 def is_postgres(target: str) -> bool:
@@ -38,7 +54,11 @@ def open_checkpointer(target: str) -> Iterator[Any]:
         from langgraph.checkpoint.postgres import PostgresSaver  # optional: only for Postgres URLs
 
         with PostgresSaver.from_conn_string(target) as saver:
-            saver.setup()
+            _take_setup_lock(saver.conn)
+            try:
+                saver.setup()
+            finally:
+                saver.conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
             yield saver
     else:
         path = Path(target)

@@ -4,6 +4,7 @@ transformers' GGUF "Converting and de-quantizing" bar); without it, long library
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,8 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BAR = re.compile(r"\d+%\||it/s\]|s/it\]|Creating parquet|Generating .* split|de-quantizing")
 
 
+# sttrl.quiet turns the bars of libraries not imported yet off through these variables; a test earlier in this
+# process may have called it, and a child inherits them: each command here starts from an environment without them
+BAR_VARIABLES = ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")
+
+
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k not in BAR_VARIABLES}
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def debug_run_dir(make_config) -> Path:
