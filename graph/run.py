@@ -20,7 +20,7 @@ import sttrl.preload  # noqa: F401 - first: bounds the BLAS thread pools, loads 
 import argparse
 import shlex
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,14 @@ from graph.thread import (
 )
 from sttrl.config import Config
 from sttrl.errors import SttrlError
-from sttrl.native import EPISODE_LIBRARIES, OUT_OF_MEMORY_EXIT, first_line, is_memory_failure, load_guarded
+from sttrl.native import (
+    EPISODE_LIBRARIES,
+    OUT_OF_MEMORY_EXIT,
+    first_line,
+    is_memory_failure,
+    load_guarded,
+    watch_for_native_end,
+)
 from sttrl.train.memory import limit_arenas
 
 # the benchmark (bench.episodes, bench.core) drives episodes through these
@@ -113,14 +120,15 @@ def main(argv: list[str] | None = None, agent: Any = None) -> int:
     thread_id = args.thread_id or new_thread_id()
     runs = not (args.list or args.tree or args.judge)  # an episode runs: a stop can be resumed
     hint = f"; resume with: python -m graph.run --thread-id {thread_id}" if runs else ""
+    # nothing of this thread is recorded yet: the same command again, under the same thread id
+    resume = shlex.join(["python", "-m", "graph.run", *argv, *([] if args.thread_id else ["--thread-id", thread_id])])
     try:
         if runs or args.judge:
-            # nothing of this thread is recorded yet: the same command again, under the same thread id
-            named = [] if args.thread_id else ["--thread-id", thread_id]
-            load_guarded(EPISODE_LIBRARIES, shlex.join(["python", "-m", "graph.run", *argv, *named]), "the libraries")
+            load_guarded(EPISODE_LIBRARIES, resume, "the libraries")
         if args.quiet:  # after the guarded load (it imports datasets and transformers), before the agent is built
             quiet_library_bars(everything=True)  # (a local LLM's GGUF bar)
-        return _dispatch(console, args, thread_id, agent, argv)
+        with watch_for_native_end(resume) if runs else nullcontext():
+            return _dispatch(console, args, thread_id, agent, argv)
     except SttrlError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2

@@ -26,7 +26,8 @@ import select
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS")
 MEMORY_WORDS = (
@@ -75,10 +76,13 @@ def memory_line(what: str, resume: str) -> str:
     )
 
 
+LOAD_ENDED = "the process ended while loading: a native library exited"
+
+
 class _Watchdog:
     """A forked process that reports (and ends) a load that never finishes or a process a library ended itself."""
 
-    def __init__(self, line: str, timeout_s: float) -> None:
+    def __init__(self, line: str, timeout_s: float | None, ended: str = LOAD_ENDED) -> None:
         self.pid = 0
         self.fd = -1
         sys.stdout.flush()
@@ -91,19 +95,19 @@ class _Watchdog:
         if pid == 0:  # the watchdog: no Python buffers flushed, no atexit handlers (os._exit)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loading process's to report
             os.close(w)
-            self._watch(r, os.getppid(), line, timeout_s)
+            self._watch(r, os.getppid(), line, timeout_s, ended)
         os.close(r)
         self.pid, self.fd = pid, w
 
     @staticmethod
-    def _watch(fd: int, parent: int, line: str, timeout_s: float) -> None:
+    def _watch(fd: int, parent: int, line: str, timeout_s: float | None, ended: str) -> None:
         ready, _, _ = select.select([fd], [], [], timeout_s)
         got = os.read(fd, 1) if ready else None
         if got is None:  # still loading after the timeout: a library spins (OpenBLAS under a memory limit)
             os.write(2, f"error: {line} (still loading after {timeout_s:.0f} s: stopped)\n".encode())
             os.kill(parent, signal.SIGKILL)
-        elif got == b"":  # the loading process ended without a word: a native library exited or crashed
-            os.write(2, f"error: {line} (the process ended while loading: a native library exited)\n".encode())
+        elif got == b"":  # the watched process ended without a word: a native library exited or crashed
+            os.write(2, f"error: {line} ({ended})\n".encode())
         os._exit(0)
 
     def close(self, word: bytes) -> None:
@@ -142,3 +146,20 @@ def load_guarded(modules: Iterable[str], resume: str, what: str | None = None) -
         print(f"error: {memory_line(f'{label}: {first_line(exc)}', resume)}", file=sys.stderr)
         sys.exit(OUT_OF_MEMORY_EXIT)
     dog.close(_DONE)
+
+
+@contextmanager
+def watch_for_native_end(resume: str) -> Iterator[None]:
+    """Until the block exits, a watchdog process prints one line if this process ends without leaving the block: a
+    native library ended it (Rust's and C's allocators abort when memory runs out, which no Python handler sees: a
+    debug episode under a 1000 MiB address-space limit ended so, "memory allocation of 1048576 bytes failed"), or it
+    was killed. ``resume``: the command that resumes the work."""
+    dog = _Watchdog(
+        f"out of memory, or another native failure, ended the process; raise the limit and resume with: {resume}",
+        None,
+        "no Python error was raised: a native library aborted or the process was killed",
+    )
+    try:
+        yield
+    finally:
+        dog.close(_DONE)
