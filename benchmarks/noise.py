@@ -193,7 +193,11 @@ def execute(
         return str((args.work / "runs" / "h{}-v{}-i{}-{}-s{}".format(*run_key(s))).resolve())
 
     decider = int(args.seeds.split(",")[0])
-    for s in todo:  # a replay needs the first seed's actions (its row exists: first seeds run before replays)
+    waiting = [s for s in todo if s["seed"] != decider and (*run_key(s)[:4], decider) not in rows]
+    for s in waiting:  # its first seed's run failed: nothing to replay yet; run again to finish it
+        print(f"{run_key(s)}: skipped: the seed-{decider} run it replays has no row yet", flush=True)
+    todo = [s for s in todo if s not in waiting]
+    for s in todo:  # a replay needs the first seed's actions (first seeds run before replays)
         if s["seed"] != decider:
             s["replay"] = rows[(*run_key(s)[:4], decider)]["actions"]
     if args.workers == 0:

@@ -125,3 +125,14 @@ def test_val_loss_script_quick(data_cache, tmp_path):
     timing = doc["summary"]["timing"]["median"]
     assert timing["wer"]["seconds"] > 0 and timing["loss"]["seconds"] > 0
     assert set(doc["summary"]["mean"]["dev_wer"]) == {"val_loss", "val_wer", "train_loss"}
+
+
+def test_a_replay_whose_deciding_run_failed_is_skipped_not_a_crash(tmp_path, capsys):
+    """A first-seed run that failed leaves no row: its replays wait for the next call instead of a KeyError."""
+    import noise
+
+    args = Namespace(seeds="0,1", workers=0, work=tmp_path, preset="debug", overrides=[])
+    spec = {"horizon": 12, "val_size": 6, "instance": 0, "controller": "rule", "seed": 1}
+    noise.execute(args, [spec], {}, tmp_path / "rows.jsonl")
+    assert "skipped: the seed-0 run it replays has no row yet" in capsys.readouterr().out
+    assert not (tmp_path / "rows.jsonl").exists()
