@@ -149,13 +149,13 @@ def load_guarded(modules: Iterable[str], resume: str, what: str | None = None) -
 
 
 @contextmanager
-def watch_for_native_end(resume: str) -> Iterator[None]:
+def watch_for_native_end(resume: str, verb: str = "resume with") -> Iterator[None]:
     """Until the block exits, a watchdog process prints one line if this process ends without leaving the block: a
     native library ended it (Rust's and C's allocators abort when memory runs out, which no Python handler sees: a
     debug episode under a 1000 MiB address-space limit ended so, "memory allocation of 1048576 bytes failed"), or it
-    was killed. ``resume``: the command that resumes the work."""
+    was killed. ``resume``: the command that resumes the work (``verb`` says what it does)."""
     dog = _Watchdog(
-        f"out of memory, or another native failure, ended the process; raise the limit and resume with: {resume}",
+        f"out of memory, or another native failure, ended the process; raise the limit and {verb}: {resume}",
         None,
         "no Python error was raised: a native library aborted or the process was killed",
     )

@@ -64,6 +64,20 @@ def _limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
     )
 
 
+def _one_resumable_line(proc: subprocess.CompletedProcess) -> None:
+    """An episode that memory ended: exit 3 with one line that says so and how to resume, never a traceback. Or,
+    where torch's backward segfaults on a failed allocation (3 of 27 runs at the batch-4 peak + 200 MiB; no
+    Python handler sees a signal), killed by the signal with the episode watchdog's one resumable line."""
+    out = proc.stdout + proc.stderr
+    last = [line for line in out.splitlines() if line.strip()][-1]
+    assert "Traceback" not in out and "run it again as a new run with: python -m sttrl.run" in last, out[-3000:]
+    assert "--run-dir" not in last, last  # a run directory this CLI left cannot be continued: a new run
+    if proc.returncode < 0:
+        assert last.startswith("error: out of memory, or another native failure, ended the process"), last
+    else:
+        assert proc.returncode == 3 and last.startswith("out of memory"), (proc.returncode, last)
+
+
 def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
     with pytest.raises(RuntimeError) as info:
         torch.empty(10**13)  # 40 TB
@@ -86,19 +100,24 @@ def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache
     )
     assert calib.returncode == 0, calib.stderr[-2000:]
     peak = int(calib.stdout.split()[-1]) * 1024
-    proc = _limited(_episode(tmp_path, data_cache, "limited", 64), peak + 200 * 2**20)
+    for attempt in range(3):  # torch's backward sometimes segfaults on the failed allocation instead of raising
+        proc = _limited(_episode(tmp_path, data_cache, f"limited{attempt}", 64), peak + 200 * 2**20)
+        if proc.returncode >= 0:
+            break
+        _one_resumable_line(proc)  # killed by the signal: the watchdog's one line; try again for the transition
+    else:
+        pytest.fail("3 episodes in a row ended by a native crash, none by the oom transition")
     out = proc.stdout + proc.stderr
-    assert proc.returncode in (0, 3) and "Traceback" not in out, out[-3000:]
-    records = [json.loads(line) for line in (tmp_path / "limited" / TRAJECTORY).read_text().splitlines()]
+    assert proc.returncode in (0, 3) and "Traceback" not in out, (proc.returncode, out[-3000:])
+    records = [json.loads(line) for line in (tmp_path / f"limited{attempt}" / TRAJECTORY).read_text().splitlines()]
     first = records[0]
     assert first["status"] == "oom" and "can't allocate memory" in first["train"]["note"], first["train"]
     assert first["train"]["steps"] == 0 and first["reward"] < -1.0  # rolled back, penalised
     if proc.returncode == 0:  # the episode went on after the transition and ended normally
-        assert (tmp_path / "limited" / "final" / "model.safetensors").is_file()
+        assert (tmp_path / f"limited{attempt}" / "final" / "model.safetensors").is_file()
     else:  # the heap the failed block grew stays mapped under the address-space limit, so a later allocation
         # (the next block's checkpoint reload) can fail where no transition is possible: one line, exit 3
-        last = [line for line in out.splitlines() if line.strip()][-1]
-        assert last.startswith("out of memory") and "resume with: python -m sttrl.run" in last, out[-2000:]
+        _one_resumable_line(proc)
 
     # Lower, an allocation fails where no transition is possible (evaluation, or the rollback's own reload):
     # one line with the resume command and exit 3, no traceback (measured: batch 64 at 900 MiB).
@@ -106,9 +125,7 @@ def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache
         low = _limited(_episode(tmp_path, data_cache, f"low{mib}", 64), peak + mib * 2**20)
         if low.returncode == 0:
             continue  # still enough memory for every transition: go lower
-        lines = [line for line in (low.stdout + low.stderr).splitlines() if line.strip()]
-        assert low.returncode == 3 and "Traceback" not in low.stderr, (low.stdout + low.stderr)[-3000:]
-        assert lines[-1].startswith("out of memory") and "resume with: python -m sttrl.run" in lines[-1], lines[-3:]
+        _one_resumable_line(low)
         break
     else:
         pytest.fail("no limit down to the batch-4 peak - 40 MiB made the episode fail")

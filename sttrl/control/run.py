@@ -7,6 +7,7 @@ Gymnasium path, with no LangChain or LangGraph involved.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 import time
@@ -20,6 +21,7 @@ from sttrl.config import Config, add_config_arguments, load_config, secret
 from sttrl.control.registry import make_controller, names
 from sttrl.env.decision import Controller
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.native import watch_for_native_end
 from sttrl.outward.publish import publish_run, summary_line
 from sttrl.quiet import quiet
 from sttrl.train.memory import limit_arenas
@@ -117,6 +119,20 @@ def _judge(run_dir: Path, quiet: bool, hf_token: str | None, console: Console) -
     return 0
 
 
+def _again(argv: list[str]) -> str:
+    """The command that runs the episode again as a new run (``--run-dir`` dropped): an episode of this CLI starts
+    from step 0, so a run directory it left cannot be continued; ``python -m graph.run`` resumes where it stopped."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--run-dir":
+            skip = True
+        elif not a.startswith("--run-dir="):
+            kept.append(a)
+    return shlex.join(["python", "-m", "sttrl.run", *kept]) + " (python -m graph.run resumes where it stopped)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_arenas()  # before any thread allocates: see sttrl.train.memory
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet()
     console = Console(width=max(shutil.get_terminal_size((120, 24)).columns, 120))
     rc = 0
+    again, verb = _again(sys.argv[1:] if argv is None else argv), "run it again as a new run with"
     try:
         overrides = list(args.overrides) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.preset, args.config, overrides)
@@ -134,10 +151,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--model is the model directory of --policy learned")
         policy = make_controller(args.policy, cfg, seed=cfg.run.seed, model=args.model)
         env = SttEnv(cfg, progress=not args.quiet, source=args.policy, hf_token=hf_token)
-        _episode(env, policy, cfg, args, console)
-        env.close()  # the judge loads the saved model from disk; free the live one first
-        if not args.no_judge:
-            rc = _judge(env.run_dir, args.quiet, hf_token, console)
+        # torch's backward can segfault when an allocation fails under an address-space limit (3 of 27 runs
+        # of tests/test_faults.py): no Python handler sees it, so a watchdog prints the one line
+        with watch_for_native_end(again, verb):
+            _episode(env, policy, cfg, args, console)
+            env.close()  # the judge loads the saved model from disk; free the live one first
+            if not args.no_judge:
+                rc = _judge(env.run_dir, args.quiet, hf_token, console)
         if line := summary_line(publish_run(env.run_dir)):  # outward: sink + tracker, outcome in run.json
             console.print(line, highlight=False, markup=False)
     except SttrlError as exc:
@@ -148,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not is_allocation_failure(exc):
             raise
-        again = f"python -m sttrl.run {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
-        print(
-            resume_line(exc, again + ("" if args.run_dir else " --run-dir <the run directory above>")), file=sys.stderr
-        )
+        print(resume_line(exc, again, verb), file=sys.stderr)
         return 3
     return rc
 

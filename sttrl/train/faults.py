@@ -51,12 +51,11 @@ def allocation_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200]
 
 
-def resume_line(exc: BaseException, resume: str) -> str:
-    """One line for an allocation failure the episode cannot turn into a transition: what failed, how to resume."""
-    return (
-        f"out of memory where the episode cannot continue ({allocation_message(exc)}); "
-        f"free memory, then resume with: {resume}"
-    )
+def resume_line(exc: BaseException, resume: str, verb: str = "resume with") -> str:
+    """One line for an allocation failure the episode cannot turn into a transition: what failed, how to resume
+    (``verb`` says what ``resume`` does)."""
+    why = allocation_message(exc)
+    return f"out of memory where the episode cannot continue ({why}); free memory, then {verb}: {resume}"
 
 
 def ensure_writable_dir(path: Path) -> Path:
