@@ -69,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.03, help="the MDE a suite should reach (hidden WER)")
     p.add_argument("--budget-cpu-hours", type=float, default=10.0, help="suite budget for the exact MDE column")
     p.add_argument("--replicates", default="1,2,3", help="replicate counts R to price")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: analyse the rows of the planned grid already in WORK/rows.jsonl (a measurement cut short)",
+    )
     if p.parse_known_args(argv)[0].quick:  # debug-sized defaults; options given on the command line still win
         quick = {"preset": "debug", "pair": "rule,static", "instances": 2, "horizons": "12", "val_sizes": "6"}
         p.set_defaults(**quick, workers=0, boot=200)
@@ -300,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     first, later = plan(args, trains)
     left = [s for s in first + later if run_key(s) not in rows]
     print(f"{len(first) + len(later)} runs ({len(left)} to do) on train instances {trains}", flush=True)
-    execute(args, first, rows, log)
-    execute(args, later, rows, log)
+    if args.report_only:
+        have = len(first) + len(later) - len(left)
+        print(f"--report-only: {len(left)} planned runs not run; the analysis uses the {have} there are", flush=True)
+    else:
+        execute(args, first, rows, log)
+        execute(args, later, rows, log)
     planned = {run_key(s) for s in first + later}
     rows = {k: r for k, r in rows.items() if k in planned}  # rows.jsonl may hold other runs of the same work dir
     regimes = analyse(args, list(rows.values()))
@@ -327,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "gpu_episodes_per_hour": GPU_EPISODES_PER_HOUR,
         "regimes": regimes,
         "chosen": best,
+        "planned_runs": len(first) + len(later),
         "rows": sorted(rows.values(), key=run_key),
     }
     common.report(NAME, args, payload, md)

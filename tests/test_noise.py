@@ -136,3 +136,24 @@ def test_a_replay_whose_deciding_run_failed_is_skipped_not_a_crash(tmp_path, cap
     noise.execute(args, [spec], {}, tmp_path / "rows.jsonl")
     assert "skipped: the seed-0 run it replays has no row yet" in capsys.readouterr().out
     assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_report_only_analyses_the_rows_there_are_and_runs_nothing(tmp_path, capsys):
+    """A measurement cut short is reported from its rows: --report-only starts no episode."""
+    import noise
+
+    doc = json.loads((REPO / "benchmarks" / "results" / "noise-bench-cpu-h512-v64-i2.json").read_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in doc["rows"]))
+    out = tmp_path / "noise.json"
+    argv = ["--preset", "bench-cpu", "--instances", "3", "--horizons", "512", "--val-sizes", "64", "--work", str(work),
+            "--out", str(out), "--boot", "200", "--report-only"]  # fmt: skip
+    assert noise.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "12 runs (4 to do)" in printed and "4 planned runs not run; the analysis uses the 8 there are" in printed
+    got = json.loads(out.read_text())
+    assert got["planned_runs"] == 12 and len(got["rows"]) == 8
+    assert not (work / "runs").exists()  # nothing ran
+    comp = got["regimes"][0]["components"]
+    assert comp["instances"] == 2 and comp["pairs"] == 4
