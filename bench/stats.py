@@ -107,19 +107,34 @@ def curve_auc(x: Sequence[float], y: Sequence[float], end: float | None = None) 
     return area / span
 
 
-def power_paired_t(effect: float, n: int, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test at level ``alpha`` over ``n`` pairs when the true mean difference is
-    ``effect`` paired standard deviations: ``P(|T| > t_{1-alpha/2, n-1})`` for ``T`` noncentral t with ``n - 1``
-    degrees of freedom and noncentrality ``effect * sqrt(n)`` (exact, no normal approximation)."""
+def power_t(ncp: float, df: float, alpha: float = ALPHA) -> float:
+    """Power of a two-sided t-test at level ``alpha`` with ``df`` degrees of freedom when the statistic is noncentral
+    t with noncentrality ``ncp``: ``P(|T| > t_{1-alpha/2, df})`` (exact, no normal approximation)."""
     stats = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics")
     nct, t = stats.nct, stats.t
 
-    df, nc = n - 1, effect * math.sqrt(n)
     crit = t.ppf(1 - alpha / 2, df)
-    lower = float(nct.cdf(-crit, df, nc))
+    lower = float(nct.cdf(-crit, df, ncp))
     if not math.isfinite(lower):  # scipy's nct loses this tail for large nc; it is below Phi(-nc) there
         lower = 0.0
-    return float(nct.sf(crit, df, nc)) + lower
+    return float(nct.sf(crit, df, ncp)) + lower
+
+
+def power_paired_t(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` over ``n`` pairs when the true mean difference is
+    ``effect`` paired standard deviations: noncentral t with ``n - 1`` degrees of freedom and noncentrality
+    ``effect * sqrt(n)``."""
+    return power_t(effect * math.sqrt(n), n - 1, alpha)
+
+
+def _solve_effect(power_of: Any, power: float) -> float:
+    """The smallest effect (in units of its standard error) whose power reaches ``power``; ``power_of`` grows."""
+    brentq = extras.load("scipy.optimize", extra="bench", what="the benchmark's statistics").brentq
+
+    hi = 1.0
+    while power_of(hi) < power:  # bracket the root: power grows with the effect
+        hi *= 2
+    return float(brentq(lambda e: power_of(e) - power, 0.0, hi, xtol=1e-10))
 
 
 def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER, comparisons: int = 1) -> float | None:
@@ -127,17 +142,25 @@ def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER
     ``n`` instances detects with ``power`` when the paired standard deviation is ``sd``, at level ``alpha`` corrected
     by Holm over ``comparisons`` contestants (Holm's first step, ``alpha / comparisons``: the level a single
     comparison must reach whatever the others show). Exact noncentral t, solved for the effect."""
-    brentq = extras.load("scipy.optimize", extra="bench", what="the benchmark's statistics").brentq
-
     if n < 2 or not math.isfinite(sd) or sd < 0:
         return None
     if sd == 0:
         return 0.0
     level = alpha / max(1, comparisons)
-    hi = 1.0
-    while power_paired_t(hi, n, level) < power:  # bracket the root: power grows with the effect
-        hi *= 2
-    return float(brentq(lambda e: power_paired_t(e, n, level) - power, 0.0, hi, xtol=1e-10)) * sd
+    return _solve_effect(lambda e: power_paired_t(e, n, level), power) * sd
+
+
+def min_detectable_fixed(
+    chaos_sd: float, n: int, replicates: int, alpha: float = ALPHA, power: float = POWER, comparisons: int = 1
+) -> float | None:
+    """The MDE of the fixed-set reading (:func:`fixed_set`) for ``n`` instances of ``replicates`` each when the paired
+    difference's training-chaos SD is ``chaos_sd``: standard error ``chaos_sd / sqrt(n * replicates)``,
+    ``n * (replicates - 1)`` degrees of freedom. None below two replicates."""
+    if replicates < 2 or n < 1 or chaos_sd < 0:
+        return None
+    se = chaos_sd / math.sqrt(n * replicates)
+    level = alpha / max(1, comparisons)
+    return _solve_effect(lambda e: power_t(e, n * (replicates - 1), level), power) * se
 
 
 def instances_needed(
@@ -163,17 +186,67 @@ def instances_needed(
     return lo
 
 
-def _instance_diffs(vals: Mapping[Any, float], ref: Mapping[Any, float]) -> tuple[dict[int, float], int]:
-    """Pairs per (instance, replicate) key present in both, averaged per instance: ``({instance: mean
-    difference}, number of pairs)``. A plain integer key is replicate 0 of that instance."""
+def _replicate_diffs(vals: Mapping[Any, float], ref: Mapping[Any, float]) -> dict[int, list[float]]:
+    """The paired differences per (instance, replicate) key present in both, grouped by instance. A plain integer
+    key is replicate 0 of that instance."""
     per: dict[int, list[float]] = {}
-    pairs = 0
     for k, v in vals.items():
         if k in ref and v is not None and ref[k] is not None:
             inst = k[0] if isinstance(k, tuple) else k
             per.setdefault(int(inst), []).append(float(v) - float(ref[k]))
-            pairs += 1
-    return {i: float(np.mean(d)) for i, d in sorted(per.items())}, pairs
+    return dict(sorted(per.items()))
+
+
+def _instance_diffs(vals: Mapping[Any, float], ref: Mapping[Any, float]) -> tuple[dict[int, float], int]:
+    """Pairs per (instance, replicate) key present in both, averaged per instance: ``({instance: mean
+    difference}, number of pairs)``."""
+    per = _replicate_diffs(vals, ref)
+    return {i: float(np.mean(d)) for i, d in per.items()}, sum(len(d) for d in per.values())
+
+
+def fixed_set(
+    vals: Mapping[Any, float],
+    ref: Mapping[Any, float],
+    comparisons: int = 1,
+    alpha: float = ALPHA,
+    power: float = POWER,
+) -> dict[str, Any] | None:
+    """The conditional reading: is the mean paired difference over *these* instances (and the judge's utterances)
+    non-zero, with training chaos the only noise? Its noise is measured from the replicates: the pooled variance of
+    the (instance, replicate) differences around their instance's mean (common random numbers: each replicate's
+    seed is shared by both controllers), with ``sum(R_i - 1)`` degrees of freedom. The estimate is the mean over
+    instances of the instance means; its standard error ``sqrt(s2 * sum(1 / R_i)) / N``; a t-test, a t interval and
+    the MDE (exact noncentral t, alpha over ``comparisons``: Holm's first step) at that standard error. A claim from
+    it holds for these instances only; the population reading (:func:`paired`) carries the instance-to-instance
+    variation. None without an instance of two or more replicates."""
+    t = extras.load("scipy.stats", extra="bench", what="the benchmark's statistics").t
+
+    per = _replicate_diffs(vals, ref)
+    df = sum(len(d) - 1 for d in per.values())
+    if not per or df < 1:
+        return None
+    s2 = sum(float(np.sum((np.asarray(d) - np.mean(d)) ** 2)) for d in per.values()) / df
+    n = len(per)
+    theta = float(np.mean([np.mean(d) for d in per.values()]))
+    se = math.sqrt(s2 * sum(1.0 / len(d) for d in per.values())) / n
+    if se == 0:
+        p, ci, mde = (1.0 if theta == 0 else 0.0), (theta, theta), 0.0
+    else:
+        p = float(2 * t.sf(abs(theta) / se, df))
+        half = float(t.ppf(1 - alpha / 2, df)) * se
+        ci = (theta - half, theta + half)
+        level = alpha / max(1, comparisons)
+        mde = _solve_effect(lambda e: power_t(e, df, level), power) * se
+    return {
+        "n_instances": n,
+        "df": df,
+        "within_sd": math.sqrt(s2),
+        "se": se,
+        "diff_mean": theta,
+        "ci95": ci,
+        "p": p,
+        "min_detectable": mde,
+    }
 
 
 def instance_means(vals: Mapping[Any, float]) -> dict[int, float]:
@@ -196,7 +269,8 @@ def paired(
     instances. Returns ``{controller: {...}}`` with ``describe`` fields over instance means, and for every
     controller but the reference: ``n_pairs`` (instances), ``n_replicate_pairs``, ``diff_mean``, ``diff_sd``,
     ``ci95``, ``p_wilcoxon``, ``p_holm``, ``prob_improvement``, ``min_detectable`` (the MDE at this n, Holm over
-    the contestants tested, exact noncentral t); ``regret`` (mean outcome minus the oracle's on shared instances)
+    the contestants tested, exact noncentral t), ``fixed_set`` (:func:`fixed_set` with ``p_holm``, or None without
+    replicates); ``regret`` (mean outcome minus the oracle's on shared instances)
     when ``oracle`` ran."""
     out: dict[str, Any] = {}
     ref = by_controller.get(reference, {})
@@ -233,6 +307,10 @@ def paired(
         sd, n = out[c]["diff_sd"], out[c]["n_pairs"]
         out[c]["min_detectable"] = min_detectable(sd, n, comparisons=len(raw_p)) if sd is not None else None
         out[c]["mde_comparisons"] = len(raw_p)
+        out[c]["fixed_set"] = fixed_set(by_controller[c], ref, comparisons=len(raw_p))
+    fixed_p = holm({c: out[c]["fixed_set"]["p"] for c in raw_p if out[c]["fixed_set"] is not None})
+    for c, p in fixed_p.items():
+        out[c]["fixed_set"]["p_holm"] = p
     return out
 
 
@@ -275,4 +353,15 @@ def claims(stats: Mapping[str, Any], reference: str, n: int, alpha: float = ALPH
             f"{lo_hi[1]:+.3f}), Holm p {p if p is None else format(p, '.3g')}: {verdict} {reference}"
             f"{mde_txt}."
         )
+        fs = s.get("fixed_set")
+        if fs is not None:
+            fp = fs.get("p_holm", fs["p"])
+            word = "better than" if fs["diff_mean"] < 0 else "worse than"
+            word = word if fp < alpha else "not distinguishable from"
+            lines.append(
+                f"{c} vs {reference} on these {fs['n_instances']} instances only (training chaos the only noise, "
+                f"from the replicates: SD {fs['within_sd']:.3f}, {fs['df']} df): Δ {fs['diff_mean']:+.3f} (95 % CI "
+                f"{fs['ci95'][0]:+.3f} to {fs['ci95'][1]:+.3f}), Holm p {fp:.3g}: {word} {reference} here, MDE "
+                f"{fs['min_detectable']:.3f}; another draw of instances may differ by the instance-to-instance SD."
+            )
     return lines

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.controllers import registered
-from bench.stats import ALPHA, POWER, instances_needed, min_detectable
+from bench.stats import ALPHA, POWER, instances_needed, min_detectable, min_detectable_fixed
 from sttrl.errors import ConfigError
 
 # episode-equivalents (others 1): sha's rungs, pbt's reports and Ray, the oracle's grid, lookahead's probes, the
@@ -60,6 +60,9 @@ DEBUG_INSTANCES = (
 DECISIVE_TARGET_MDE = 0.03
 DECISIVE_PAIRED_SD = 0.042
 DECISIVE_INSTANCES = 31
+# training chaos of the paired difference (the same decisions, another data-order seed), measured by noise.py: what
+# the fixed-set reading (bench.stats.fixed_set) counts as noise when the suite runs replicates
+DECISIVE_CHAOS_SD = 0.0125
 DECISIVE_REPLICATES = 1
 DECISIVE_POOL = 200  # test instances the suite may draw from: seeds 1000..1199
 DECISIVE_CONTROLLERS = (
@@ -91,6 +94,7 @@ class Suite:
     replicates: int = 1
     model: str | None = None  # the llm controller's model, unless --model says otherwise
     paired_sd: float | None = None  # the paired SD the size was chosen for: the MDE it reaches is printed
+    chaos_sd: float | None = None  # the paired difference's training-chaos SD: the fixed-set MDE with replicates
 
     def estimate_s(self, controllers: Sequence[str], instances: int, replicates: int | None = None) -> float:
         reps = self.replicates if replicates is None else replicates
@@ -109,6 +113,12 @@ class Suite:
         )
         if self.paired_sd is not None:
             text += "; " + expected_mde(self.paired_sd, instances, max(1, len(controllers) - 1), reps)
+        if self.chaos_sd is not None and reps > 1:
+            mde = min_detectable_fixed(self.chaos_sd, instances, reps, ALPHA, POWER, max(1, len(controllers) - 1))
+            text += (
+                f"; on these {instances} instances only (the fixed-set reading, training chaos SD {self.chaos_sd:.4f} "
+                f"the only noise): MDE {mde:.4f}"
+            )
         return text
 
 
@@ -144,6 +154,7 @@ SUITES = {
         replicates=DECISIVE_REPLICATES,
         model="local:smollm2-135m",
         paired_sd=DECISIVE_PAIRED_SD,
+        chaos_sd=DECISIVE_CHAOS_SD,
     ),
 }
 

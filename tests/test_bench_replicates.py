@@ -73,6 +73,9 @@ def test_replicates_pair_per_instance_and_replicate_with_shared_data_seeds(make_
     mean_diff = sum(runs[("static", r)]["hidden_wer"] - runs[("schedule", r)]["hidden_wer"] for r in (0, 1)) / 2
     assert paired["diff_mean"] == pytest.approx(mean_diff) and "min_detectable" in paired
     assert "| MDE |" in doc["table"]
+    fixed = paired["fixed_set"]  # with replicates: the reading on this instance only, chaos the only noise
+    assert (fixed["n_instances"], fixed["df"]) == (1, 1) and fixed["diff_mean"] == pytest.approx(mean_diff)
+    assert "On these instances only" in doc["table"]
     # the judge's per-utterance errors sit next to judge.json and add up to its WER
     run_dir = Path(runs[("static", 1)]["run_dir"])
     report = json.loads((run_dir / JUDGE_REPORT).read_text())
@@ -97,3 +100,4 @@ def test_decisive_suite_prints_its_estimate_and_mde_first(make_config, capsys):
     assert bench.main(["--suite", "decisive", "--seeds", "40", "--replicates", "2", "--dry-run", *common]) == 0
     out = capsys.readouterr().out
     assert "40 test instances x 2 replicates" in out and "seeds [1000, 1001," in out and "1039]" in out
+    assert "on these 40 instances only (the fixed-set reading" in out

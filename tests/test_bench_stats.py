@@ -96,6 +96,49 @@ def test_pairs_per_instance_and_replicate_averaged_per_instance():
     assert out["rule"]["mean"] == pytest.approx((0.43 + 0.35) / 2)
 
 
+def test_fixed_set_reading_from_replicates_by_hand_and_by_simulation():
+    """The conditional reading: only the replicates' spread (training chaos) is noise; it needs replicates."""
+    from scipy.stats import t
+
+    # differences rule - schedule: instance 0 (-0.10, -0.06), instance 1 (0.02, 0.00, 0.04), instance 2 (-0.05)
+    ref = {(0, 0): 0.5, (0, 1): 0.5, (1, 0): 0.4, (1, 1): 0.4, (1, 2): 0.4, (2, 0): 0.6}
+    vals = {(0, 0): 0.40, (0, 1): 0.44, (1, 0): 0.42, (1, 1): 0.40, (1, 2): 0.44, (2, 0): 0.55}
+    got = stats.fixed_set(vals, ref)
+    s2 = (0.02**2 * 2 + (0.0 + 0.02**2 + 0.02**2)) / (1 + 2)  # around -0.08 and 0.02; df = 1 + 2 + 0
+    se = math.sqrt(s2 * (1 / 2 + 1 / 3 + 1)) / 3
+    theta = (-0.08 + 0.02 - 0.05) / 3
+    assert got["df"] == 3 and got["n_instances"] == 3
+    assert got["within_sd"] == pytest.approx(math.sqrt(s2)) and got["se"] == pytest.approx(se)
+    assert got["diff_mean"] == pytest.approx(theta)
+    assert got["p"] == pytest.approx(2 * t.sf(abs(theta) / se, 3))
+    assert got["ci95"][1] - got["ci95"][0] == pytest.approx(2 * t.ppf(0.975, 3) * se)
+    assert stats.power_t(got["min_detectable"] / se, 3) == pytest.approx(0.8)
+    assert stats.fixed_set({0: 0.4, 1: 0.5}, {0: 0.5, 1: 0.5}) is None  # no replicates: no chaos estimate
+    # through paired(): Holm over the contestants, and a sentence that limits the claim to these instances
+    out = stats.paired({"schedule": ref, "rule": vals, "static": ref}, "schedule")
+    assert out["rule"]["fixed_set"]["p_holm"] == pytest.approx(min(1.0, 2 * got["p"]))
+    text = stats.claims(out, "schedule", 3)
+    assert any(x.startswith("rule vs schedule on these 3 instances only") for x in text)
+    # seeded simulation: 20 instances with large instance effects, 3 replicates with chaos SD 0.01 and a true
+    # mean difference at the MDE; the conditional test rejects in ~80 % of draws
+    rng = np.random.default_rng(11)
+    n, r, chaos = 20, 3, 0.01
+    mde = None
+    rejected, trials = 0, 2000
+    for _ in range(trials):
+        effects = rng.normal(0.0, 0.15, size=n)
+        effects -= effects.mean()  # the estimand: the mean over these instances
+        if mde is None:
+            se = chaos * math.sqrt(n / r) / n
+            mde = stats._solve_effect(lambda e: stats.power_t(e, n * (r - 1), 0.05), 0.8) * se
+        d = {(i, k): mde + effects[i] + rng.normal(0, chaos) for i in range(n) for k in range(r)}
+        zero = dict.fromkeys(d, 0.0)
+        rejected += stats.fixed_set(d, zero)["p"] < 0.05
+    assert abs(rejected / trials - 0.8) < 0.03
+    assert stats.min_detectable_fixed(chaos, n, r) == pytest.approx(mde)  # the suite's planning formula
+    assert stats.min_detectable_fixed(chaos, n, 1) is None
+
+
 def test_paired_against_a_reference_with_regret_and_claims():
     by = {
         "static": {0: 0.30, 1: 0.40, 2: 0.50},
