@@ -59,15 +59,17 @@ def decompose(
     dbar = {i: float(np.mean([d[k] for k in seeds_of[i]])) for i in instances}
     vbar = {i: float(np.var(np.mean([dstar[k] for k in seeds_of[i]], axis=0), ddof=1)) for i in instances}
     judge = float(np.mean(list(v.values())))
-    chaos, within = None, [i for i in instances if len(seeds_of[i]) >= 2]
+    chaos, raw, within = None, None, [i for i in instances if len(seeds_of[i]) >= 2]
     if within:
-        parts = []
+        parts, observed_all = [], []
         for i in within:
             s = len(seeds_of[i])
             observed = float(np.var([d[k] for k in seeds_of[i]], ddof=1))
             measurement = s / (s - 1) * (float(np.mean([v[k] for k in seeds_of[i]])) - vbar[i])
             parts.append(observed - measurement)
+            observed_all.append(observed)
         chaos = max(0.0, float(np.mean(parts)))
+        raw = float(np.mean(observed_all))
     hetero = None
     if len(instances) >= 2:
         s_mean = float(np.mean([len(seeds_of[i]) for i in instances]))
@@ -81,6 +83,8 @@ def decompose(
         "diff_sd_observed": float(np.std(list(d.values()), ddof=1)) if len(keys) > 1 else None,
         "var_judge": judge,
         "var_chaos": chaos,
+        # seed-to-seed variance of d on the same utterances, nothing subtracted: the noise of the fixed-set reading
+        "var_within_observed": raw,
         "var_instances": hetero,
         "per_instance": {str(i): {"diff_mean": dbar[i], "var_judge_of_mean": vbar[i]} for i in instances},
         "bootstrap": boot,

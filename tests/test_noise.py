@@ -57,6 +57,8 @@ def test_decomposition_recovers_known_components():
     # the judge: a binomial difference over ~3000 words of rate ~0.4, ~2 x 0.24 / 3000
     words = sum(next(iter(_synthetic(1, 1, 0, 0).values()))[0]["words"])
     assert comp["var_judge"] == pytest.approx(2 * 0.4 * 0.6 / words, rel=0.3)
+    # the fixed-set reading's noise: seed-to-seed variance with nothing subtracted (here chaos plus the binomial draw)
+    assert comp["var_within_observed"] == pytest.approx(comp["var_chaos"] + comp["var_judge"], rel=0.3)
     quiet = noise_stats.decompose(_synthetic(100, 2, sd_inst=0.0, sd_chaos=0.0), boot=200)
     assert quiet["var_instances"] < 0.2 * comp["var_instances"] and quiet["var_chaos"] < 0.2 * comp["var_chaos"]
     with pytest.raises(ValueError, match="same utterances"):
