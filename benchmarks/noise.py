@@ -277,13 +277,14 @@ def render(regimes: list[dict[str, Any]], target: float) -> tuple[str, dict[str,
                  sd(c["var_chaos"]), sd(c["var_instances"]), num(g["episode_cpu_h"] * 60, ".3g"), s["replicates"],
                  num(s["sd"], ".4f"), num(s["mde_per_cpu_hour"], ".3f"), num(s["mde_per_gpu_minute"], ".3f"),
                  num(s["instances_for_target"], "d"), num(s["cpu_hours_for_target"]),
-                 num(s["gpu_minutes_for_target"])]
+                 num(s["gpu_minutes_for_target"]), num(s.get("fixed_set_mde_in_budget"), ".4f")]
             )  # fmt: skip
             cost = s["cpu_hours_for_target"]
             if cost is not None and (best is None or cost < best["cpu_hours_for_target"]):
                 best = {"horizon": g["horizon"], "val_size": g["val_size"], **s}
     heads = ["horizon", "val", "inst", "mean A-B", "SD judge", "SD chaos", "SD instances", "CPU min/episode", "R",
-             "paired SD", "MDE/CPU-h", "MDE/GPU-min", f"n for MDE<={target}", "CPU-h", "GPU-min"]  # fmt: skip
+             "paired SD", "MDE/CPU-h", "MDE/GPU-min", f"n for MDE<={target}", "CPU-h", "GPU-min",
+             "fixed-set MDE in budget"]  # fmt: skip
     return common.markdown_table(heads, rows), best
 
 

@@ -183,6 +183,18 @@ def suite_table(
                 "gpu_minutes_for_target": n * cost * gpu_min_per_cpu_h if n is not None else None,
                 "instances_in_budget": n_budget,
                 "mde_in_budget": mde(sd, n_budget, a, power),
+                # the fixed-set reading (bench.stats.fixed_set): these instances only, seed-to-seed noise alone
+                "fixed_set_mde_in_budget": fixed_mde(components.get("var_within_observed"), n_budget, r, a, power),
             }
         )
     return out
+
+
+def fixed_mde(var_within: float | None, n: int, r: int, alpha: float, power: float = 0.8) -> float | None:
+    """The fixed-set reading's MDE for ``n`` instances x ``r`` replicates (``bench.stats.min_detectable_fixed`` at the
+    already-divided level ``alpha``), from the paired difference's seed-to-seed variance; None below 2 replicates."""
+    from bench.stats import min_detectable_fixed  # scipy's t and brentq, loaded with the table that needs them
+
+    if var_within is None or n < 1 or r < 2:
+        return None
+    return min_detectable_fixed(math.sqrt(var_within), n, r, alpha, power, comparisons=1)

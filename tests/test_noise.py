@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bench.stats
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -85,6 +87,11 @@ def test_regimes_are_priced_and_the_cheapest_is_chosen():
     r1, r2 = bench_cpu["suite"]
     assert r2["sd"] < r1["sd"] and r1["cpu_hours_for_target"] == pytest.approx(
         r1["instances_for_target"] * 7 * 250 / 3600
+    )
+    assert r1["fixed_set_mde_in_budget"] is None  # the fixed-set reading needs replicates
+    within = bench_cpu["components"]["var_within_observed"] ** 0.5
+    assert r2["fixed_set_mde_in_budget"] == pytest.approx(
+        bench.stats.min_detectable_fixed(within, r2["instances_in_budget"], 2, comparisons=6)
     )
     md, best = noise.render(regimes, 0.03)
     costs = [s["cpu_hours_for_target"] for g in regimes for s in g["suite"]]
