@@ -12,7 +12,9 @@ restored at shutdown.
 --address`` on the others). The code travels with the job: the repository is Ray's ``working_dir`` (uploaded
 once, unpacked on every node; run directories, caches and virtual environments are left out). What the runs
 write must be on storage every node sees: :func:`check_shared` asks every alive node whether it sees a marker
-file written here, and fails with one line naming the nodes that do not.
+file written here, and fails with one line naming the nodes that do not. Every node must also judge with the
+driver's judge key (:func:`check_judge_key`): the hidden domain's sentences are salted by it, so a node with its own
+key would score its runs on another hidden set, and their pairs would compare nothing.
 """
 
 from __future__ import annotations
@@ -128,3 +130,50 @@ def check_shared(ray: Any, dirs: Sequence[Path], timeout_s: float = 120.0) -> No
                 f"{len(blind)} of {len(nodes)} Ray nodes ({', '.join(blind)}) do not see {d}: put --out and "
                 "data.cache_dir on storage every node mounts at the same path"
             )
+
+
+def _fingerprint() -> tuple[str, str | None]:
+    """On a worker: this node's id and its judge key's fingerprint (None when it has no usable key)."""
+    import ray  # runs inside a Ray worker, where ray is installed
+
+    from sttrl.keys import key_fingerprint  # on the worker, under that node's environment
+
+    try:
+        return ray.get_runtime_context().get_node_id(), key_fingerprint()
+    except Exception:  # noqa: BLE001 - a node without a usable key is reported as such, never a crash here
+        return ray.get_runtime_context().get_node_id(), None
+
+
+def judge_key_mismatch(mine: str, answers: dict[str, str | None], nodes: Sequence[str]) -> str | None:
+    """The one line that names the nodes whose judge key is not ``mine`` (or that did not answer), else None."""
+    off = [n for n in nodes if answers.get(n) != mine]
+    if not off:
+        return None
+    told = ", ".join(f"{n[:12]} ({answers[n] if answers.get(n) else 'no answer or no key'})" for n in off)
+    return (
+        f"{len(off)} of {len(nodes)} Ray nodes judge with another key than this machine's {mine}: {told}; set the "
+        "same STTRL_JUDGE_KEY on every node before `ray start` (or copy $STTRL_HOME/judge.key), or their runs are "
+        "scored on another hidden domain"
+    )
+
+
+def check_judge_key(ray: Any, timeout_s: float = 120.0) -> None:
+    """Fail with one line unless every alive node's judge key has this machine's fingerprint (only fingerprints
+    travel; the key itself never leaves a node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # the ray extra, as above
+
+    from sttrl.keys import key_fingerprint  # the driver's key, resolved here at the entry point
+
+    mine = key_fingerprint()
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_fingerprint)
+    refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote() for n in nodes]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    answers: dict[str, str | None] = {}
+    for ref in ready:
+        with suppress(Exception):  # a task that could not run there: that node gave no answer
+            node, fp = ray.get(ref)
+            answers[node] = fp
+    line = judge_key_mismatch(mine, answers, nodes)
+    if line:
+        raise ConfigError(line)

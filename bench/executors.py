@@ -23,7 +23,7 @@ from rich.console import Console
 
 import bench.controllers  # noqa: F401 - registers every controller in this process (a worker's too)
 from bench.budget import budget_of
-from bench.cluster import check_shared, ray_cluster
+from bench.cluster import check_judge_key, check_shared, ray_cluster
 from bench.episodes import run_episode
 from bench.progress import BenchProgress
 from bench.replicates import Slot
@@ -141,10 +141,12 @@ def run_on_ray(
     shared: Sequence[Path] = (),
 ) -> None:
     """Submit every job as a Ray task; ``on_result(index, result)`` as each ends. On an existing cluster
-    (``address``) every node must first see the ``shared`` directories (:func:`bench.cluster.check_shared`)."""
+    (``address``) every node must first see the ``shared`` directories (:func:`bench.cluster.check_shared`) and
+    judge with this machine's key (:func:`bench.cluster.check_judge_key`)."""
     with ray_cluster(address, num_cpus, None) as ray:
         if address:
             check_shared(ray, shared)
+            check_judge_key(ray)
         task = ray.remote(num_cpus=cpus_per_episode, num_gpus=gpus_per_episode, max_retries=0)(run_job)
         refs = {task.remote(*job_args(j)): j for j in jobs}
         while refs:

@@ -233,7 +233,9 @@ def analyse(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[s
         if not runs:
             continue
         comp = noise_stats.decompose(runs, boot=args.boot)
-        n_dev, n_test = next(iter(mine.values()))["n_dev"], next(iter(mine.values()))["n_test"]
+        # instances judged under different keys (machines) hold different hidden sets: their mean size
+        n_dev = round(statistics.fmean(r["n_dev"] for r in mine.values()))
+        n_test = round(statistics.fmean(r["n_test"] for r in mine.values()))
         unit = (args.contestants + 1) * cpu[g] / 3600.0  # every controller's episode and judge, one instance
         table = noise_stats.suite_table(
             comp,

@@ -42,18 +42,27 @@ def decompose(
     runs: Mapping[tuple[int, int], tuple[Mapping[str, Any], Mapping[str, Any]]], boot: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """The three variance components of a paired difference from ``runs[(instance, seed)] = (row_A, row_B)``
-    (each row: ``dev_wer``, ``errors``, ``words`` on the same utterances). None where the design cannot tell (one seed:
-    no chaos; one instance: no heterogeneity)."""
+    (each row: ``dev_wer``, ``errors``, ``words``). Every run of one instance must be scored on the same utterances;
+    instances may differ (rows measured under two judge keys, i.e. on two machines, hold two hidden dev sets): each
+    utterance set gets its own bootstrap resamples, and the judge component is the mean over pairs as before. None
+    where the design cannot tell (one seed: no chaos; one instance: no heterogeneity)."""
     keys = sorted(runs)
     instances = sorted({i for i, _ in keys})
-    words = runs[keys[0]][0]["words"]
-    for a, b in runs.values():
-        if list(a["words"]) != list(words) or list(b["words"]) != list(words):
-            raise ValueError("every run of a regime must be scored on the same utterances")
-    index = np.random.default_rng(seed).integers(0, len(words), size=(boot, len(words)))
+    words_of: dict[int, list[int]] = {}
+    for (i, _), (a, b) in sorted(runs.items()):
+        words = words_of.setdefault(i, list(a["words"]))
+        if list(a["words"]) != words or list(b["words"]) != words:
+            raise ValueError(f"every run of instance {i} must be scored on the same utterances")
+    rng, index = np.random.default_rng(seed), {}
+    for words in words_of.values():  # one resample matrix per utterance set, drawn in the instances' order
+        if tuple(words) not in index:
+            index[tuple(words)] = rng.integers(0, len(words), size=(boot, len(words)))
     d = {k: runs[k][0]["dev_wer"] - runs[k][1]["dev_wer"] for k in keys}
-    dstar = {k: bootstrap_wers(runs[k][0]["errors"], words, index) - bootstrap_wers(runs[k][1]["errors"], words, index)
-             for k in keys}  # fmt: skip
+    dstar = {}
+    for k in keys:
+        words = words_of[k[0]]
+        idx = index[tuple(words)]
+        dstar[k] = bootstrap_wers(runs[k][0]["errors"], words, idx) - bootstrap_wers(runs[k][1]["errors"], words, idx)
     v = {k: float(np.var(dstar[k], ddof=1)) for k in keys}
     seeds_of = {i: [k for k in keys if k[0] == i] for i in instances}
     dbar = {i: float(np.mean([d[k] for k in seeds_of[i]])) for i in instances}
@@ -78,7 +87,8 @@ def decompose(
     return {
         "instances": len(instances),
         "pairs": len(keys),
-        "utterances": len(words),
+        "utterances": len(words_of[instances[0]]),
+        "utterance_sets": len(index),
         "diff_mean": float(np.mean(list(dbar.values()))),
         "diff_sd_observed": float(np.std(list(d.values()), ddof=1)) if len(keys) > 1 else None,
         "var_judge": judge,

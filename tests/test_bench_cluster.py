@@ -90,3 +90,24 @@ def test_a_node_that_does_not_see_the_directory_is_one_line(two_nodes, tmp_path,
         monkeypatch.setattr(ray, "nodes", lambda: [*real_nodes(), ghost])
         with pytest.raises(ConfigError, match=r"1 of 3 Ray nodes \(abababababab\) do not see .*every node mounts"):
             check_shared(connected, [tmp_path / "seen"], timeout_s=5)
+
+
+def test_every_node_must_judge_with_the_drivers_key(two_nodes, monkeypatch):
+    """The hidden domain is salted by the judge key: a node with another key would score on another hidden set."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from bench.cluster import check_judge_key, ray_cluster
+
+    with ray_cluster(two_nodes.address) as connected:
+        check_judge_key(connected)  # both nodes were started from this process's environment: the same key
+        monkeypatch.setenv("STTRL_JUDGE_KEY", "a-key-only-this-driver-holds-0123456789")  # the nodes keep theirs
+        with pytest.raises(ConfigError, match=r"2 of 2 Ray nodes judge with another key .*same STTRL_JUDGE_KEY"):
+            check_judge_key(connected, timeout_s=60)
+
+
+def test_judge_key_mismatch_names_the_nodes_and_never_the_key():
+    from bench.cluster import judge_key_mismatch
+
+    assert judge_key_mismatch("f" * 16, {"a" * 56: "f" * 16}, ["a" * 56]) is None
+    line = judge_key_mismatch("f" * 16, {"a" * 56: "f" * 16, "b" * 56: "0" * 16}, ["a" * 56, "b" * 56, "c" * 56])
+    assert line.startswith("2 of 3 Ray nodes judge with another key than this machine's ffffffffffffffff: ")
+    assert "bbbbbbbbbbbb (0000000000000000)" in line and "cccccccccccc (no answer or no key)" in line

@@ -94,7 +94,8 @@ def test_decisive_suite_prints_its_estimate_and_mde_first(make_config, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("learned: skipped (no --learned-model DIR")  # a suite leaves it out without one
     first = lines[1]
-    assert first.startswith("suite decisive: preset bench-cpu, ") and "31 test instances" in first
+    assert first.startswith("suite decisive: preset bench-cpu, ") and "161 test instances" in first
+    assert "MDE 0.030 hidden WER at n=161" in first  # sized from the noise budget
     for part in ("schedule", "static", "rule", "tpe", "sha", "lookahead", "estimated time", "MDE", "Holm"):
         assert part in first, part
     assert bench.main(["--suite", "decisive", "--seeds", "40", "--replicates", "2", "--dry-run", *common]) == 0

@@ -68,6 +68,19 @@ def test_decomposition_recovers_known_components():
                                         {"dev_wer": 0.5, "errors": [1, 1], "words": [2, 2]})})  # fmt: skip
 
 
+def test_instances_scored_on_different_utterance_sets_decompose_per_set():
+    """Rows from two machines (two judge keys: two hidden dev sets) mix across instances, never within one."""
+    one = _synthetic(6, 2, sd_inst=0.04, sd_chaos=0.02)
+    base = noise_stats.decompose(one, boot=200)
+    other = {(i + 6, s): tuple({**r, "errors": r["errors"][:-5], "words": r["words"][:-5]} for r in pair)
+             for (i, s), pair in _synthetic(6, 2, sd_inst=0.04, sd_chaos=0.02, rng_seed=5).items()}  # fmt: skip
+    mixed = noise_stats.decompose({**one, **other}, boot=200)
+    assert mixed["instances"] == 12 and mixed["utterance_sets"] == 2 and base["utterance_sets"] == 1
+    assert mixed["var_judge"] == pytest.approx(base["var_judge"], rel=0.3)
+    again = noise_stats.decompose(one, boot=200)  # one set: the resamples and every figure as before
+    assert again == base
+
+
 def test_regimes_are_priced_and_the_cheapest_is_chosen():
     import noise
 
