@@ -263,18 +263,26 @@ def markdown_table(summary: dict[str, Any], paired: dict[str, Any] | None = None
             )
             + " |"
         )
-    fixed = {c: s["fixed_set"] for c, s in paired["controllers"].items() if s.get("fixed_set")}
-    if fixed:  # with replicates: the conditional reading, on these instances only
-        head3 = ("controller", "instances", "df", "chaos SD", f"Δ vs {ref}", "95 % CI", "p (Holm)", "MDE")
-        lines += ["", "On these instances only (training chaos the only noise; from the replicates):", ""]
-        lines += ["| " + " | ".join(head3) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head3) - 1)) + "|"]
-        for c, f in fixed.items():
-            cells = [c, str(f["n_instances"]), str(f["df"]), _num(f["within_sd"]), _num(f["diff_mean"], "+.3f"),
-                     f"{f['ci95'][0]:+.3f} to {f['ci95'][1]:+.3f}", _num(f.get("p_holm"), ".3g"),
-                     _num(f["min_detectable"])]  # fmt: skip
-            lines.append("| " + " | ".join(cells) + " |")
+    lines += fixed_set_table(paired)
     lines += [""] + [f"- {t}" for t in paired["claims"]]
     return "\n".join(lines)
+
+
+def fixed_set_table(paired: dict[str, Any]) -> list[str]:
+    """With replicates, the lines of the fixed-set reading's table (these instances only, training chaos the only
+    noise: ``bench.stats.fixed_set``); no lines without replicates."""
+    fixed = {c: s["fixed_set"] for c, s in paired["controllers"].items() if s.get("fixed_set")}
+    if not fixed:
+        return []
+    head = ("controller", "instances", "df", "chaos SD", f"Δ vs {paired['reference']}", "95 % CI", "p (Holm)", "MDE")
+    lines = ["", "On these instances only (training chaos the only noise; from the replicates):", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for c, f in fixed.items():
+        cells = [c, str(f["n_instances"]), str(f["df"]), _num(f["within_sd"]), _num(f["diff_mean"], "+.3f"),
+                 f"{f['ci95'][0]:+.3f} to {f['ci95'][1]:+.3f}", _num(f.get("p_holm"), ".3g"),
+                 _num(f["min_detectable"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def result_line(res: dict[str, Any]) -> str:

@@ -137,6 +137,12 @@ def _solve_effect(power_of: Any, power: float) -> float:
     return float(brentq(lambda e: power_of(e) - power, 0.0, hi, xtol=1e-10))
 
 
+def _mde_at(se: float, df: float, level: float, power: float) -> float:
+    """The MDE of a two-sided t-test at ``level`` with ``df`` degrees of freedom whose estimate has standard error
+    ``se`` (exact noncentral t)."""
+    return _solve_effect(lambda e: power_t(e, df, level), power) * se
+
+
 def min_detectable(sd: float, n: int, alpha: float = ALPHA, power: float = POWER, comparisons: int = 1) -> float | None:
     """Minimum detectable effect (MDE): the smallest mean paired difference that the two-sided paired t-test over
     ``n`` instances detects with ``power`` when the paired standard deviation is ``sd``, at level ``alpha`` corrected
@@ -160,7 +166,7 @@ def min_detectable_fixed(
         return None
     se = chaos_sd / math.sqrt(n * replicates)
     level = alpha / max(1, comparisons)
-    return _solve_effect(lambda e: power_t(e, n * (replicates - 1), level), power) * se
+    return _mde_at(se, n * (replicates - 1), level, power)
 
 
 def instances_needed(
@@ -236,7 +242,7 @@ def fixed_set(
         half = float(t.ppf(1 - alpha / 2, df)) * se
         ci = (theta - half, theta + half)
         level = alpha / max(1, comparisons)
-        mde = _solve_effect(lambda e: power_t(e, df, level), power) * se
+        mde = _mde_at(se, df, level, power)
     return {
         "n_instances": n,
         "df": df,
