@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from sttrl.config import Config, load_config
+from sttrl.train import exclusive
 
 torch.set_num_threads(2)
+
 
 # The judge key and the hidden-split access log live outside run directories (sttrl.judge.integrity): tests use a
 # folder of their own, never the developer's ~/.local/share/sttrl; subprocesses inherit it.
@@ -21,6 +23,55 @@ torch.set_num_threads(2)
 # key per session gave a different hidden domain each run, and about 1 in 12 keys left the debug preset's hidden
 # dev part empty (measured; CI failed three tuning tests on one such key). Tests that need another key set
 # STTRL_JUDGE_KEY themselves.
+# Under pytest-xdist (`make test`: two workers on two cores), no two trainings or evaluations ever run at once: every
+# process of the run (workers, the episodes and servers they start) shares one compute lock (sttrl.train.exclusive),
+# taken around each block, evaluation and judge; imports, servers starting, I/O and waiting overlap.
+# The lock file lies in the run's shared temporary folder (pytest-of-<user>/pytest-<N>/, pruned by pytest).
+@pytest.hookimpl(trylast=True)  # after pytest's tmp_path plugin has set up the factory
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker; its basetemp is <run folder>/popen-gwN
+        run_folder = config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]
+        os.environ[exclusive.ENV] = str(run_folder / "compute.lock")
+
+
+# Modules whose tests compute with torch outside an episode runtime (decoders, the policy's own training, local
+# LLMs, engines compared directly): each of their tests holds the lock from start to end, and the processes it
+# starts compute under that hold.
+EXCLUSIVE_MODULES = {
+    "test_ct2", "test_eval_engine", "test_features", "test_model_eval", "test_pretrained", "test_policy_core",
+    "test_policy_data", "test_policy_e2e", "test_grpo", "test_local_llm", "test_hybrid", "test_quiet",
+    "test_teacher", "test_val_loss",
+}  # fmt: skip
+
+
+# The slowest modules, slowest first (serial run of 2026-12-02, 19:51 in all; docs/benchmarks/test-suite.md): under
+# `-n 2 --dist loadfile` each module runs whole on one worker, in collection order, and starting the long ones first
+# keeps a long module from being the last one left (longest-first is the classic makespan heuristic).
+SLOWEST_FIRST = (
+    "test_graph_resume", "test_faults", "test_bench", "test_bench_ray", "test_bench_peers", "test_eval_engine",
+    "test_policy_e2e", "test_noise", "test_collect_api", "test_bench_cluster", "test_quiet", "test_local_llm",
+    "test_fork", "test_hybrid", "test_lookahead", "test_blockcache", "test_trainer", "test_tracking",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in EXCLUSIVE_MODULES:
+            item.add_marker(pytest.mark.exclusive)
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    # a stable sort: the tests of one module keep their order, the other modules theirs
+    items.sort(key=lambda item: rank.get(item.module.__name__ if item.module else "", len(rank)))
+
+
+@pytest.fixture(autouse=True)
+def _compute_lock(request: pytest.FixtureRequest):
+    if request.node.get_closest_marker("exclusive") is None:
+        yield
+        return
+    with exclusive.holding():
+        yield
+
+
 os.environ["STTRL_HOME"] = tempfile.mkdtemp(prefix="sttrl-home-")
 os.environ.pop("STTRL_JUDGE_KEY", None)
 (Path(os.environ["STTRL_HOME"]) / "judge.key").write_text("sttrl-test-suite-judge-key-0123456789abcdef\n")

@@ -84,6 +84,19 @@ def test_what_counts_as_running_out_of_memory(exc, memory):
     assert is_memory_failure(exc) is memory
 
 
+def test_a_null_return_without_an_exception_is_memory_only_under_an_address_space_limit():
+    """CPython's SystemError for a C function that returned NULL without setting an error: what a failed allocation
+    in an extension looks like (torch._dynamo's import under 900 MiB); a bug, not memory, when no limit is in force."""
+    code = (
+        "import resource, sys; from sttrl.native import is_memory_failure; "
+        "e = SystemError('error return without exception set'); a = is_memory_failure(e); "
+        "resource.setrlimit(resource.RLIMIT_AS, (64 * 2**30, resource.RLIM_INFINITY)); "
+        "print(a, is_memory_failure(e), is_memory_failure(SystemError('something else')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "True", "False"], out
+
+
 def test_the_entry_points_bound_the_blas_pools_before_numpy_loads():
     """``python -m graph.run`` and ``python -m sttrl.judge`` import sttrl.preload first: one OpenBLAS thread, unless the
     environment says otherwise; torch's own variables are left alone."""

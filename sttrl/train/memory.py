@@ -36,6 +36,8 @@ from concurrent.futures import Future
 from functools import lru_cache
 from typing import Any, TypeVar
 
+from sttrl.train.exclusive import exclusive_compute
+
 M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
@@ -120,10 +122,12 @@ _TORCH_THREAD = _TorchThread()
 
 
 def torch_thread(fn: F) -> F:
-    """Run ``fn`` on the process's one torch thread (see the module docstring)."""
+    """Run ``fn`` on the process's one torch thread (see the module docstring), under the machine's compute lock
+    when one is set (:mod:`sttrl.train.exclusive`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> Any:
-        return _TORCH_THREAD.run(fn, *args, **kw)
+        with exclusive_compute():  # the machine's compute lock, when STTRL_COMPUTE_LOCK is set
+            return _TORCH_THREAD.run(fn, *args, **kw)
 
     return wrapper  # type: ignore[return-value]
