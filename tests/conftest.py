@@ -17,12 +17,6 @@ from sttrl.train import exclusive
 torch.set_num_threads(2)
 
 
-# The judge key and the hidden-split access log live outside run directories (sttrl.judge.integrity): tests use a
-# folder of their own, never the developer's ~/.local/share/sttrl; subprocesses inherit it.
-# The key is fixed (a file, as on a user's machine): the synthetic hidden sentences are salted by it, so a random
-# key per session gave a different hidden domain each run, and about 1 in 12 keys left the debug preset's hidden
-# dev part empty (measured; CI failed three tuning tests on one such key). Tests that need another key set
-# STTRL_JUDGE_KEY themselves.
 # Under pytest-xdist (`make test`: two workers on two cores), no two trainings or evaluations ever run at once: every
 # process of the run (workers, the episodes and servers they start) shares one compute lock (sttrl.train.exclusive),
 # taken around each block, evaluation and judge; imports, servers starting, I/O and waiting overlap.
@@ -72,6 +66,12 @@ def _compute_lock(request: pytest.FixtureRequest):
         yield
 
 
+# The judge key and the hidden-split access log live outside run directories (sttrl.judge.integrity): tests use a
+# folder of their own, never the developer's ~/.local/share/sttrl; subprocesses inherit it.
+# The key is fixed (a file, as on a user's machine): the synthetic hidden sentences are salted by it, so a random
+# key per session gave a different hidden domain each run, and about 1 in 12 keys left the debug preset's hidden
+# dev part empty (measured; CI failed three tuning tests on one such key). Tests that need another key set
+# STTRL_JUDGE_KEY themselves.
 os.environ["STTRL_HOME"] = tempfile.mkdtemp(prefix="sttrl-home-")
 os.environ.pop("STTRL_JUDGE_KEY", None)
 (Path(os.environ["STTRL_HOME"]) / "judge.key").write_text("sttrl-test-suite-judge-key-0123456789abcdef\n")
