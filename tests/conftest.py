@@ -28,12 +28,12 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[exclusive.ENV] = str(run_folder / "compute.lock")
 
 
-# Modules whose tests compute with torch outside an episode runtime (decoders, the policy's own training, local
-# LLMs, engines compared directly): each of their tests holds the lock from start to end, and the processes it
-# starts compute under that hold.
+# The library takes the lock around its own compute (episodes, evaluations, local LLMs, the policy's training:
+# sttrl.train.exclusive). Tests whose own bodies compute with torch (a decoder or a model called directly) hold it
+# from start to end instead: these modules, and single tests marked `@pytest.mark.exclusive`; the processes such a
+# test starts compute under that hold.
 EXCLUSIVE_MODULES = {
-    "test_ct2", "test_eval_engine", "test_features", "test_model_eval", "test_pretrained", "test_policy_core",
-    "test_policy_data", "test_policy_e2e", "test_grpo", "test_local_llm", "test_hybrid", "test_quiet",
+    "test_ct2", "test_features", "test_model_eval", "test_pretrained", "test_policy_core", "test_policy_data",
     "test_teacher", "test_val_loss",
 }  # fmt: skip
 

@@ -101,6 +101,7 @@ def test_bad_engine_and_compute_type_are_config_errors(make_config):
         evaluate_with(cfg, store, CPU)
 
 
+@pytest.mark.exclusive  # decodes and converts in the test itself (tests/conftest.py)
 def test_conversion_of_current_weights_is_exact(make_config, tmp_path):
     cfg = make_config()
     loaded, _ = _stack(cfg)
@@ -118,6 +119,7 @@ def test_conversion_of_current_weights_is_exact(make_config, tmp_path):
     assert vocab[loaded.prefix_ids[0]] == "<|startoftranscript|>"
 
 
+@pytest.mark.exclusive  # decodes with both engines in the test itself (tests/conftest.py)
 @pytest.mark.parametrize("source", ["builtin", "pretrained"])
 def test_engines_agree_token_for_token(make_config, source):
     over = (
@@ -158,6 +160,7 @@ def test_engines_agree_token_for_token(make_config, source):
     assert (a.wer, a.cer, a.engine) == (b.wer, b.cer, "transformers") and b.engine == "ct2/float32"
 
 
+@pytest.mark.exclusive  # decodes and converts in the test itself (tests/conftest.py)
 def test_converted_model_is_cached_while_weights_are_unchanged(make_config):
     cfg = make_config()
     loaded, _ = _stack(cfg)

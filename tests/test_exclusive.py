@@ -76,3 +76,18 @@ def test_off_without_the_variable_and_children_of_a_hold_do_not_wait(tmp_path, m
         # the timeout would fail the test)
         subprocess.run([sys.executable, "-c", HOLD], input="", check=True, capture_output=True, text=True, timeout=60)
     assert os.environ[exclusive.ENV] == str(tmp_path / "compute.lock")
+
+
+def test_paused_lets_another_process_take_the_lock_and_retakes_it(tmp_path, monkeypatch):
+    lock = tmp_path / "compute.lock"
+    monkeypatch.setenv(exclusive.ENV, str(lock))
+    with exclusive.exclusive_compute():
+        with exclusive.paused():
+            assert _free(lock)  # another process may compute while this one waits
+            proc = _holder(lock)  # and does: it takes the lock at once
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        assert not _free(lock)  # held again after the pause
+    assert _free(lock)
+    with exclusive.paused():  # not held: nothing to release
+        assert _free(lock)

@@ -35,9 +35,11 @@ mode, argv = sys.argv[1], sys.argv[2:]
 agent = None
 if mode == "slow-train":  # each optimizer step waits first, so a kill lands between two steps
     import sttrl.train.trainer as T
+    from sttrl.train.exclusive import paused
     real_step = T.Trainer._step
     def slow_step(self, hp):
-        time.sleep(1.5)
+        with paused():  # waiting is not compute: the suite's other worker may train meanwhile (tests/conftest.py)
+            time.sleep(1.5)
         return real_step(self, hp)
     T.Trainer._step = slow_step
 elif mode.startswith("slow-decide:"):  # block inside the decision of step `at`

@@ -11,6 +11,7 @@ import jiwer
 import torch
 
 from sttrl.eval.result import EvalResult
+from sttrl.train.exclusive import exclusive
 from sttrl.train.features import FeatureStore
 
 _PUNCT = re.compile(r"[^\w\s']|_")
@@ -109,6 +110,7 @@ def transcribe(
     return out  # type: ignore[return-value]
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def evaluate(
     store: FeatureStore,
     device: torch.device,

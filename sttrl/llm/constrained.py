@@ -24,6 +24,7 @@ from transformers import LogitsProcessorList
 
 from sttrl import extras
 from sttrl.llm.local import LoadedModel
+from sttrl.train.exclusive import exclusive
 
 MAX_WHITESPACE = 1  # consecutive whitespace characters allowed outside strings
 
@@ -126,6 +127,7 @@ def _sampling(temperature: float, top_p: float, top_k: int | None) -> dict[str, 
     return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def generate(
     loaded: LoadedModel,
     prompt_ids: list[int],

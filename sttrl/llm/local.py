@@ -24,6 +24,7 @@ from typing import Any
 
 from sttrl import extras
 from sttrl.errors import ConfigError, ModelError
+from sttrl.train.exclusive import exclusive
 
 # short name -> (python package holding the file, file name, pip command)
 SHORT_NAMES: dict[str, tuple[str, str, str]] = {
@@ -116,6 +117,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def load_model(source: ModelSource, cache: bool = True) -> LoadedModel:
     """Tokenizer and float32 model for ``source``, loaded once per process (later calls reuse it);
     ``cache=False`` loads a private copy (training changes its weights)."""

@@ -20,6 +20,7 @@ from sttrl.env.actions import Action
 from sttrl.env.decision import Decided
 from sttrl.errors import ConfigError, SttrlError
 from sttrl.llm.local import load_model, resolve_model
+from sttrl.train.exclusive import exclusive
 
 SOURCE = "learned"
 META_FILE = "sttrl_policy.json"
@@ -36,6 +37,7 @@ class LearnedController:
     name: str = SOURCE
     trace: list[tuple[list[int], str, int]] | None = None  # (prompt ids, rationale, action index) per decision
 
+    @exclusive  # the machine's compute lock (sttrl.train.exclusive)
     def decide(self, observation: dict[str, Any], history: list[dict[str, Any]]) -> Decided:
         from sttrl.control.prompting import decision_turns  # torch and the model: only when it decides
         from sttrl.llm.constrained import chat_prompt_ids

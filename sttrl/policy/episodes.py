@@ -24,6 +24,7 @@ from sttrl.policy import core
 from sttrl.policy.controller import LearnedController
 from sttrl.policy.stages import Learner, Scored, categorical_step
 from sttrl.rundir import new_run_id
+from sttrl.train.exclusive import exclusive
 
 
 def episode_config(cfg: Any) -> Any:
@@ -48,6 +49,7 @@ def run_episode(env: Any, ctl: Any, instance: int | None, run_dir: Path) -> floa
     return total
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def train_episodes(
     lr: Learner, ds: Any = None, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:

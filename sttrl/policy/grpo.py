@@ -43,6 +43,7 @@ from sttrl.policy.stages import Learner
 from sttrl.policy.tools import Outcome, Rollout, rollout_class
 from sttrl.policy.trl_common import train, training_arguments
 from sttrl.rundir import new_run_id
+from sttrl.train.exclusive import exclusive
 
 ROLLOUTS = "rollouts.jsonl"
 
@@ -116,6 +117,7 @@ def _grpo_args(cfg: Config, out: Path, device: str) -> Any:
     )
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def train_grpo(
     lr: Learner, ds: Any = None, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:

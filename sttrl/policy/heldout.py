@@ -22,6 +22,7 @@ from typing import Any
 
 from sttrl.config import Config
 from sttrl.policy.data import states
+from sttrl.train.exclusive import exclusive
 
 
 @dataclass
@@ -67,6 +68,7 @@ def majority(train: Any) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def evaluate(learner: Any, heldout: list[list[dict[str, Any]]], baseline: str | None) -> dict[str, Any]:
     """The learner's choice at every held-out state: accuracy, predicted and best-action counts, the majority
     class's accuracy, the mean decision latency (seconds to score every enabled action)."""

@@ -33,6 +33,7 @@ from sttrl.errors import ConfigError, SttrlError
 from sttrl.llm.local import load_model, resolve_model, serializable
 from sttrl.policy.controller import META_FILE
 from sttrl.policy.settings import policy_presets
+from sttrl.train.exclusive import exclusive
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +85,7 @@ def stage_function(stage: str) -> Any:
     return getattr(module, f"train_{stage}")
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def learn(
     cfg: Any, data: list[str], model: str, out: Path, on_line: Any = print, on_check: Any = print
 ) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from sttrl.errors import ConfigError
 from sttrl.llm.constrained import chat_prompt_ids
 from sttrl.policy import core, scoring
 from sttrl.policy.data import dpo_pairs, states
+from sttrl.train.exclusive import exclusive
 
 
 @dataclass
@@ -122,6 +123,7 @@ def stage_items(stage: str, ds: Any, cfg: Config) -> list[Any]:
     return items
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def train_sft(
     lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:
@@ -216,6 +218,7 @@ def sample_state(lr: Learner, rows: list[dict[str, Any]], k: int, seed: int) -> 
     return Scored(prompt, rationale, taken, []), rewards
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def train_rloo(
     lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:

@@ -21,6 +21,7 @@ from trl import DPOConfig, DPOTrainer
 from sttrl.policy import core
 from sttrl.policy.stages import Learner, stage_items
 from sttrl.policy.trl_common import train, training_arguments
+from sttrl.train.exclusive import exclusive
 
 
 class TokenizedDPOTrainer(DPOTrainer):
@@ -30,6 +31,7 @@ class TokenizedDPOTrainer(DPOTrainer):
         return dataset
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def train_dpo(
     lr: Learner, ds: Any, on_step: Callable[[dict[str, float]], None] | None = None
 ) -> list[dict[str, float]]:

@@ -1,5 +1,7 @@
 """One machine's torch compute, one process at a time: a lock file that processes sharing a machine take around
-every training block, evaluation and judge (everything :func:`sttrl.train.memory.torch_thread` runs).
+every training block, evaluation and judge (everything :func:`sttrl.train.memory.torch_thread` runs), and around
+the compute outside an episode: a decoder's evaluation, a local LLM's loading and generation, the learned
+controller's training and decisions, weight conversions (each decorated with :func:`exclusive`).
 
 Off unless ``STTRL_COMPUTE_LOCK`` names a file. Two torch processes computing at once on a small machine slow each
 other 2–10× (measured on 2 cores: OpenMP teams spin against each other), and several workers sharing one GPU can
@@ -17,9 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ENV = "STTRL_COMPUTE_LOCK"
 
@@ -50,6 +56,12 @@ class _ProcessLock:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
+    def pause(self) -> int | None:
+        with self._mutex:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            return self._fd
+
     @property
     def held(self) -> bool:
         return self._count > 0
@@ -70,6 +82,32 @@ def exclusive_compute() -> Iterator[None]:
         yield
     finally:
         _LOCK.release()
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Inside a hold, let other processes compute while this one only waits (a sleep, a network call, a human):
+    the file lock is released for the block and taken again after it; the count stays, so this process's other
+    threads do not wait meanwhile (use it where the holder computes on one thread). Nothing when not held."""
+    fd = _LOCK.pause()
+    try:
+        yield
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def exclusive(fn: F) -> F:
+    """Run ``fn`` under :func:`exclusive_compute`: for a library's compute entry points (re-entrant, so one such
+    function may call another, or an episode's :func:`~sttrl.train.memory.torch_thread`, in the same process).
+    Never for a function that waits for another process's compute: that process would wait for this hold."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        with exclusive_compute():
+            return fn(*args, **kw)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @contextlib.contextmanager

@@ -23,10 +23,12 @@ from transformers.utils import logging as hf_logging
 from sttrl.errors import ModelError
 from sttrl.train.ct2_format import read_ct2
 from sttrl.train.ct2_whisper import ct2_to_hf, whisper_config_from_ct2
+from sttrl.train.exclusive import exclusive
 
 N_TIMESTAMPS = 1501  # <|0.00|> ... <|30.00|>
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def convert(key: str, multilingual: bool, model_bin: Path, assets: Path, dest: Path) -> list[str]:
     """Write model, generation config, tokenizer and processor for ``model_bin`` (the CTranslate2 file of ``key``)
     into ``dest``; return the tokenizer repair notes."""

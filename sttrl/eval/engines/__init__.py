@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sttrl.errors import ConfigError
+from sttrl.train.exclusive import exclusive
 
 if TYPE_CHECKING:  # types only: the registry is read at config time, which stays torch-free
     import torch
@@ -65,6 +66,7 @@ def engine_label(cfg: Config, device: torch.device) -> str:
     return get(cfg.train.eval_engine).label_for(cfg, device)
 
 
+@exclusive  # the machine's compute lock (sttrl.train.exclusive)
 def evaluate_with(
     cfg: Config, store: FeatureStore, device: torch.device, engine: str | None = None, per_utterance: bool = False
 ) -> EvalResult:
