@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,7 @@ def test_wandb_offline_writes_its_run_files(make_config, tmp_path, monkeypatch):
     run_id = json.loads((run_dir / RUN_RECORD).read_text())["run_id"]
     runs = list((wdir / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1, list((wdir / "wandb").iterdir())
-    assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
-    history, artifacts = _wandb_records(runs[0] / f"run-{run_id}.wandb")
+    history, artifacts = _wandb_records(_written(runs[0] / f"run-{run_id}.wandb"))
     local = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines()]
     assert [int(h["_step"]) for h in history] == [r["step"] for r in local]
     assert [float(h["reward"]) for h in history] == pytest.approx([r["reward"] for r in local])
@@ -77,14 +77,24 @@ def test_wandb_offline_writes_its_run_files(make_config, tmp_path, monkeypatch):
     assert artifacts[f"run-{run_id}"] >= {"trajectory.jsonl", CONFIG_FILE, RUN_RECORD}
 
 
-def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
-    """History rows and artifact manifests from W&B's offline ``.wandb`` file (a LevelDB-style log of protobuf
-    records: a 7-byte file header, then 32 KiB blocks of chunks with a 7-byte crc/length/type header)."""
+def _written(path: Path, timeout: float = 60.0) -> Path:
+    """``path`` once W&B's service has written its last record (``exit``). ``run.finish()`` can return before the
+    service's writer has flushed its last block: read at once, a file was seen cut at 32768 bytes with no history;
+    half a second later it held all 62,300 bytes."""
+    end = time.monotonic() + timeout
+    while _record_types(path)[-1:] != ["exit"]:
+        assert time.monotonic() < end, f"{path}: no exit record after {timeout:.0f} s: {_record_types(path)}"
+        time.sleep(0.2)
+    return path
+
+
+def _chunks(path: Path) -> list[bytes]:
+    """The records of W&B's offline ``.wandb`` file (a LevelDB-style log: a 7-byte file header, then 32 KiB blocks
+    of chunks with a 7-byte crc/length/type header)."""
     import struct
 
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, block, chunks, buf = path.read_bytes(), 7, 32768, [], b""
+    data = path.read_bytes() if path.is_file() else b""
+    pos, block, chunks, buf = 7, 32768, [], b""
     while pos + 7 <= len(data):
         if block - pos % block < 7:
             pos += block - pos % block
@@ -95,8 +105,29 @@ def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
         if kind in (1, 4):  # FULL or LAST chunk
             chunks.append(buf)
             buf = b""
+    return chunks
+
+
+def _record_types(path: Path) -> list[str]:
+    from wandb.proto import wandb_internal_pb2 as pb  # the track extra, installed by make test
+
+    types = []
+    for chunk in _chunks(path):
+        rec = pb.Record()
+        try:
+            rec.ParseFromString(chunk)
+        except Exception:  # noqa: BLE001 - a chunk cut mid-write: the file is not complete yet
+            return types + ["partial"]
+        types.append(rec.WhichOneof("record_type"))
+    return types
+
+
+def _wandb_records(path: Path) -> tuple[list[dict], dict[str, set]]:
+    """History rows and artifact manifests from W&B's offline ``.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2 as pb  # the track extra, installed by make test
+
     history, artifacts = [], {}
-    for chunk in chunks:
+    for chunk in _chunks(path):
         rec = pb.Record()
         rec.ParseFromString(chunk)
         if rec.WhichOneof("record_type") == "history":
@@ -114,3 +145,27 @@ def test_a_failing_tracker_never_fails_the_episode(make_config, monkeypatch):
     assert (run_dir / "final").is_dir() and len((run_dir / TRAJECTORY).read_text().splitlines()) >= 1
     assert not status["tracker"]["ok"] and status["tracker"]["error"].startswith("mlflow: ")
     assert json.loads((run_dir / RUN_RECORD).read_text())["outward"]["tracker"]["ok"] is False
+
+
+def test_a_tracker_still_working_at_the_deadline_is_not_reported_ok(make_config, monkeypatch):
+    import threading
+
+    from sttrl.outward import publish
+
+    release = threading.Event()
+
+    class SlowTracker:  # a real Publisher around a tracker that has not finished when the run ends
+        def log_step(self, record):
+            release.wait(30)
+
+        def log_artifacts(self, run_dir):
+            release.wait(30)
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(publish, "make_tracker", lambda *a: SlowTracker())
+    run_dir, _ = run_debug_episode(make_config, "run.tracker=mlflow", publish=False)
+    status = publish.publish_run(run_dir, timeout=0.2)
+    release.set()
+    assert status["tracker"]["ok"] is False and "tracker calls not done in time" in status["tracker"]["error"]

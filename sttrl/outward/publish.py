@@ -81,6 +81,7 @@ class Publisher:
         self.seconds = 0.0
         self._idle = threading.Condition()
         self._busy = 0
+        self._tracking = 0  # tracker jobs queued or running
         self._thread = threading.Thread(target=self._work, name=f"sttrl-publish-{run_id}", daemon=True)
         self._thread.start()
 
@@ -88,11 +89,13 @@ class Publisher:
     def _submit(self, key: str, job: Callable[[], None]) -> None:
         with self._idle:
             self._busy += 1
+            self._tracking += key.startswith("tracker/")
         try:
             self.q.put_nowait((key, job))
         except queue.Full:  # never block the episode: the run's end or sync sends it
             with self._idle:
                 self._busy -= 1
+                self._tracking -= key.startswith("tracker/")
                 self.failed[key] = job
             self.last_error = self.last_error or "upload queue full"
 
@@ -142,6 +145,7 @@ class Publisher:
             finally:
                 with self._idle:
                     self._busy -= 1
+                    self._tracking -= key.startswith("tracker/")
                     self._idle.notify_all()
 
     def _attempt(self, key: str, job: Callable[[], None]) -> None:
@@ -190,7 +194,7 @@ class Publisher:
 
     def status(self, flushed: bool) -> dict[str, Any]:
         with self._idle:
-            queued = self._busy
+            queued, tracking = self._busy, self._tracking
         pending = sorted(self.failed)
         sink = None
         if self.url:
@@ -206,7 +210,8 @@ class Publisher:
             }
         tracker = None
         if self.tracker_name != "none":
-            tracker = {"name": self.tracker_name, "ok": self.tracker_error is None, "error": self.tracker_error}
+            error = self.tracker_error or (f"{tracking} tracker calls not done in time" if tracking else None)
+            tracker = {"name": self.tracker_name, "ok": error is None, "error": error}
         return {"sink": sink, "tracker": tracker}
 
     def close(self, timeout: float) -> None:
