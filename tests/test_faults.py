@@ -90,7 +90,8 @@ def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
 def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache, tmp_path):
     """Calibrate: the address-space peak of a whole batch-4 episode. Under that peak + 200 MiB, batch 64's
     activations cannot be allocated: the block is an ``oom`` transition, rolled back, and the episode ends
-    normally (measured here: batch 64 fails at 1100 MiB, a batch-4 episode peaks near 860 MiB)."""
+    normally (measured: batch 64's first block fails from 1060 to 1200 MiB and trains at 1300, its start needs
+    about 1060 MiB, a batch-4 episode peaks at 795-994 MiB)."""
     calib = subprocess.run(
         [sys.executable, "-c", PEAK, *_episode(tmp_path, data_cache, "calib", 4)],
         cwd=REPO,
@@ -100,16 +101,23 @@ def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache
     )
     assert calib.returncode == 0, calib.stderr[-2000:]
     peak = int(calib.stdout.split()[-1]) * 1024
-    for attempt in range(3):  # torch's backward sometimes segfaults on the failed allocation instead of raising
-        proc = _limited(_episode(tmp_path, data_cache, f"limited{attempt}", 64), peak + 200 * 2**20)
-        if proc.returncode >= 0:
+    limit = peak + 200 * 2**20
+    for attempt in range(4):
+        proc = _limited(_episode(tmp_path, data_cache, f"limited{attempt}", 64), limit)
+        trajectory = tmp_path / f"limited{attempt}" / TRAJECTORY
+        if proc.returncode >= 0 and trajectory.is_file():
             break
-        _one_resumable_line(proc)  # killed by the signal: the watchdog's one line; try again for the transition
+        _one_resumable_line(proc)  # one line, never a traceback; then try again for the transition
+        if proc.returncode >= 0:  # ended before its first block: the start's own batch-64 forward pass (the
+            # starting observation's loss) did not fit. The calibrated peak varies between processes (795-994 MiB
+            # seen), and batch 64 needs about 1060 MiB to start: give it more, its training still fails up to 1200
+            limit += 100 * 2**20
+        # else torch's backward segfaulted on the failed allocation instead of raising: the same limit again
     else:
-        pytest.fail("3 episodes in a row ended by a native crash, none by the oom transition")
+        pytest.fail("4 episodes in a row ended by a native crash or before their first block, none by the transition")
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 3) and "Traceback" not in out, (proc.returncode, out[-3000:])
-    records = [json.loads(line) for line in (tmp_path / f"limited{attempt}" / TRAJECTORY).read_text().splitlines()]
+    records = [json.loads(line) for line in trajectory.read_text().splitlines()]
     first = records[0]
     assert first["status"] == "oom" and "can't allocate memory" in first["train"]["note"], first["train"]
     assert first["train"]["steps"] == 0 and first["reward"] < -1.0  # rolled back, penalised
