@@ -90,8 +90,8 @@ def test_torch_cpu_allocation_failure_is_recognised_by_type_and_text():
 def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache, tmp_path):
     """Calibrate: the address-space peak of a whole batch-4 episode. Under that peak + 200 MiB, batch 64's
     activations cannot be allocated: the block is an ``oom`` transition, rolled back, and the episode ends
-    normally (measured: batch 64's first block fails from 1060 to 1200 MiB and trains at 1300, its start needs
-    about 1060 MiB, a batch-4 episode peaks at 795-994 MiB)."""
+    normally (measured: batch 64's first block failed at 1100-1194 MiB and trained at 1300; its start failed at
+    995-1050 MiB; a batch-4 episode peaks at 795-994 MiB)."""
     calib = subprocess.run(
         [sys.executable, "-c", PEAK, *_episode(tmp_path, data_cache, "calib", 4)],
         cwd=REPO,
@@ -110,7 +110,7 @@ def test_real_cpu_allocation_failure_in_training_is_an_oom_transition(data_cache
         _one_resumable_line(proc)  # one line, never a traceback; then try again for the transition
         if proc.returncode >= 0:  # ended before its first block: the start's own batch-64 forward pass (the
             # starting observation's loss) did not fit. The calibrated peak varies between processes (795-994 MiB
-            # seen), and batch 64 needs about 1060 MiB to start: give it more, its training still fails up to 1200
+            # seen), and batch 64 needs 1050-1100 MiB to start: give it more, its training still failed up to 1194
             limit += 100 * 2**20
         # else torch's backward segfaulted on the failed allocation instead of raising: the same limit again
     else:

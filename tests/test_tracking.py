@@ -4,7 +4,9 @@ a free loopback port; a tracker that fails never fails the episode."""
 from __future__ import annotations
 
 import json
+import struct
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from servers import background_server, free_port  # pytest puts tests/ on sys.path
 from test_sinks import run_debug_episode
 
+from sttrl.outward import publish
 from sttrl.rundir import CONFIG_FILE, RUN_RECORD, TRAJECTORY
 
 
@@ -91,8 +94,6 @@ def _written(path: Path, timeout: float = 60.0) -> Path:
 def _chunks(path: Path) -> list[bytes]:
     """The records of W&B's offline ``.wandb`` file (a LevelDB-style log: a 7-byte file header, then 32 KiB blocks
     of chunks with a 7-byte crc/length/type header)."""
-    import struct
-
     data = path.read_bytes() if path.is_file() else b""
     pos, block, chunks, buf = 7, 32768, [], b""
     while pos + 7 <= len(data):
@@ -148,10 +149,6 @@ def test_a_failing_tracker_never_fails_the_episode(make_config, monkeypatch):
 
 
 def test_a_tracker_still_working_at_the_deadline_is_not_reported_ok(make_config, monkeypatch):
-    import threading
-
-    from sttrl.outward import publish
-
     release = threading.Event()
 
     class SlowTracker:  # a real Publisher around a tracker that has not finished when the run ends
