@@ -38,13 +38,15 @@ EXCLUSIVE_MODULES = {
 }  # fmt: skip
 
 
-# The slowest modules, slowest first (serial run of 2026-12-02, 19:51 in all; docs/benchmarks/test-suite.md): under
-# `-n 2 --dist loadfile` each module runs whole on one worker, in collection order, and starting the long ones first
-# keeps a long module from being the last one left (longest-first is the classic makespan heuristic).
+# The slowest modules, slowest first (their summed test times in `make test` on two workers, 2026-12-03, 15:14 in
+# all; docs/benchmarks/test-suite.md): under `-n 2 --dist loadfile` each module runs whole on one worker, in
+# collection order, and starting the long ones first keeps a long module from being the last one left
+# (longest-first is the classic makespan heuristic). Modules not named here run after these, in file order.
 SLOWEST_FIRST = (
-    "test_graph_resume", "test_faults", "test_bench", "test_bench_ray", "test_bench_peers", "test_eval_engine",
-    "test_policy_e2e", "test_noise", "test_collect_api", "test_bench_cluster", "test_quiet", "test_local_llm",
-    "test_fork", "test_hybrid", "test_lookahead", "test_blockcache", "test_trainer", "test_tracking",
+    "test_graph_resume", "test_bench_peers", "test_faults", "test_bench_ray", "test_bench", "test_contextual",
+    "test_blockcache", "test_eval_engine", "test_policy_e2e", "test_bench_cluster", "test_noise", "test_quiet",
+    "test_collect_api", "test_openenv", "test_local_llm", "test_hybrid", "test_lookahead", "test_env",
+    "test_tracking", "test_fork", "test_trainer", "test_reproducible", "test_bench_replicates", "test_hidden_splits",
 )  # fmt: skip
 
 
