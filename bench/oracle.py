@@ -62,7 +62,14 @@ class OracleController:
 
         for i, point in enumerate(grid):
             row = run_point(
-                ctx.cfg, seed, _setting(point), run_dir / f"point-{i:02d}", cache, "test", ctx.search_seed(seed)
+                ctx.cfg,
+                seed,
+                _setting(point),
+                run_dir / f"point-{i:02d}",
+                cache,
+                "test",
+                ctx.search_seed(seed),
+                keep_final=True,
             )
             rows.append(row)
             progress.line(f"  {name} lr {point['lr']:.3g} batch {point['batch_size']}: test WER {row['test_wer']:.3f}")

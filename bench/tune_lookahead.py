@@ -27,6 +27,7 @@ from typing import Any
 from bench.lookahead import lookahead_result
 from bench.tuning import (
     cached_data,
+    drop_weights,
     floats,
     instance_config,
     lowest,
@@ -72,6 +73,7 @@ def run_episode_point(
     out = run_lookahead(icfg, run_dir, data=cached_data(icfg, data_cache))
     release_memory(collect=True)
     report = judge(run_dir, progress=False, split="dev")
+    drop_weights(run_dir)
     rows = [json.loads(x) for x in (run_dir / LOG).read_text().splitlines() if x.strip()]
     res = lookahead_result(instance, run_dir.name, out, rows, report, time.perf_counter() - t0)
     row = {

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.tuning import cached_data, instance_config, lowest
+from bench.tuning import cached_data, drop_weights, instance_config, lowest
 from sttrl.config import Config, absolute_paths, add_config_arguments, config_from_dict, load_config
 from sttrl.control.schedule import TUNED_SCHEMA, with_schedule
 from sttrl.errors import ConfigError, SttrlError
@@ -55,10 +55,12 @@ def run_point(
     data_cache: dict[str, Any],
     split: str = "dev",
     data_seed: int | None = None,
+    keep_final: bool = False,
 ) -> dict[str, Any]:
     """One static run on ``instance`` (its start adjusted by ``configure``) training the whole budget as one
     block, judged on the hidden ``split``; ``run_dir/point.json`` holds the row (read back when present).
-    ``data_seed``: the run's data-order seed (default: the instance's seed)."""
+    ``data_seed``: the run's data-order seed (default: the instance's seed). Once judged, the run's checkpoints
+    are removed, and its final weights too unless ``keep_final`` (``bench.tuning.drop_weights``)."""
     from sttrl.env.runtime import EpisodeRuntime  # torch: the CLI's --help and argument errors stay torch-free
     from sttrl.judge.scoring import judge  # torch, as above
 
@@ -75,6 +77,7 @@ def run_point(
     del rt
     release_memory(collect=True)
     report = judge(run_dir, progress=False, split=split)
+    drop_weights(run_dir, final=not keep_final)
     row = {
         "instance": instance,
         "hp": hp.to_dict(),

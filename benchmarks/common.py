@@ -320,3 +320,19 @@ def disk_rollback(trainer: Any, directory: Path) -> Callable[[], None]:
     reloads them: what an episode does on a fault (it reloads the previous block's checkpoint from disk)."""
     trainer.save_checkpoint(Path(directory), {"benchmark": "rollback point"})
     return lambda: trainer.load_checkpoint(Path(directory))
+
+
+def bare_step(model: Any, opt: Any, batch: Any, device: Any, autocast: bool, max_norm: float) -> Any:
+    """One plain PyTorch training step (autocast forward, backward, clip, AdamW, zero grads): the bare loops'
+    reference against sttrl's Trainer. Returns the loss tensor."""
+    import torch
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = model(
+            input_features=batch.input_features, decoder_input_ids=batch.decoder_input_ids, labels=batch.labels
+        ).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss

@@ -28,7 +28,6 @@ OOM: sttrl's ``train.memory_budget_gb`` (measured RSS above a budget) stands in,
 from __future__ import annotations
 
 import gc
-import statistics
 import sys
 import tempfile
 import time
@@ -38,14 +37,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from _gpu_parts import QUICK, SMALL, SyntheticStore, build_model, build_processor, make_bare, make_sttrl, resident
 
 NAME = "gpu_train"
-SMALL = {"d_model": 768, "layers": 12, "heads": 12, "ffn": 3072, "window": 30}
-QUICK = {"d_model": 64, "layers": 2, "heads": 2, "ffn": 128, "window": 4}
-VOCAB = 51865
-TEXT_VOCAB = 50257  # ids below <|endoftext|> are text tokens
-# Multilingual Whisper specials: <|endoftext|>, <|startoftranscript|>, <|sw|>, <|transcribe|>, <|notimestamps|>
-EOT, SOT, SW, TRANSCRIBE, NO_TIMESTAMPS = 50257, 50258, 50318, 50359, 50363
 
 
 def parse_args(argv: list[str] | None = None):
@@ -84,196 +78,6 @@ def parse_args(argv: list[str] | None = None):
         "--tokenizer-dir", type=Path, default=None, help="a Whisper tokenizer directory (multilingual, 51865 ids)"
     )
     return p.parse_args(argv)
-
-
-# ----- model, processor, synthetic data ----------------------------------------------------------
-def build_model(sizes: dict[str, int], device: Any, seed: int) -> Any:
-    import torch
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    config = WhisperConfig(
-        vocab_size=VOCAB,
-        num_mel_bins=80,
-        d_model=sizes["d_model"],
-        encoder_layers=sizes["layers"],
-        decoder_layers=sizes["layers"],
-        encoder_attention_heads=sizes["heads"],
-        decoder_attention_heads=sizes["heads"],
-        encoder_ffn_dim=sizes["ffn"],
-        decoder_ffn_dim=sizes["ffn"],
-        max_source_positions=sizes["window"] * 50,
-        max_target_positions=448,
-        pad_token_id=EOT,
-        bos_token_id=EOT,
-        eos_token_id=EOT,
-        decoder_start_token_id=SOT,
-        dropout=0.0,
-    )
-    torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(config).to(device)
-    return model
-
-
-def build_processor(args: Any, window: int) -> tuple[Any, list[int], str]:
-    """A processor of the right shape when a multilingual tokenizer is at hand; else (None, constant prefix)."""
-    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
-
-    directory = args.tokenizer_dir
-    if directory is None:
-        try:
-            from sttrl.config import DataConfig
-            from sttrl.train.pretrained import pretrained_dir
-
-            cand = Path(pretrained_dir("whisper-base", DataConfig().cache_dir))
-            if not cand.is_absolute():
-                cand = common.REPO / cand
-            directory = cand if (cand / "tokenizer.json").is_file() else None
-        except Exception:  # noqa: BLE001 - optional; the constant prefix is the same ids
-            directory = None
-    prefix = [SOT, SW, TRANSCRIBE, NO_TIMESTAMPS]
-    if directory is None:
-        return None, prefix, "none (constant multilingual prefix ids)"
-    tok = WhisperTokenizer.from_pretrained(directory)
-    tok.set_prefix_tokens(language="sw", task="transcribe", predict_timestamps=False)
-    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=window)
-    processor = WhisperProcessor(feature_extractor=fe, tokenizer=tok)
-    got = list(tok.prefix_tokens)
-    if len(tok) != VOCAB or got != prefix:
-        print(f"  note: tokenizer {directory} has {len(tok)} ids, prefix {got} (expected {VOCAB}, {prefix})")
-    return processor, got, str(directory)
-
-
-class SyntheticStore:
-    """FeatureStore's training interface (``len``, ``batch(indices)``) over random log-mels and label ids."""
-
-    def __init__(self, n: int, frames: int, label_len: int, prefix: list[int], seed: int) -> None:
-        import torch
-
-        g = torch.Generator().manual_seed(seed)
-        self.features = torch.randn(n, 80, frames, generator=g)
-        self.text = torch.randint(0, TEXT_VOCAB, (n, label_len), generator=g)
-        self.prefix = torch.tensor(prefix)
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def batch(self, indices: list[int]) -> Any:
-        import torch
-
-        from sttrl.train.features import Batch
-
-        idx = torch.tensor(indices)
-        text = self.text[idx]
-        b = len(indices)
-        dec = torch.cat([self.prefix.expand(b, -1), text], dim=1)
-        masked = torch.full((b, len(self.prefix) - 1), -100, dtype=torch.long)
-        lab = torch.cat([masked, text, torch.full((b, 1), EOT, dtype=torch.long)], dim=1)
-        return Batch.of(self.features[idx], dec, lab)
-
-
-# ----- contestants -------------------------------------------------------------------------------
-def gpu_mem(device: Any) -> float:
-    import torch
-
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-
-
-def resident(device: Any) -> float:
-    """GPU bytes allocated by tensors (CUDA) or the process's resident set (CPU)."""
-    import psutil
-
-    return gpu_mem(device) if device.type == "cuda" else psutil.Process().memory_info().rss
-
-
-def make_bare(model: Any, store: Any, index_fn: Any, lr: float, device: Any, autocast: bool, foreach: bool | None):
-    import torch
-
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, foreach=foreach
-    )
-    cursor = {"pos": 0}
-
-    def block(batch: int, k_steps: int) -> dict[str, Any]:
-        model.train()
-        cuda = device.type == "cuda"
-        common.sync(device)
-        base = gpu_mem(device)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-            marks = [torch.cuda.Event(enable_timing=True) for _ in range(k_steps + 1)]
-        t_cpu = [time.perf_counter()]
-        t0 = time.perf_counter()
-        if cuda:
-            marks[0].record()
-        for k in range(k_steps):
-            idx = index_fn(cursor["pos"], batch)
-            cursor["pos"] += batch
-            b = store.batch(idx).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(
-                    input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels
-                ).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if cuda:
-                marks[k + 1].record()
-            else:
-                t_cpu.append(time.perf_counter())
-        common.sync(device)
-        wall = time.perf_counter() - t0
-        if cuda:
-            steps = [marks[i].elapsed_time(marks[i + 1]) / 1000 for i in range(k_steps)]
-            peak = torch.cuda.max_memory_allocated(device)
-        else:
-            steps = [t_cpu[i + 1] - t_cpu[i] for i in range(k_steps)]
-            peak = base
-        step = statistics.median(steps)
-        return {
-            "wall_s": wall,
-            "samples_per_s_block": batch * k_steps / wall,
-            "step_s": step,
-            "samples_per_s_step": batch / step,
-            "peak_delta_gb": common.gb(peak - base),
-            "peak_gb": common.gb(peak),
-        }
-
-    return block
-
-
-def make_sttrl(trainer: Any, lr: float, device: Any, rollback: Any):
-    import torch
-
-    from sttrl.train.blocks import Hyperparams
-
-    def block(batch: int, k_steps: int) -> dict[str, Any]:
-        hp = Hyperparams(lr, batch, 1, 0)
-        infos: list[Any] = []
-        common.sync(device)
-        base = gpu_mem(device)
-        wall, res = common.timed(
-            lambda: trainer.train_block(hp, k_steps, on_step=infos.append, rollback=rollback), device
-        )
-        steps = [batch / i.samples_per_s for i in infos]
-        step = statistics.median(steps) if steps else float("nan")
-        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else base
-        return {
-            "wall_s": wall,
-            "samples_per_s_block": res.samples / wall,
-            "loop_s": res.seconds,
-            "overhead_s": wall - res.seconds,
-            "step_s": step,
-            "samples_per_s_step": batch / step,
-            "peak_delta_gb": common.gb(peak - base),
-            "peak_gb": common.gb(peak),
-            "status": res.status,
-        }
-
-    return block
 
 
 # ----- OOM ---------------------------------------------------------------------------------------
@@ -350,31 +154,14 @@ def grow_until_oom(trainer: Any, args: Any, start: int, device: Any) -> dict[str
 
 
 # ----- main --------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    import torch
-
+def build_trainer(args: Any, device: Any, sizes: dict[str, int], batches: list[int]) -> dict[str, Any]:
+    """sttrl's Trainer over the synthetic store, with the model, its size and the CPU memory budget."""
     from sttrl.config import TrainConfig
     from sttrl.train.model import LoadedModel, set_frozen_layers
     from sttrl.train.trainer import Trainer
 
-    quick = args.quick
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    common.set_threads(args.threads)
-    sizes = QUICK if quick else SMALL
-    batches = [int(b) for b in (args.batches or ("2,4" if quick else "16,32")).split(",")]
-    k_steps = args.steps or (3 if quick else 10)
-    reps = args.reps or (2 if quick else 3)
-    autocast = args.dtype == "bfloat16" and device.type == "cuda"
-    info = common.machine_info(device)
-    print(
-        f"{NAME}: {common.describe_machine(info)}; device {device}, dtype {args.dtype}"
-        + ("" if device.type == "cuda" else " (bf16 autocast only on CUDA: CPU trains in float32)")
-    )
-
     processor, prefix, tok_source = build_processor(args, sizes["window"])
-    frames = sizes["window"] * 100
-    store = SyntheticStore(args.pool, frames, args.label_len, prefix, seed=0)
+    store = SyntheticStore(args.pool, sizes["window"] * 100, args.label_len, prefix, seed=0)
     model = build_model(sizes, device, seed=0)
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -396,24 +183,41 @@ def main(argv: list[str] | None = None) -> int:
     loaded = LoadedModel(model, processor, prefix, {"language": "sw", "task": "transcribe"}, Path("synthetic"))
     set_frozen_layers(model, 0)
     trainer = Trainer(loaded, store, tcfg, seed=0, device=device, dtype=args.dtype)
+    return {
+        "trainer": trainer,
+        "model": model,
+        "store": store,
+        "n_params": n_params,
+        "tok_source": tok_source,
+        "prefix": prefix,
+        "budget": budget,
+    }
 
+
+def contestants_of(built: dict[str, Any], args: Any, device: Any, autocast: bool) -> dict[str, Any]:
+    """sttrl's block and the bare loops (each on its own copy of the model), each ``f(batch, k_steps)``."""
     import copy
 
+    trainer = built["trainer"]
     rollback = common.disk_rollback(trainer, Path(tempfile.mkdtemp(prefix="sttrl-rollback-")) / "start")
     contestants = {"sttrl": make_sttrl(trainer, args.lr, device, rollback)}
-    bare_models = {"bare": copy.deepcopy(model)}
-    if device.type == "cuda":
-        bare_models["bare_forloop"] = copy.deepcopy(model)
-    for name, m in bare_models.items():
+    names = ["bare", "bare_forloop"] if device.type == "cuda" else ["bare"]
+    for name in names:
         contestants[name] = make_bare(
-            m,
-            store,
+            copy.deepcopy(built["model"]),
+            built["store"],
             trainer.batch_indices,
             args.lr,
             device,
             autocast,
             foreach=False if name == "bare_forloop" else None,
         )
+    return contestants
+
+
+def speed_part(contestants: dict[str, Any], batches: list[int], k_steps: int, reps: int, args: Any) -> dict[str, Any]:
+    """Part 1: interleaved rounds per batch size, summaries and sttrl ÷ bare ratios."""
+    import torch
 
     speed: dict[str, Any] = {}
     for batch in batches:
@@ -446,29 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             from train_throughput import profile_blocks
 
-            ppath = common.out_path(args, NAME).with_name(f"{NAME}{'-quick' if quick else ''}-profile-b{batch}.txt")
+            ppath = common.out_path(args, NAME).with_name(
+                f"{NAME}{'-quick' if args.quick else ''}-profile-b{batch}.txt"
+            )
             blocks = {n: (lambda k, f=contestants[n], b=batch: f(b, k)) for n in ("sttrl", "bare")}
             profile_blocks(blocks, k_steps, ppath)
             speed[str(batch)]["profile_file"] = str(ppath)
             print(f"  profile written to {ppath}")
+    return speed
 
-    oom = None
-    if not args.no_oom:
-        contestants.clear()
-        del bare_models
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        start = args.oom_start or max(batches)
-        print(
-            f"  batch growth from {start} (x2 per block of {args.oom_steps} steps) until OOM"
-            + ("" if device.type == "cuda" else f" (CPU: memory_budget_gb={budget} stands in for OOM)")
-        )
-        oom = grow_until_oom(trainer, args, start, device)
-        oom["kind"] = (
-            "torch.OutOfMemoryError" if device.type == "cuda" else f"simulated: train.memory_budget_gb={budget}"
-        )
 
+def speed_table(speed: dict[str, Any], cuda: bool) -> str:
     rows = []
     for batch, s in speed.items():
         if "error" in s:
@@ -482,67 +274,88 @@ def main(argv: list[str] | None = None) -> int:
                     name,
                     v["samples_per_s_block"]["median"],
                     v["samples_per_s_step"]["median"],
-                    v["peak_delta_gb"]["median"] if device.type == "cuda" else "-",
+                    v["peak_delta_gb"]["median"] if cuda else "-",
                     f"{r['block']['median']:.3f}" if r else "-",
                     f"{r['step']['median']:.3f}" if r else "-",
                 ]
             )
-    table = common.markdown_table(
+    head = ["batch", "contestant", "block samples/s", "step samples/s", "peak GB above start"]
+    return common.markdown_table(head + ["sttrl ÷ this (block)", "sttrl ÷ this (step)"], rows)
+
+
+def oom_table(oom: dict[str, Any], cuda: bool) -> str:
+    mem = "GPU allocated" if cuda else "process RSS"
+    orows = [
         [
-            "batch",
-            "contestant",
-            "block samples/s",
-            "step samples/s",
-            "peak GB above start",
-            "sttrl ÷ this (block)",
-            "sttrl ÷ this (step)",
-        ],
-        rows,
-    )
-    if oom is not None:
-        mem = "GPU allocated" if device.type == "cuda" else "process RSS"
-        orows = [
-            [
-                b["batch"],
-                b["status"],
-                b["peak_memory_gb"],
-                b.get("weights_equal_to_before", "-"),
-                b.get("step_and_cursor_restored", "-"),
-                b["allocated_before_gb"],
-                b["allocated_after_gb"],
-            ]
-            for b in oom["blocks"]
+            b["batch"],
+            b["status"],
+            b["peak_memory_gb"],
+            b.get("weights_equal_to_before", "-"),
+            b.get("step_and_cursor_restored", "-"),
+            b["allocated_before_gb"],
+            b["allocated_after_gb"],
         ]
-        if "recovery" in oom:
-            rec = oom["recovery"]
-            orows.append(
-                [
-                    f"{rec['batch']} (after the OOM)",
-                    rec["status"],
-                    rec["peak_memory_gb"],
-                    "-",
-                    "-",
-                    rec["allocated_before_gb"],
-                    rec["allocated_after_gb"],
-                ]
-            )
-        table += "\n\n" + common.markdown_table(
+        for b in oom["blocks"]
+    ]
+    if "recovery" in oom:
+        rec = oom["recovery"]
+        orows.append(
             [
-                "growth batch",
-                "status",
-                "peak GB (BlockResult)",
-                "weights equal to before",
-                "step + cursor restored",
-                f"{mem} before block (GB)",
-                f"{mem} after block (GB)",
-            ],
-            orows,
+                f"{rec['batch']} (after the OOM)",
+                rec["status"],
+                rec["peak_memory_gb"],
+                "-",
+                "-",
+                rec["allocated_before_gb"],
+                rec["allocated_after_gb"],
+            ]
         )
-        table += f"\n\nOOM: {oom['kind']}."
+    head = ["growth batch", "status", "peak GB (BlockResult)", "weights equal to before", "step + cursor restored"]
+    table = common.markdown_table(head + [f"{mem} before block (GB)", f"{mem} after block (GB)"], orows)
+    return table + f"\n\nOOM: {oom['kind']}."
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    quick = args.quick
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    common.set_threads(args.threads)
+    sizes = QUICK if quick else SMALL
+    batches = [int(b) for b in (args.batches or ("2,4" if quick else "16,32")).split(",")]
+    k_steps = args.steps or (3 if quick else 10)
+    reps = args.reps or (2 if quick else 3)
+    autocast = args.dtype == "bfloat16" and cuda
+    info = common.machine_info(device)
+    print(
+        f"{NAME}: {common.describe_machine(info)}; device {device}, dtype {args.dtype}"
+        + ("" if cuda else " (bf16 autocast only on CUDA: CPU trains in float32)")
+    )
+    built = build_trainer(args, device, sizes, batches)
+    contestants = contestants_of(built, args, device, autocast)
+    speed = speed_part(contestants, batches, k_steps, reps, args)
+    oom = None
+    if not args.no_oom:
+        contestants.clear()
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+        start = args.oom_start or max(batches)
+        budget = built["budget"]
+        print(
+            f"  batch growth from {start} (x2 per block of {args.oom_steps} steps) until OOM"
+            + ("" if cuda else f" (CPU: memory_budget_gb={budget} stands in for OOM)")
+        )
+        oom = grow_until_oom(built["trainer"], args, start, device)
+        oom["kind"] = "torch.OutOfMemoryError" if cuda else f"simulated: train.memory_budget_gb={budget}"
+    n_params = built["n_params"]
+    table = speed_table(speed, cuda) + ("" if oom is None else "\n\n" + oom_table(oom, cuda))
     table += (
         f"\n\n{'QUICK (tiny sizes, CPU) — ' if quick else ''}{n_params / 1e6:.1f} M-parameter Whisper "
         f"({sizes['d_model']}, {sizes['layers']}+{sizes['layers']} layers, {sizes['window']} s), "
-        f"{args.dtype if device.type == 'cuda' else 'float32 (CPU)'}, "
+        f"{args.dtype if cuda else 'float32 (CPU)'}, "
         f"{k_steps} steps/block, median of {reps} interleaved rounds after {args.warmup} warm-up; "
         f"{common.describe_machine(info)}."
     )
@@ -552,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": args.dtype,
         "sizes": sizes,
         "parameters": n_params,
-        "tokenizer": tok_source,
-        "prefix": prefix,
+        "tokenizer": built["tok_source"],
+        "prefix": built["prefix"],
         "label_len": args.label_len,
         "steps_per_block": k_steps,
         "reps": reps,

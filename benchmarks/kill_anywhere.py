@@ -29,13 +29,8 @@ Only one training process runs at a time.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
-import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,10 +41,21 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python benchmarks/kill_anywhere.py` from anywhere
     sys.path.insert(0, str(REPO))
 
+from _kill_probe import (  # noqa: E402 - a sibling module, found next to this script
+    Checkpoints,
+    Episode,
+    compare,
+    episode_cmd,
+    expected_first_line,
+    outcome,
+    partial_steps,
+    phase_of,
+    thread_at,
+)
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from sttrl.rundir import JUDGE_REPORT, RUN_RECORD, TRAJECTORY  # noqa: E402 - after sys.path holds the repository
+from sttrl.io import atomic_write_json  # noqa: E402 - after sys.path holds the repository
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,206 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ----- episodes in subprocesses ------------------------------------------------------------------
-class Episode:
-    """One ``python -m graph.run`` process in its own process group, output to a log file."""
-
-    def __init__(self, cmd: list[str], log: Path) -> None:
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if k not in ("GROQ_API_KEY", "OPENAI_API_KEY")}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        env["PYTHONUNBUFFERED"] = "1"  # every event line reaches the log before a kill
-        with open(log, "w") as fh:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
-            )
-        self.started = time.perf_counter()
-
-    def wait(self, seconds: float) -> bool:
-        """True when the process exited within ``seconds``."""
-        try:
-            self.proc.wait(max(seconds, 0.0))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the group this script started (start_new_session)
-        self.proc.wait(60)
-
-    @property
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.is_file() else ""
-
-    def first_line(self, thread: str) -> str | None:
-        for line in self.text.splitlines():
-            if line.startswith(f"thread {thread} "):
-                return line
-        return None
-
-
-def episode_cmd(args: argparse.Namespace, work: Path, thread: str) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-u",
-        "-m",
-        "graph.run",
-        "--preset",
-        "debug",
-        "--agent",
-        args.agent,
-        "--seed",
-        str(args.seed),
-        "--steps-per-action",
-        str(args.steps_per_action),
-        "--max-actions",
-        str(args.max_actions),
-        "--set",
-        "env.checkpoint_every=1",
-        "--set",
-        f"run.out_dir={work / 'runs'}",
-    ]
-    for item in args.overrides:
-        cmd += ["--set", item]
-    return cmd + ["--thread-id", thread]  # not --quiet: one line per event tells where a kill landed
-
-
-# ----- what the checkpointer and the run directory say ---------------------------------------------
-class Checkpoints:
-    """Read-only looks at the episodes' thread states in ``work/runs/checkpoints.sqlite``."""
-
-    def __init__(self, work: Path) -> None:
-        self.path = work / "runs" / "checkpoints.sqlite"
-
-    def state(self, thread: str) -> dict[str, Any]:
-        from graph.checkpointer import open_checkpointer
-        from graph.graph import build_graph
-
-        if not self.path.is_file():
-            return {"checkpointed": False}
-        with open_checkpointer(str(self.path)) as saver:
-            snap = build_graph().compile(checkpointer=saver).get_state({"configurable": {"thread_id": thread}})
-        values = snap.values or {}
-        if not values and not snap.next:
-            return {"checkpointed": False}
-        return {
-            "checkpointed": True,
-            "next": list(snap.next),
-            "step": values.get("step", 0),
-            "finished": bool(values.get("judge")),
-            "setup_done": bool(values.get("run_id")) and values.get("step") is not None,
-        }
-
-
-def partial_steps(run_dir: Path) -> int:
-    try:
-        return len(json.loads((run_dir / "checkpoints" / "partial" / "state.json").read_text())["meta"]["losses"])
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
-def thread_at(state: dict[str, Any], run_dir: Path) -> str:
-    """Where the checkpointer says the thread stands: the node that runs next (and saved block steps)."""
-    if not state["checkpointed"]:
-        return "nothing checkpointed"
-    if state["finished"]:
-        return "finished"
-    node = ", ".join(state["next"]) or "?"
-    saved = partial_steps(run_dir) if node == "train" else 0
-    return f"{node} after step {state['step']}" + (f" ({saved} block steps saved)" if saved else "")
-
-
-# the last event line a process printed -> what it was doing when it was killed
-LINE_PHASES: tuple[tuple[str, str], ...] = (
-    (r"^thread \S+ \(new episode", "setup"),
-    (r"^thread \S+ resumes at setup, which never finished", "setup"),
-    (r"^thread \S+ resumes at (train|evaluate|judge)\b", r"\1 (restoring the runtime)"),
-    (r"^thread \S+ resumes at (\w+)", r"\1"),
-    (r"^thread \S+ is finished", "summary"),
-    (r"^setup: building", "setup"),
-    (r"^setup: start WER", "observe / decide"),
-    (r"^step \d+ decide: stop ", "judge"),
-    (r"^step \d+ decide:", "train (starting)"),
-    (r"^train block \d+: \d+ steps", "train"),
-    (r"^train block \d+ step", "train"),
-    (r"^train block \d+: ", "evaluate"),
-    (r"^evaluate block \d+ on", "evaluate"),
-    (r"^evaluate block \d+: WER", "reward (trajectory, plot)"),
-    (r"^step \d+ reward", "observe / decide"),
-    (r"^judge: episode ended", "judge"),
-    (r"^judge: WER", "judge (finishing)"),
-    (r"^warning:", "reward (trajectory, plot)"),
-)
-
-
-def phase_of(text: str) -> str:
-    """What a killed process was doing, from the last event line it printed."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return "startup (interpreter, imports)"
-    for line in reversed(lines):
-        for pattern, phase in LINE_PHASES:
-            m = re.match(pattern, line)
-            if m:
-                return m.expand(phase)
-        if line.startswith(("  PASS", "  FAIL", "judge (hidden", "files:")) or "│" in line or "─" in line:
-            return "summary"
-    return "startup (config, checkpointer)"
-
-
-def expected_first_line(thread: str, state: dict[str, Any]) -> str:
-    if not state["checkpointed"]:
-        return f"thread {thread} (new episode"
-    if state["finished"]:
-        return f"thread {thread} is finished"
-    if not state.get("setup_done", True):  # killed before setup's end: setup runs again with the recorded config
-        return f"thread {thread} resumes at setup, which never finished"
-    where = ", ".join(state["next"]) or "its last saved writes"
-    return f"thread {thread} resumes at {where} after step {state['step']} "
-
-
-def outcome(run_dir: Path) -> dict[str, Any]:
-    """Everything that must match between a resumed and an uninterrupted episode."""
-    recs = [json.loads(line) for line in (run_dir / TRAJECTORY).read_text().splitlines() if line.strip()]
-    report = json.loads((run_dir / JUDGE_REPORT).read_text())
-    final = json.loads((run_dir / RUN_RECORD).read_text())["final"]
-    return {
-        "steps": [r["step"] for r in recs],
-        "decisions": [[r["action"], r["source"], r["status"], r["hp_after"], r["reward"]] for r in recs],
-        "wer": [[r["observation"]["wer"], r["observation"]["cer"]] for r in recs],
-        "losses": [r["train"]["losses"] if r["train"] else None for r in recs],
-        "judge": [report["wer"], report["cer"], report["score"], report["passed_all_checks"]],
-        "final_sha256": final["sha256"],
-    }
-
-
-def compare(got: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
-    steps = got["steps"]
-    return {
-        "lost_steps": len(set(ref["steps"]) - set(steps)),
-        "duplicated_steps": len(steps) - len(set(steps)),
-        "steps_equal": steps == ref["steps"],
-        "numbers_equal": all(got[k] == ref[k] for k in ("decisions", "wer", "losses")),
-        "weights_equal": got["final_sha256"] == ref["final_sha256"],
-        "judge_equal": got["judge"] == ref["judge"],
-    }
-
-
 # ----- the check ---------------------------------------------------------------------------------
-def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[str, Any]:
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    ckpts = Checkpoints(work)
-    n_proc = 0
-
-    def start(thread: str) -> Episode:
-        nonlocal n_proc
-        n_proc += 1
-        return Episode(episode_cmd(args, work, thread), logs / f"{n_proc:03d}-{thread}.log")
-
+def run_reference(start: Any, work: Path, timeout: float, console: Console) -> tuple[float, dict[str, Any]]:
+    """The uninterrupted episode: its wall time and its outcome."""
     console.print("reference: one uninterrupted episode", highlight=False)
     ref_ep = start("reference")
-    if not ref_ep.wait(args.timeout) or ref_ep.proc.returncode != 0:
+    if not ref_ep.wait(timeout) or ref_ep.proc.returncode != 0:
         raise RuntimeError(f"the reference episode failed:\n{ref_ep.text[-3000:]}")
     t_ref = time.perf_counter() - ref_ep.started
     ref = outcome(work / "runs" / "reference")
@@ -296,14 +108,30 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
         f"CER {ref['judge'][1]:.3f}",
         highlight=False,
     )
+    return t_ref, ref
 
-    rng = random.Random(args.seed)
-    kills: list[dict[str, Any]] = []
-    chains: list[dict[str, Any]] = []
-    chain, thread = 1, "kill-1"
-    chain_kills: list[int] = []
-    pending: list[int] = []  # kills whose resume line has not been seen yet
-    bar = Progress(
+
+def kill_record(n: int, thread: str, delay: float, ep: Episode, ckpts: Checkpoints, work: Path) -> dict[str, Any]:
+    """What a kill hit: the process's phase and where the checkpointer had the thread."""
+    state = ckpts.state(thread)
+    run_dir = work / "runs" / thread
+    return {
+        "kill": n,
+        "thread": thread,
+        "after_s": round(delay, 2),
+        "phase": phase_of(ep.text),
+        "thread_at": thread_at(state, run_dir),
+        "step": state.get("step"),
+        "partial_steps": partial_steps(run_dir),
+        "expected": expected_first_line(thread, state),
+        "resumed": None,
+        "resume_line": None,
+        "log": ep.log.name,
+    }
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -312,17 +140,35 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
         console=console,
         disable=not console.is_terminal,
     )
+
+
+def kill_loop(
+    args: argparse.Namespace,
+    start: Any,
+    ckpts: Checkpoints,
+    work: Path,
+    t_ref: float,
+    ref: dict[str, Any],
+    console: Console,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Start, kill and resume threads until ``args.n`` kills are spent and the last thread ran to its end."""
+    rng = random.Random(args.seed)
+    kills: list[dict[str, Any]] = []
+    chains: list[dict[str, Any]] = []
+    chain, thread = 1, "kill-1"
+    chain_kills: list[int] = []
+    pending: list[int] = []  # kills whose resume line has not been seen yet
+    bar = progress_bar(console)
     task = bar.add_task("kills", total=args.n, info="")
     with bar:
         while True:
             ep = start(thread)
             delay = rng.uniform(0.0, t_ref) if len(kills) < args.n else None
             exited = ep.wait(delay if delay is not None else args.timeout)
-            if not exited and delay is None:
-                ep.kill()
-                raise RuntimeError(f"thread {thread} did not finish within {args.timeout} s:\n{ep.text[-3000:]}")
             if not exited:
                 ep.kill()
+                if delay is None:
+                    raise RuntimeError(f"thread {thread} did not finish within {args.timeout} s:\n{ep.text[-3000:]}")
             line = ep.first_line(thread)
             if line is not None:  # the graph started: the pending kills were resumed (or not) by this process
                 for k in pending:
@@ -330,21 +176,7 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
                     kills[k]["resumed"] = line.startswith(kills[k]["expected"])
                 pending = []
             if not exited:
-                state = ckpts.state(thread)
-                run_dir = work / "runs" / thread
-                kill = {
-                    "kill": len(kills) + 1,
-                    "thread": thread,
-                    "after_s": round(delay, 2),
-                    "phase": phase_of(ep.text),
-                    "thread_at": thread_at(state, run_dir),
-                    "step": state.get("step"),
-                    "partial_steps": partial_steps(run_dir),
-                    "expected": expected_first_line(thread, state),
-                    "resumed": None,
-                    "resume_line": None,
-                    "log": ep.log.name,
-                }
+                kill = kill_record(len(kills) + 1, thread, delay or 0.0, ep, ckpts, work)
                 kills.append(kill)
                 chain_kills.append(kill["kill"])
                 pending.append(len(kills) - 1)
@@ -358,8 +190,7 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
                 continue
             if ep.proc.returncode != 0:
                 raise RuntimeError(f"thread {thread} failed (exit {ep.proc.returncode}):\n{ep.text[-3000:]}")
-            got = outcome(work / "runs" / thread)
-            cmp = compare(got, ref)
+            cmp = compare(outcome(work / "runs" / thread), ref)
             chains.append({"thread": thread, "kills": chain_kills, **cmp})
             console.print(
                 f"thread {thread} finished after {len(chain_kills)} kills: "
@@ -368,13 +199,27 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
                 markup=False,
             )
             if len(kills) >= args.n:
-                break
+                return kills, chains
             chain += 1
             thread, chain_kills = f"kill-{chain}", []
+
+
+def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[str, Any]:
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    ckpts = Checkpoints(work)
+    n_proc = 0
+
+    def start(thread: str) -> Episode:
+        nonlocal n_proc
+        n_proc += 1
+        return Episode(episode_cmd(args, work, thread), logs / f"{n_proc:03d}-{thread}.log")
+
+    t_ref, ref = run_reference(start, work, args.timeout, console)
+    kills, chains = kill_loop(args, start, ckpts, work, t_ref, ref, console)
     finished = {c["thread"] for c in chains}
     for k in kills:  # a kill counts as resumed only when its thread also ran to its end
         k["resumed"] = bool(k["resumed"]) and k["thread"] in finished
-    resumed = sum(1 for k in kills if k["resumed"])
     return {
         "n": args.n,
         "seed": args.seed,
@@ -391,13 +236,12 @@ def run_check(args: argparse.Namespace, work: Path, console: Console) -> dict[st
         "phases": {p: sum(1 for k in kills if k["phase"] == p) for p in dict.fromkeys(k["phase"] for k in kills)},
         "chains": chains,
         "processes": n_proc,
-        "resumed": resumed,
+        "resumed": sum(1 for k in kills if k["resumed"]),
         "lost_steps": sum(c["lost_steps"] for c in chains),
         "duplicated_steps": sum(c["duplicated_steps"] for c in chains),
-        "steps_equal": all(c["steps_equal"] for c in chains),
-        "numbers_equal": all(c["numbers_equal"] for c in chains),
-        "weights_equal": all(c["weights_equal"] for c in chains),
-        "judge_equal": all(c["judge_equal"] for c in chains),
+        **{
+            key: all(c[key] for c in chains) for key in ("steps_equal", "numbers_equal", "weights_equal", "judge_equal")
+        },
     }
 
 
@@ -458,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     result["passed"] = passed(result)
     result["workdir"] = str(work) if (not temp or args.keep) else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     console.print(markdown(result), highlight=False, markup=False)
     console.print("kills landed in: " + ", ".join(f"{p} {c}" for p, c in result["phases"].items()), highlight=False)
     console.print(

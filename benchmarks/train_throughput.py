@@ -87,15 +87,7 @@ def make_bare(model, trainer, store, hp, device, autocast: bool, clip: float | N
             t0 = time.perf_counter()
             idx = trainer.batch_indices(state["cursor"], hp.batch_size)
             state["cursor"] += hp.batch_size
-            b = store.batch(idx).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = model(
-                    input_features=b.input_features, decoder_input_ids=b.decoder_input_ids, labels=b.labels
-                ).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            loss = common.bare_step(model, opt, store.batch(idx).to(device), device, autocast, max_norm)
             losses.append(loss.detach())
             if device.type == "cuda":
                 common.sync(device)

@@ -56,7 +56,8 @@ def test_tune_contextual_quick_then_the_benchmark_runs_its_schedule(data_cache, 
 
     out = tmp_path / "ctx.json"
     sets = ["--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}"]
-    assert tune_contextual.main(["--quick", *sets, "--out", str(out)]) == 0
+    sched_out = tmp_path / "sched.json"
+    assert tune_contextual.main(["--quick", *sets, "--out", str(out), "--schedule-out", str(sched_out)]) == 0
     printed = capsys.readouterr().out
     assert "2 grid points x 2 train instances = 4 runs" in printed and "CV dev WER" in printed
     doc = load_tuned(out)
@@ -67,6 +68,17 @@ def test_tune_contextual_quick_then_the_benchmark_runs_its_schedule(data_cache, 
     assert doc["cost"]["episodes"] == 4 and doc["cost"]["samples"] == 4 * 16
     runs = sorted((tmp_path / "ctx-runs").iterdir())
     assert len(runs) == 4 and all((r / "judge-dev.json").is_file() and not (r / "judge.json").exists() for r in runs)
+    assert not any((r / "checkpoints").exists() or (r / "final").exists() for r in runs)  # scored: weights dropped
+    # the global map as the schedule controller's tuned file: the same grid point, the same runs
+    from sttrl.control.schedule import load_tuned as load_schedule
+    from sttrl.control.schedule import schedule_of
+
+    sched, best = load_schedule(sched_out), doc["global_best"]
+    assert (sched["peak_lr"], sched["shape"]) == (best["peak_lr"], best["shape"])
+    assert sched["dev_wer"] == best["dev_wer_mean"]
+    assert sched["train_instances"] == [0, 1] and sched["cost"] == doc["cost"] and len(sched["grid"]) == 2
+    ref = schedule_of(load_config("debug", overrides=[f"bench.schedule_file={sched_out}"]))
+    assert ref["peak_lr"] == best["peak_lr"] and ref["source"].startswith("tuned file")
 
     overrides = [*QUICK_OVERRIDES, f"data.cache_dir={data_cache}", f"run.out_dir={tmp_path / 'runs'}"]
     cfg = load_config("debug", overrides=[*overrides, f"bench.contextual_file={out}"])

@@ -185,6 +185,7 @@ def test_tune_lookahead_quick_writes_a_tuned_file_the_benchmark_runs(data_cache,
     assert doc["cost"]["episodes"] == 2 and doc["cost"]["samples"] <= 2 * 16 and doc["cost"]["seconds"] > 0
     runs = sorted((tmp_path / "la-runs").iterdir())
     assert all((r / "judge-dev.json").is_file() and not (r / "judge.json").exists() for r in runs)  # dev only
+    assert not any((r / "checkpoints").exists() or (r / "final").exists() for r in runs)  # scored: weights dropped
     # again: every run is read back, nothing trains
     assert tune_lookahead.main(["--quick", *sets, "--out", str(out)]) == 0 and load_tuned(out)["grid"] == doc["grid"]
     cfg = configure(load_config("debug", overrides=[f"bench.lookahead_file={out}"]))
