@@ -11,7 +11,7 @@ from rich.console import Console
 from bench.controllers import check_controllers
 from bench.core import Bench
 from bench.episodes import AgentFactory
-from bench.suites import SUITES, Suite, get_suite, suite_controllers
+from bench.suites import SUITES, Suite, get_suite, suite_controllers, tuned_files
 from graph import live
 from graph.agents import DEFAULT_MODEL, api_key_name
 from sttrl.config import Config, add_config_arguments, load_config
@@ -200,6 +200,7 @@ def _bench(args: argparse.Namespace, agent_factory: AgentFactory | None, console
         say("learned: skipped (no --learned-model DIR, a model trained by python -m sttrl.learn)")
     if suite:  # before anything runs: what it will cost
         say(suite.describe(controllers, len(seeds), cfg.bench.replicates))
+        say(tuned_files(cfg))
     if args.dry_run:
         say(f"dry run: seeds {seeds}, controllers {', '.join(controllers)}; nothing was run")
         return None

@@ -26,13 +26,17 @@ run); there, ``--executor pool --workers 8`` ran 8 episodes in 77.4 s (6.3x the 
 estimate (one run at a time) does not count. The factors count extra evaluations and training
 (sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes, the local LLM's
 decisions). The schedule controller is untuned unless ``--set bench.schedule_file=FILE``
-(``python -m bench.tune_schedule``); its tuning time is not in the estimate.
+(``python -m bench.tune_schedule``); its tuning time is not in the estimate. The decisive suite sets the committed
+tuned schedule and contextual files itself (``DECISIVE_FILES``, when the files are there: a source checkout); a
+``--set`` of the same key wins.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from bench.controllers import registered
 from bench.stats import ALPHA, POWER, instances_needed, min_detectable, min_detectable_fixed
@@ -66,6 +70,13 @@ DECISIVE_REPLICATES = 1
 # suite runs replicates
 DECISIVE_CHAOS_SD = 0.016
 DECISIVE_POOL = 200  # test instances the suite may draw from: seeds 1000..1199
+# The tuned files the decisive suite runs with unless --set names others (tuned on train instances 0-7, hidden dev:
+# python -m bench.tune_contextual, docs/controllers.md); a tuned lookahead file joins them once its tuning is done.
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+DECISIVE_FILES = {
+    "bench.schedule_file": RESULTS_DIR / "schedule-tuned-bench-cpu-i8.json",
+    "bench.contextual_file": RESULTS_DIR / "contextual-bench-cpu-i8.json",
+}
 DECISIVE_CONTROLLERS = (
     "schedule",
     "static",
@@ -123,6 +134,16 @@ class Suite:
         return text
 
 
+def tuned_files(cfg: Any) -> str:
+    """One line: the tuned file each tuned controller runs with, or that it runs its untuned defaults."""
+    b = cfg.bench
+    parts = [
+        f"{key}: {getattr(b, key) if getattr(b, key) is not None else 'none (untuned defaults)'}"
+        for key in ("schedule_file", "contextual_file", "lookahead_file")
+    ]
+    return "tuned files: " + "; ".join(parts)
+
+
 def expected_mde(paired_sd: float, instances: int, comparisons: int, replicates: int = 1) -> str:
     """The MDE ``instances`` reach for a paired SD measured with one replicate (replicates shrink only the
     training-chaos part of it; counted here as not shrinking at all, the safe side), and the instances the target
@@ -149,7 +170,10 @@ SUITES = {
         "bench-cpu",
         DECISIVE_CONTROLLERS,
         DECISIVE_INSTANCES,
-        (f"env.instances.test_seeds=[{', '.join(str(1000 + i) for i in range(DECISIVE_POOL))}]",),
+        (
+            f"env.instances.test_seeds=[{', '.join(str(1000 + i) for i in range(DECISIVE_POOL))}]",
+            *(f"{key}={path}" for key, path in DECISIVE_FILES.items() if path.is_file()),
+        ),
         250.0,
         "2 CPU cores, one run at a time",
         replicates=DECISIVE_REPLICATES,

@@ -33,13 +33,25 @@ def test_data_seeds_are_shared_by_slot_and_replicate_zero_keeps_the_instance_see
 
 def test_relative_paths_are_resolved_once_at_the_entry_point(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config("debug", overrides=["bench.schedule_file=tuned/schedule.json"])
+    cfg = load_config(
+        "debug",
+        overrides=[
+            "bench.schedule_file=tuned/schedule.json",
+            "bench.contextual_file=tuned/contextual.json",
+            "bench.lookahead_file=tuned/lookahead.json",
+            "cache.dir=blocks",
+            "data.hub.local_dir=hub",
+        ],
+    )
     assert str(cfg.data.cache_dir) == ".cache/sttrl" and str(cfg.run.out_dir) == "runs"  # the defaults
     fixed = absolute_paths(cfg)
     assert (
         fixed.data.cache_dir == tmp_path.resolve() / ".cache/sttrl" and fixed.run.out_dir == tmp_path.resolve() / "runs"
     )
-    assert fixed.bench.schedule_file == tmp_path.resolve() / "tuned/schedule.json" and fixed.data.hub.local_dir is None
+    here = tmp_path.resolve()
+    assert fixed.bench.schedule_file == here / "tuned/schedule.json" and fixed.data.hub.local_dir == here / "hub"
+    assert fixed.bench.contextual_file == here / "tuned/contextual.json" and fixed.cache.dir == here / "blocks"
+    assert fixed.bench.lookahead_file == here / "tuned/lookahead.json"
     assert absolute_paths(fixed) == fixed  # absolute paths stay as they are
     b = bench.Bench(cfg, ["static"], [0], "b", quiet=True)
     assert b.cfg.data.cache_dir.is_absolute() and b.out == tmp_path.resolve() / "b"
@@ -98,6 +110,12 @@ def test_decisive_suite_prints_its_estimate_and_mde_first(make_config, capsys):
     assert "MDE 0.030 hidden WER at n=161" in first  # sized from the noise budget
     for part in ("schedule", "static", "rule", "tpe", "sha", "lookahead", "estimated time", "MDE", "Holm"):
         assert part in first, part
+    # the reference is the committed tuned schedule, an absolute path wherever the suite runs from
+    results = Path(bench.__file__).resolve().parents[1] / "benchmarks" / "results"
+    assert lines[2] == (
+        f"tuned files: schedule_file: {results / 'schedule-tuned-bench-cpu-i8.json'}; contextual_file: "
+        f"{results / 'contextual-bench-cpu-i8.json'}; lookahead_file: none (untuned defaults)"
+    )
     assert bench.main(["--suite", "decisive", "--seeds", "40", "--replicates", "2", "--dry-run", *common]) == 0
     out = capsys.readouterr().out
     assert "40 test instances x 2 replicates" in out and "seeds [1000, 1001," in out and "1039]" in out

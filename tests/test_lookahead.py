@@ -192,3 +192,40 @@ def test_tune_lookahead_quick_writes_a_tuned_file_the_benchmark_runs(data_cache,
     assert cfg.lookahead.probe_samples == 4 and cfg.lookahead.criterion == doc["settings"]["criterion"]
     assert tune_lookahead.main(["--quick", *sets, "--criteria", "nope", "--out", str(out)]) == 2
     assert "unknown ['nope']" in capsys.readouterr().err
+
+
+def test_tune_lookahead_halving_runs_the_better_half_on_each_later_instance(tmp_path):
+    """The scheduling of successive halving, with the episode runner replaced by a table of dev WERs (the real
+    runner is covered by the quick test above)."""
+    from bench import tune_lookahead
+    from sttrl.config import load_config
+
+    points = tune_lookahead.grid_points([4, 8], ["lr"], ["train_loss", "val_wer"], [0.25])  # 4 points
+    wer = {0: [0.5, 0.5, 0.9, 0.1], 1: [0.4, 0.4, 0.1, 0.1], 2: [0.3, 0.6, 0.2, 0.2], 3: [0.2, 0.7, 0.3, 0.3]}
+    calls: list[tuple[int, int]] = []
+
+    def run(cfg, instance, settings, run_dir, cache):
+        j = next(k for k, p in enumerate(points) if run_dir.name.startswith(tune_lookahead.tag_of(p)))
+        calls.append((j, instance))
+        w = wer[j][instance]
+        return {
+            "instance": instance,
+            "dev_wer": w,
+            "probe_samples": 4,
+            "samples": 16,
+            "actions": ["keep"],
+            "steps": 4,
+            "seconds": 1.0,
+            "settings": settings,
+        }
+
+    cfg = load_config("debug")
+    doc = tune_lookahead.tune(cfg, points, [0, 1, 2, 3], tmp_path, on_line=lambda _: None, halve_after=2, run=run)
+    # instances 0, 1: all four points (means 0.5, 0.4, 0.45, 0.45); instance 2: the better two (1 and, on the
+    # tie at 0.45, the earlier point 2); instance 3: the better of those (1: 0.3 against 2: 0.367)
+    assert calls == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1), (1, 1), (2, 1), (3, 1), (1, 2), (2, 2), (1, 3)]
+    assert [p["instances_run"] for p in doc["grid"]] == [2, 4, 3, 2]
+    assert doc["settings"]["probe_samples"] == 4 and doc["settings"]["criterion"] == "val_wer"  # point 1
+    assert doc["dev_wer"] == pytest.approx(0.25) and doc["halve_after"] == 2 and doc["cost"]["episodes"] == 11
+    assert tune_lookahead.episodes_planned(4, 4, 2) == 11 and tune_lookahead.episodes_planned(16, 4, 2) == 44
+    assert tune_lookahead.episodes_planned(16, 4, 0) == 64

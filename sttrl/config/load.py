@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sttrl.config.policy import POLICY_PRESET_DIR, policy_presets
 from sttrl.config.schema import PRESET_DIR, Config
@@ -166,27 +166,28 @@ def secret(name: str, env_file: str | Path = ".env") -> str | None:
 
 
 def absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
-    """``cfg`` with its relative paths (``data.cache_dir``, ``data.hub.local_dir``, ``run.out_dir``,
-    ``bench.schedule_file``, a ``local`` model's directory) made absolute against ``base`` (default: the working
-    directory). Entry points call it once, so a process that runs elsewhere (a Ray Tune trial runs in a working
-    directory of its own, a worker on another machine) reads and writes where the user meant."""
+    """``cfg`` with every relative path field (``data.cache_dir``, ``data.hub.local_dir``, ``run.out_dir``,
+    ``bench.schedule_file``, ``bench.contextual_file``, ``bench.lookahead_file``, ``cache.dir``: any field typed
+    ``Path``) and a ``local`` model's directory made absolute against ``base`` (default: the working directory).
+    Entry points call it once, so a process that runs elsewhere (a Ray Tune trial runs in a working directory of its
+    own, a worker on another machine) reads and writes where the user meant."""
     root = Path(base) if base is not None else Path.cwd()
 
-    def fix(p: Path | None) -> Path | None:
-        return None if p is None else p if p.is_absolute() else (root / p).resolve()
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (root / p).resolve()
 
-    data = cfg.model_copy(
-        update={
-            "data": cfg.data.model_copy(
-                update={
-                    "cache_dir": fix(cfg.data.cache_dir),
-                    "hub": cfg.data.hub.model_copy(update={"local_dir": fix(cfg.data.hub.local_dir)}),
-                }
-            ),
-            "run": cfg.run.model_copy(update={"out_dir": fix(cfg.run.out_dir)}),
-            "bench": cfg.bench.model_copy(update={"schedule_file": fix(cfg.bench.schedule_file)}),
-        }
-    )
+    def walk(model: BaseModel) -> BaseModel:
+        update: dict[str, object] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                update[name] = walk(value)
+            elif isinstance(value, Path):
+                update[name] = fix(value)
+        return model.model_copy(update=update)
+
+    data = walk(cfg)
+    assert isinstance(data, Config)
     if cfg.model.source == "local" and cfg.model.name:
         data = data.model_copy(update={"model": cfg.model.model_copy(update={"name": str(fix(Path(cfg.model.name)))})})
     return config_from_dict(data.to_dict())
