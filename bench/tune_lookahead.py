@@ -9,7 +9,9 @@ only the better half of the points still in, and the winner is the best of those
 (16 points x 4 instances: 44 episodes instead of 64). The file written
 (``--out``, schema ``sttrl.lookahead/1``) holds the winning ``settings``, every point's per-instance dev WERs, what
 each run spent on probes, and the tuning cost; the benchmark runs it with ``--set bench.lookahead_file=FILE``.
-Resumable: each run's ``point.json`` under ``--work`` is read back.
+Resumable: each run's ``point.json`` under ``--work`` is read back, and with ``--ledger FILE`` every finished
+episode's row is kept in one small JSON-lines file (commit it: the tuning then resumes on a new machine; rows
+name the judge key's fingerprint, since another machine's key judges other hidden dev utterances).
 
     python -m bench.tune_lookahead --preset bench-cpu --train-instances 4 --out runs/lookahead-tuned.json
     python -m bench.tune_lookahead --quick --out runs/lookahead-quick.json       # debug preset, seconds (CI)
@@ -40,6 +42,7 @@ from bench.tuning import (
     train_instances,
     tuning_config,
     tuning_parser,
+    with_ledger,
     words,
     work_dir,
 )
@@ -168,6 +171,7 @@ def tune(
         "dev_wer": best["dev_wer_mean"],
         "grid": scored,
         "halve_after": halve_after,
+        "judge_keys": sorted({r["judge_key"] for r in rows if r.get("judge_key")}),
         **provenance(cfg, instances, rows),
     }
 
@@ -201,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"every point runs on the first K train instances, then each further instance runs only the better half "
         f"(successive halving; 0: every point on every instance; default {HALVE_AFTER})",
     )
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="FILE",
+        help="a JSON-lines file of finished episodes, read back before running and appended after each one: commit "
+        "it and the tuning resumes on a machine without the run directories (rows of another config are refused)",
+    )
     return p
 
 
@@ -228,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.dry_run:
             return 0
-        doc = tune(cfg, points, instances, work_dir(args), halve_after=args.halve_after)
+        run = with_ledger(run_episode_point, args.ledger, cfg) if args.ledger else run_episode_point
+        doc = tune(cfg, points, instances, work_dir(args), halve_after=args.halve_after, run=run)
     except SttrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

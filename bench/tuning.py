@@ -9,6 +9,7 @@ the debug preset with a small instance set (the CI test of each command).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import statistics
@@ -16,8 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sttrl.config import Config, add_config_arguments, config_from_dict, load_config
+from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, path_fields, with_fields
 from sttrl.errors import ConfigError, SttrlError
+from sttrl.io import atomic_write_text
+from sttrl.rundir import RUN_RECORD
 
 # --quick: the debug preset's instance set of the smoke suite (train instances 0-1), 2 blocks of 8 samples
 QUICK_OVERRIDES = (
@@ -150,3 +153,72 @@ def provenance(cfg: Config, instances: list[int], rows: Sequence[dict[str, Any]]
         "cost": cost(rows),
         "budget": budget_doc(cfg),
     }
+
+
+# ----- a ledger of finished episodes that outlives the machine -------------------------------------------------------
+LEDGER_KEYS = ("run", "config_sha", "instance", "settings", "dev_wer")
+
+
+def config_sha(cfg: Config) -> str:
+    """16 hex characters that identify what a tuning row depends on: the config without its path fields (the cache
+    and run directories differ from machine to machine, the results do not)."""
+    data = with_fields(cfg.to_dict(), {field: None for field, _ in path_fields(cfg)})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recorded_judge_key(run_dir: Path) -> str | None:
+    """The judge key fingerprint the run record in ``run_dir`` was signed with (the key that judged it)."""
+    try:
+        return json.loads((run_dir / RUN_RECORD).read_text())["signature"]["key_fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_ledger(path: Path, sha: str) -> dict[str, dict[str, Any]]:
+    """The rows of a ledger (JSON lines, one finished episode each) keyed by run name; a malformed row or one run
+    under another config is a ConfigError that names the file and line."""
+    if not path.is_file():
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{n}: not a JSON row ({exc.msg})") from None
+        missing = [k for k in LEDGER_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ConfigError(f"{path}:{n}: a ledger row needs {', '.join(LEDGER_KEYS)}; missing {', '.join(missing)}")
+        if row["config_sha"] != sha:
+            raise ConfigError(
+                f"{path}:{n}: row {row['run']} was run under config {row['config_sha']}, this tuning's is {sha} "
+                "(another preset or --set): give this tuning another --ledger"
+            )
+        rows[row["run"]] = row
+    return rows
+
+
+def with_ledger(run: Callable[..., dict[str, Any]], path: Path, cfg: Config) -> Callable[..., dict[str, Any]]:
+    """``run`` (an episode runner ``(cfg, instance, settings, run_dir, cache) -> row``) that first looks the run up
+    in the ledger at ``path`` and appends each row it runs (the whole file rewritten atomically), so a tuning resumes
+    on a machine that no longer has the run directories once the ledger travels (it is small: commit it). Each row
+    carries the judge key's fingerprint: rows judged under different keys were scored on different hidden dev
+    utterances."""
+    sha = config_sha(cfg)
+    rows = read_ledger(path, sha)
+
+    def go(rcfg: Config, instance: int, settings: dict[str, Any], run_dir: Path, cache: dict[str, Any]) -> dict:
+        old = rows.get(run_dir.name)
+        if old is not None:
+            if old["instance"] != instance or old["settings"] != settings:
+                raise ConfigError(f"{path}: row {run_dir.name} was run with other settings or on another instance")
+            return old
+        row = run(rcfg, instance, settings, run_dir, cache)
+        row = {**row, "run": run_dir.name, "config_sha": sha}
+        row.setdefault("judge_key", recorded_judge_key(run_dir))
+        rows[run_dir.name] = row
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows.values()))
+        return row
+
+    return go

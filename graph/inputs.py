@@ -20,14 +20,13 @@ that touches files (state written through ``update_state`` passes no handler).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from langgraph.config import get_config
-from pydantic import BaseModel
 
-from sttrl.config import Config, config_from_dict, load_config, parse_override
+from sttrl.config import Config, config_from_dict, load_config, parse_override, path_fields
 from sttrl.errors import ConfigError
 
 ROOT_VARIABLE = "STTRL_SERVER_ROOT"
@@ -67,15 +66,6 @@ def check_path(field: str, value: str | os.PathLike[str]) -> None:
         )
 
 
-def _path_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            yield from _path_fields(value, f"{prefix}{name}.")
-        elif isinstance(value, Path):
-            yield f"{prefix}{name}", value
-
-
 def _url_path(url: str) -> str | None:
     for prefix in PATH_LIKE_URLS:
         if url.startswith(prefix):
@@ -85,7 +75,7 @@ def _url_path(url: str) -> str | None:
 
 def check_config(cfg: Config) -> None:
     """Every path field of ``cfg`` (and a local model, file sink or file tracker) inside the server's roots."""
-    for field, value in _path_fields(cfg):
+    for field, value in path_fields(cfg):
         check_path(field, value)
     if cfg.model.source == "local":
         check_path("model.name", cfg.model.name)

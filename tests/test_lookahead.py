@@ -4,11 +4,13 @@ the winner's probe is the start of its block (not trained again), and the log ho
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from sttrl.control.lookahead import LOG, candidates, run_lookahead
 from sttrl.errors import ConfigError
+from sttrl.keys import key_fingerprint
 
 
 def test_lookahead_budget_arithmetic(make_config, tmp_path):
@@ -170,7 +172,8 @@ def test_tune_lookahead_quick_writes_a_tuned_file_the_benchmark_runs(data_cache,
 
     out = tmp_path / "la.json"
     sets = ["--set", f"data.cache_dir={data_cache}", "--set", f"run.out_dir={tmp_path / 'runs'}"]
-    assert tune_lookahead.main(["--quick", *sets, "--out", str(out)]) == 0
+    ledger = tmp_path / "ledger.jsonl"
+    assert tune_lookahead.main(["--quick", *sets, "--out", str(out), "--ledger", str(ledger)]) == 0
     printed = capsys.readouterr().out
     assert "2 points x 1 train instances = 2 lookahead episodes" in printed and "tuned: probes of 4 samples" in printed
     doc = load_tuned(out)
@@ -188,10 +191,33 @@ def test_tune_lookahead_quick_writes_a_tuned_file_the_benchmark_runs(data_cache,
     assert not any((r / "checkpoints").exists() or (r / "final").exists() for r in runs)  # scored: weights dropped
     # again: every run is read back, nothing trains
     assert tune_lookahead.main(["--quick", *sets, "--out", str(out)]) == 0 and load_tuned(out)["grid"] == doc["grid"]
+    # the ledger outlives the run directories: a new machine with only the ledger trains nothing either
+    rows = [json.loads(x) for x in ledger.read_text().splitlines()]
+    assert len(rows) == 2 and {r["judge_key"] for r in rows} == {key_fingerprint()} == set(doc["judge_keys"])
+    shutil.rmtree(tmp_path / "la-runs")
+    assert tune_lookahead.main(["--quick", *sets, "--out", str(out), "--ledger", str(ledger)]) == 0
+    assert load_tuned(out)["grid"] == doc["grid"] and not (tmp_path / "la-runs").exists()
+    other = [*sets, "--set", "env.max_actions=3"]
+    assert tune_lookahead.main(["--quick", *other, "--out", str(out), "--ledger", str(ledger)]) == 2
+    assert "give this tuning another --ledger" in capsys.readouterr().err
     cfg = configure(load_config("debug", overrides=[f"bench.lookahead_file={out}"]))
     assert cfg.lookahead.probe_samples == 4 and cfg.lookahead.criterion == doc["settings"]["criterion"]
     assert tune_lookahead.main(["--quick", *sets, "--criteria", "nope", "--out", str(out)]) == 2
     assert "unknown ['nope']" in capsys.readouterr().err
+
+
+def test_a_ledger_row_that_is_not_json_or_lacks_a_field_is_named_by_file_and_line(tmp_path):
+    from bench.tuning import read_ledger
+
+    path = tmp_path / "ledger.jsonl"
+    row = {"run": "p4-lr-val_wer-s1-i0", "config_sha": "abc", "instance": 0, "settings": {}, "dev_wer": 0.5}
+    path.write_text(json.dumps(row) + "\n\n{not json\n")
+    with pytest.raises(ConfigError, match=r"ledger.jsonl:3: not a JSON row"):
+        read_ledger(path, "abc")
+    path.write_text('{"run": "x", "instance": 0}\n')
+    with pytest.raises(ConfigError, match=r"ledger.jsonl:1: a ledger row needs .*missing config_sha, settings, dev_"):
+        read_ledger(path, "abc")
+    assert read_ledger(tmp_path / "absent.jsonl", "abc") == {}
 
 
 def test_tune_lookahead_halving_runs_the_better_half_on_each_later_instance(tmp_path):

@@ -14,7 +14,9 @@ from sttrl.config.load import (
     config_from_dict,
     load_config,
     parse_override,
+    path_fields,
     secret,
+    with_fields,
 )
 from sttrl.config.policy import PolicyConfig
 from sttrl.config.schema import (
@@ -48,5 +50,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "parse_override",
+    "path_fields",
     "secret",
+    "with_fields",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,18 +177,29 @@ def absolute_paths(cfg: Config, base: str | Path | None = None) -> Config:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (root / p).resolve()
 
-    def walk(model: BaseModel) -> BaseModel:
-        update: dict[str, object] = {}
-        for name in type(model).model_fields:
-            value = getattr(model, name)
-            if isinstance(value, BaseModel):
-                update[name] = walk(value)
-            elif isinstance(value, Path):
-                update[name] = fix(value)
-        return model.model_copy(update=update)
-
-    data = walk(cfg)
-    assert isinstance(data, Config)
+    data = with_fields(cfg.to_dict(), {field: str(fix(value)) for field, value in path_fields(cfg)})
     if cfg.model.source == "local" and cfg.model.name:
-        data = data.model_copy(update={"model": cfg.model.model_copy(update={"name": str(fix(Path(cfg.model.name)))})})
-    return config_from_dict(data.to_dict())
+        data["model"]["name"] = str(fix(Path(cfg.model.name)))
+    return config_from_dict(data)
+
+
+def path_fields(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """Every field of ``model`` (a :class:`Config` or a section) typed ``Path``, as ``(dotted name, value)``: what
+    :func:`absolute_paths` makes absolute and what the LangGraph server checks against its roots."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from path_fields(value, f"{prefix}{name}.")
+        elif isinstance(value, Path):
+            yield f"{prefix}{name}", value
+
+
+def with_fields(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as a dict) with each dotted field of ``values`` set, in place and returned."""
+    for field, value in values.items():
+        *parents, leaf = field.split(".")
+        node = data
+        for name in parents:
+            node = node[name]
+        node[leaf] = value
+    return data
