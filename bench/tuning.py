@@ -19,7 +19,7 @@ from typing import Any
 
 from sttrl.config import Config, add_config_arguments, config_from_dict, load_config, path_fields, with_fields
 from sttrl.errors import ConfigError, SttrlError
-from sttrl.io import atomic_write_text
+from sttrl.io import atomic_write_text, read_jsonl
 from sttrl.rundir import RUN_RECORD
 
 # --quick: the debug preset's instance set of the smoke suite (train instances 0-1), 2 blocks of 8 samples
@@ -175,24 +175,16 @@ def recorded_judge_key(run_dir: Path) -> str | None:
 
 
 def read_ledger(path: Path, sha: str) -> dict[str, dict[str, Any]]:
-    """The rows of a ledger (JSON lines, one finished episode each) keyed by run name; a malformed row or one run
-    under another config is a ConfigError that names the file and line."""
-    if not path.is_file():
-        return {}
+    """The rows of a ledger (JSON lines, one finished episode each) keyed by run name; a line that is not JSON, a row
+    without a field or one run under another config is a ConfigError that names the file and the line or row."""
     rows: dict[str, dict[str, Any]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{n}: not a JSON row ({exc.msg})") from None
+    for n, row in enumerate(read_jsonl(path, torn="raise", error=ConfigError), 1):
         missing = [k for k in LEDGER_KEYS if not isinstance(row, dict) or k not in row]
         if missing:
-            raise ConfigError(f"{path}:{n}: a ledger row needs {', '.join(LEDGER_KEYS)}; missing {', '.join(missing)}")
+            raise ConfigError(f"{path}: row {n} needs {', '.join(LEDGER_KEYS)}; it lacks {', '.join(missing)}")
         if row["config_sha"] != sha:
             raise ConfigError(
-                f"{path}:{n}: row {row['run']} was run under config {row['config_sha']}, this tuning's is {sha} "
+                f"{path}: row {n} ({row['run']}) was run under config {row['config_sha']}, this tuning's is {sha} "
                 "(another preset or --set): give this tuning another --ledger"
             )
         rows[row["run"]] = row

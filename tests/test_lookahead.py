@@ -212,10 +212,10 @@ def test_a_ledger_row_that_is_not_json_or_lacks_a_field_is_named_by_file_and_lin
     path = tmp_path / "ledger.jsonl"
     row = {"run": "p4-lr-val_wer-s1-i0", "config_sha": "abc", "instance": 0, "settings": {}, "dev_wer": 0.5}
     path.write_text(json.dumps(row) + "\n\n{not json\n")
-    with pytest.raises(ConfigError, match=r"ledger.jsonl:3: not a JSON row"):
+    with pytest.raises(ConfigError, match=r"ledger.jsonl: line 3 is not valid JSON"):
         read_ledger(path, "abc")
     path.write_text('{"run": "x", "instance": 0}\n')
-    with pytest.raises(ConfigError, match=r"ledger.jsonl:1: a ledger row needs .*missing config_sha, settings, dev_"):
+    with pytest.raises(ConfigError, match=r"ledger.jsonl: row 1 needs .*; it lacks config_sha, settings, dev_wer"):
         read_ledger(path, "abc")
     assert read_ledger(tmp_path / "absent.jsonl", "abc") == {}
 

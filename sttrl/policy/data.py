@@ -22,13 +22,13 @@ those rows out.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sttrl.config import Config
 from sttrl.control.prompting import decision_turns
 from sttrl.errors import ConfigError
+from sttrl.io import read_jsonl
 from sttrl.policy.core import decision_text, finite, parse_decision
 
 TEACHER_SCHEMA = "sttrl.teacher/1"
@@ -60,18 +60,6 @@ def state_rationale(observation: dict[str, Any], max_chars: int) -> str:
     if status and status != "ok":
         parts.append(str(status))
     return (", ".join(parts) or "no measurement yet")[:max_chars]
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            raise ConfigError(f"data file {path}: line {n} is not valid JSON") from None
-    return rows
 
 
 def _row(
@@ -194,7 +182,7 @@ def load_rows(paths: list[str | Path], cfg: Config) -> Any:
     rows: list[dict[str, Any]] = []
     for path in paths:
         for file in _files(Path(path)):
-            records = _read_jsonl(file)
+            records = read_jsonl(file, torn="raise", error=ConfigError)
             if not records:
                 continue
             schema = records[0].get("schema")
