@@ -27,8 +27,8 @@ estimate (one run at a time) does not count. The factors count extra evaluations
 (sha's rungs, pbt's population reports and Ray overhead, the oracle's grid, lookahead's probes, the local LLM's
 decisions). The schedule controller is untuned unless ``--set bench.schedule_file=FILE``
 (``python -m bench.tune_schedule``); its tuning time is not in the estimate. The decisive suite sets the committed
-tuned schedule and contextual files itself (``DECISIVE_FILES``, when the files are there: a source checkout); a
-``--set`` of the same key wins.
+tuned schedule, contextual and lookahead files itself (``DECISIVE_FILES``, when the files are there: a source
+checkout); a ``--set`` of the same key wins.
 """
 
 from __future__ import annotations
@@ -70,12 +70,14 @@ DECISIVE_REPLICATES = 1
 # suite runs replicates
 DECISIVE_CHAOS_SD = 0.016
 DECISIVE_POOL = 200  # test instances the suite may draw from: seeds 1000..1199
-# The tuned files the decisive suite runs with unless --set names others (tuned on train instances 0-7, hidden dev:
-# python -m bench.tune_contextual, docs/controllers.md); a tuned lookahead file joins them once its tuning is done.
+# The tuned files the decisive suite runs with unless --set names others, each tuned on train instances against hidden
+# dev (schedule and contextual on 0-7: python -m bench.tune_contextual; lookahead on 0-3: python -m
+# bench.tune_lookahead --ledger benchmarks/results/lookahead-tuning-bench-cpu.jsonl; docs/controllers.md).
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 DECISIVE_FILES = {
     "bench.schedule_file": RESULTS_DIR / "schedule-tuned-bench-cpu-i8.json",
     "bench.contextual_file": RESULTS_DIR / "contextual-bench-cpu-i8.json",
+    "bench.lookahead_file": RESULTS_DIR / "lookahead-tuned-bench-cpu-i4.json",
 }
 DECISIVE_CONTROLLERS = (
     "schedule",

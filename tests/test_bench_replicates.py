@@ -114,7 +114,7 @@ def test_decisive_suite_prints_its_estimate_and_mde_first(make_config, capsys):
     results = Path(bench.__file__).resolve().parents[1] / "benchmarks" / "results"
     assert lines[2] == (
         f"tuned files: schedule_file: {results / 'schedule-tuned-bench-cpu-i8.json'}; contextual_file: "
-        f"{results / 'contextual-bench-cpu-i8.json'}; lookahead_file: none (untuned defaults)"
+        f"{results / 'contextual-bench-cpu-i8.json'}; lookahead_file: {results / 'lookahead-tuned-bench-cpu-i4.json'}"
     )
     assert bench.main(["--suite", "decisive", "--seeds", "40", "--replicates", "2", "--dry-run", *common]) == 0
     out = capsys.readouterr().out
