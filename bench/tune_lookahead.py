@@ -62,9 +62,9 @@ FULL_GRID = {"probe_samples": [16, 32], "sets": ["lr", "lr-batch"], "criteria": 
 FULL_SHARES = [0.25, 0.5]
 QUICK_GRID = {"probe_samples": [4], "sets": ["lr"], "criteria": ["train_loss", "val_wer"]}
 HALVE_AFTER = 2  # 16 points x 4 instances: 16 + 16 + 8 + 4 = 44 episodes instead of 64
-# bench-cpu on 2 cores: measured 356-497 s a lookahead episode (mean 422 s over the 29 episodes of the committed ledger,
+# bench-cpu on 2 cores: measured 298-497 s a lookahead episode (mean 411 s over the 44 episodes of the committed ledger,
 # benchmarks/results/lookahead-tuning-bench-cpu.jsonl, judging hidden dev included)
-EPISODE_SECONDS = 420.0
+EPISODE_SECONDS = 410.0
 
 
 def run_episode_point(
